@@ -1,0 +1,119 @@
+"""Front ends: turn a model file (or a Python entry point) into a :class:`ModelGraph`.
+
+Only this package knows about formats. The format is decided by the file's content
+(zip, pickle, safetensors header, protobuf), with the extension as a tie-breaker, so an
+ONNX file named ``.pt`` still loads as ONNX.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bnlint.config import Settings
+    from bnlint.graph import ModelGraph
+
+ONNX_MAX_BYTES = 2 * 1024**3  # protobuf's hard limit; larger models must use external data
+ZIP_MAGIC = b"PK\x03\x04"
+ONNX_EXTENSIONS = {".onnx", ".onnxtxt"}
+TORCH_EXTENSIONS = {".pt", ".pth", ".pt2", ".ckpt", ".bin", ".ts", ".ptl", ".safetensors"}
+
+
+class LoadError(Exception):
+    """A model cannot be read. ``str()`` is the one-line ``<path>: <problem>``."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(problem)
+        self.path = str(path)
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def check_regular_file(path: Path) -> os.stat_result:
+    """``stat`` the path and refuse anything that is not a non-empty regular file.
+
+    Nothing is opened: a FIFO or a device would block or stream forever.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise LoadError(path, "broken symbolic link") from None
+        raise LoadError(path, "no such file") from None
+    except OSError as error:
+        if error.errno == 40:  # ELOOP
+            raise LoadError(path, "symbolic link loop") from None
+        raise LoadError(path, f"cannot stat: {error.strerror}") from None
+    mode = info.st_mode
+    kinds = (
+        (stat.S_ISDIR, "is a directory"),
+        (stat.S_ISFIFO, "is a FIFO (named pipe); refusing to open it"),
+        (stat.S_ISCHR, "is a character device; refusing to open it"),
+        (stat.S_ISBLK, "is a block device; refusing to open it"),
+        (stat.S_ISSOCK, "is a socket; refusing to open it"),
+    )
+    for test, problem in kinds:
+        if test(mode):
+            raise LoadError(path, problem)
+    if not stat.S_ISREG(mode):
+        raise LoadError(path, "not a regular file")
+    if info.st_size == 0:
+        raise LoadError(path, "empty file")
+    return info
+
+
+def sniff_format(path: Path, head: bytes) -> str:
+    """``onnx``, ``torch-zip``, ``pickle`` or ``safetensors`` from the first bytes."""
+    if head.startswith(ZIP_MAGIC):
+        return "torch-zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"
+    return "onnx"
+
+
+def is_entry_point(target: str) -> bool:
+    """``pkg.module:factory`` or ``path/to/file.py:factory`` (not an existing file)."""
+    if ":" not in target or Path(target).exists():
+        return False
+    module, _, factory = target.rpartition(":")
+    return bool(module) and factory.isidentifier()
+
+
+def load_model(target: str, settings: Settings) -> ModelGraph:
+    """Load any supported input; raises :class:`LoadError` with a one-line problem."""
+    if is_entry_point(target):
+        return _torch_loader().load_entry_point(target, settings)
+    path = Path(target)
+    info = check_regular_file(path)
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    kind = sniff_format(path, head)
+    if kind == "onnx":
+        if info.st_size > ONNX_MAX_BYTES:
+            raise LoadError(
+                path,
+                "ONNX file over 2 GiB: protobuf cannot hold it; store weights as external data",
+            )
+        from bnlint.loaders import onnx as onnx_loader
+
+        return onnx_loader.load(path, settings)
+    if kind == "safetensors":
+        from bnlint.loaders import safetensors as safetensors_loader
+
+        return safetensors_loader.load(path, settings)
+    return _torch_loader().load_file(path, kind, settings)
+
+
+def _torch_loader():
+    try:
+        from bnlint.loaders import torch as torch_loader
+    except ImportError as error:  # the module itself imports torch lazily; this is a bug guard
+        raise LoadError("<torch>", f"PyTorch front end unavailable: {error}") from None
+    return torch_loader

@@ -1,0 +1,138 @@
+"""The Python API: ``bnlint.lint(target, **settings) -> Report``. The CLI is a thin layer on it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from bnlint.config import (
+    ConfigError,
+    FileConfig,
+    Settings,
+    find_config,
+    load_file_config,
+    resolve_settings,
+    validate_against_rules,
+)
+from bnlint.findings import ModelResult, Report
+from bnlint.registry import RuleSet, load_rules
+
+_SETTING_NAMES = {item.name for item in fields(Settings)} - {"origins", "config_path"}
+
+
+class SettingsResolver:
+    """Settings per model: the nearest configuration file (or ``--config``) plus CLI values."""
+
+    def __init__(self, cli_values: Mapping[str, Any], config: str | Path | None = None) -> None:
+        unknown = set(cli_values) - _SETTING_NAMES
+        if unknown:
+            raise ConfigError(None, f"unknown setting(s): {', '.join(sorted(unknown))}")
+        self.cli_values = dict(cli_values)
+        self.forced = load_file_config(Path(config)) if config is not None else None
+        self._by_file: dict[str | None, tuple[Settings, RuleSet]] = {}
+
+    def config_for(self, folder: Path) -> FileConfig | None:
+        if self.forced is not None:
+            return self.forced
+        found = find_config(folder)
+        return load_file_config(found) if found is not None else None
+
+    def resolve(self, target: str | Path) -> tuple[Settings, RuleSet]:
+        path = Path(target)
+        folder = path if path.is_dir() else path.parent
+        if not folder.exists():
+            folder = Path.cwd()
+        file_config = self.config_for(folder)
+        key = str(file_config.path) if file_config is not None else None
+        if key not in self._by_file:
+            settings = resolve_settings(file_config, self.cli_values)
+            ruleset = load_rules(tuple(settings.rules_dirs))
+            self._by_file[key] = (validate_against_rules(settings, ruleset), ruleset)
+        return self._by_file[key]
+
+
+def iter_targets(paths: Iterable[str | Path], resolver: SettingsResolver) -> Iterator[str]:
+    """Files as given; folders walked for model files (include/exclude from settings)."""
+    from bnlint.loaders import is_entry_point
+
+    for raw in paths:
+        target = str(raw)
+        path = Path(target)
+        if is_entry_point(target) or not path.is_dir():
+            yield target
+            continue
+        settings, _ = resolver.resolve(path)
+        yield from _walk(path, settings)
+
+
+def _walk(root: Path, settings: Settings) -> Iterator[str]:
+    import fnmatch
+
+    found = []
+    for folder, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(
+            d for d in dirnames if not any(fnmatch.fnmatch(d, pat) for pat in settings.exclude)
+        )
+        for name in sorted(filenames):
+            if any(fnmatch.fnmatch(name, pat) for pat in settings.exclude):
+                continue
+            if any(fnmatch.fnmatch(name, pat) for pat in settings.include):
+                found.append(str(Path(folder) / name))
+    yield from found
+
+
+def lint_target(
+    target: str, resolver: SettingsResolver, debug: Callable[[str], None] | None = None
+) -> ModelResult:
+    """Load and lint one input; a load failure becomes an ``error`` result, never a raise."""
+    from bnlint.engine import lint_graph
+    from bnlint.loaders import LoadError, load_model
+
+    settings, ruleset = resolver.resolve(target)
+    try:
+        graph = load_model(target, settings)
+    except LoadError as error:
+        return ModelResult(path=target, status="error", error=error.problem)
+    return lint_graph(graph, settings, ruleset, debug=debug)
+
+
+def lint(
+    target: Any,
+    *,
+    config: str | Path | None = None,
+    **settings: Any,
+) -> Report:
+    """Lint a path, a list of paths, an ``onnx.ModelProto`` or an ``nn.Module``.
+
+    ``settings`` use the Settings field names (``select=["BN003"]``, ``phase="training"``,
+    ``input_shapes={"x": (1, 3, 224, 224)}`` …). An ``nn.Module`` needs
+    ``example_inputs=(tensor, …)``.
+    """
+    example_inputs = settings.pop("example_inputs", None)
+    resolver = SettingsResolver(settings, config)
+    if isinstance(target, (str, Path)):
+        targets: list[Any] = [target]
+    elif isinstance(target, (list, tuple)):
+        targets = list(target)
+    else:
+        return Report(models=[_lint_object(target, resolver, example_inputs)])
+    return Report(models=[lint_target(t, resolver) for t in iter_targets(targets, resolver)])
+
+
+def _lint_object(model: Any, resolver: SettingsResolver, example_inputs: Any) -> ModelResult:
+    from bnlint.engine import lint_graph
+
+    settings, ruleset = resolver.resolve(Path.cwd())
+    type_name = f"{type(model).__module__}.{type(model).__qualname__}"
+    if type_name == "onnx.onnx_ml_pb2.ModelProto" or type(model).__name__ == "ModelProto":
+        from bnlint.loaders.onnx import build_graph
+
+        graph = build_graph(model, Path("<ModelProto>"), settings)
+    else:
+        from bnlint.loaders.torch import graph_from_module
+
+        graph = graph_from_module(model, example_inputs, settings)
+    return lint_graph(graph, settings, ruleset)

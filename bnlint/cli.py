@@ -1,0 +1,191 @@
+"""Command line: ``bnlint [OPTIONS] PATH...`` (= ``bnlint check``), ``rules``, ``explain``.
+
+Thin by design: options become settings, :mod:`bnlint.api` does the work, a reporter
+renders the Report, and :meth:`Report.exit_code` decides the exit status. Heavy modules
+(onnx, networkx, numpy, reporters) are imported inside commands, so ``--version`` and
+``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from bnlint._version import __version__
+from bnlint.options import check_options, color_enabled, settings_from_options
+
+EXIT_USAGE = 2
+
+
+class DefaultGroup(click.Group):
+    """A group whose default command is ``check``: ``bnlint m.onnx`` is ``bnlint check m.onnx``."""
+
+    default_command = "check"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args:
+            args = [self.default_command]
+        elif args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit 2 — the contract for every usage or input error."""
+    click.echo(f"bnlint: error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+@click.group(
+    cls=DefaultGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "--version", prog_name="bnlint", message="%(prog)s %(version)s")
+def main() -> None:
+    """Lint Batch Normalization in ONNX and PyTorch models.
+
+    \b
+    bnlint model.onnx                 lint a model (same as `bnlint check model.onnx`)
+    bnlint models/ --format json      lint every model in a folder, JSON output
+    bnlint rules                      list the rules
+    bnlint explain BN003              show a rule's documentation
+    """
+
+
+@main.command("check")
+@click.argument("paths", nargs=-1, type=click.Path())
+@check_options
+def check(paths: Sequence[str], **options: Any) -> None:
+    """Lint model files, folders of models, or `module:factory` entry points."""
+    from bnlint.api import SettingsResolver, iter_targets, lint_target
+    from bnlint.config import ConfigError
+    from bnlint.findings import Report
+    from bnlint.registry import RegistryError
+
+    debug = options["debug"]
+    try:
+        resolver = SettingsResolver(settings_from_options(options), options["config"])
+        targets = list(iter_targets(paths or ["."], resolver))
+        if options["show_settings"]:
+            _show_settings(resolver, targets or list(paths or ["."]))
+            return
+        report = Report()
+        for target in targets:
+            report.models.append(lint_target(target, resolver, _debug_printer(debug)))
+    except (ConfigError, RegistryError, click.BadParameter) as error:
+        if debug:
+            traceback.print_exc()
+        fail(str(error))
+    except Exception as error:  # an internal failure still ends in one line and exit 2
+        if debug:
+            traceback.print_exc()
+        fail(f"internal error: {type(error).__name__}: {error} (rerun with --debug)")
+    _emit(report, options, resolver)
+
+
+def _debug_printer(enabled: bool):
+    if not enabled:
+        return None
+    return lambda text: click.echo(text, err=True)
+
+
+def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
+    from bnlint.report import RenderOptions, render
+    from bnlint.report.sanitize import printable
+
+    settings, _ = resolver.resolve(options["config"] or os.getcwd())
+    fmt = options["output_format"] or settings.format
+    fail_on = options["fail_on"] or settings.fail_on
+    for model in report.unreadable:
+        click.echo(
+            f"bnlint: error: {printable(model.path, None)}: {printable(model.error, 500)}", err=True
+        )
+    output = options["output"]
+    render_options = RenderOptions(
+        color=color_enabled(options["color"], sys.stdout) and output is None and fmt == "text",
+        quiet=options["quiet"],
+        statistics=options["statistics"],
+        fail_on=fail_on,
+        docs_url=settings.docs_url,
+        command=["bnlint", *sys.argv[1:]],
+    )
+    text = render(report, fmt, render_options)
+    if output:
+        from bnlint.report.write import write_atomic
+
+        write_atomic(output, text)
+    elif text:
+        click.echo(text, nl=False)
+    code = report.exit_code(fail_on)
+    if code == 1 and options["exit_zero"]:
+        code = 0
+    sys.exit(code)
+
+
+def _show_settings(resolver: Any, targets: list[str]) -> None:
+    import json
+
+    for target in targets:
+        settings, _ = resolver.resolve(target)
+        values = settings.as_dict()
+        click.echo(f"# {target}  (configuration: {settings.config_path or 'none'})")
+        for key, value in values.items():
+            origin = settings.origins.get(key.replace("-", "_"), "default")
+            click.echo(f"{key} = {json.dumps(value)}  # {origin}")
+
+
+@main.command("rules")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@click.option("--rules-dir", "rules_dirs", multiple=True, type=click.Path(file_okay=False))
+def list_rules(output_format: str, rules_dirs: tuple[str, ...]) -> None:
+    """List every rule: code, name, default severity, summary."""
+    from bnlint.registry import RegistryError, load_rules
+
+    try:
+        ruleset = load_rules(tuple(rules_dirs))
+    except RegistryError as error:
+        fail(str(error))
+    if output_format == "json":
+        import json
+
+        rows = [
+            {
+                "code": rule.code,
+                "name": rule.name,
+                "severity": rule.spec.severity.label,
+                "summary": rule.summary,
+                "phases": sorted(rule.spec.phases),
+                "since": rule.spec.since,
+                "origin": rule.origin,
+                "options": dict(rule.spec.options),
+                "url": rule.url(),
+            }
+            for rule in ruleset
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for rule in ruleset:
+        click.echo(f"{rule.code}  {rule.name:<40} {rule.spec.severity.label:<8} {rule.summary}")
+
+
+@main.command("explain")
+@click.argument("code")
+def explain(code: str) -> None:
+    """Print a rule's documentation (by code or name)."""
+    from bnlint.registry import load_rules
+
+    rule = load_rules().get(code)
+    if rule is None:
+        fail(f"unknown rule {code!r} (see `bnlint rules`)")
+    import inspect
+
+    header = f"# {rule.code} {rule.name}\n\nDefault severity: {rule.spec.severity.label}"
+    header += f" · phases: {', '.join(sorted(rule.spec.phases))} · since {rule.spec.since}"
+    if rule.spec.options:
+        header += "\nOptions: " + ", ".join(f"{k} = {v!r}" for k, v in rule.spec.options.items())
+    click.echo(f"{header}\n\n{inspect.cleandoc(rule.doc)}")

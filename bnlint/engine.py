@@ -1,0 +1,174 @@
+"""Run the selected rules over a ModelGraph and turn the outcome into a ModelResult."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import traceback
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bnlint.config import Settings
+from bnlint.diagnostics import diagnostic
+from bnlint.findings import Finding, ModelResult
+from bnlint.graph import ModelGraph
+from bnlint.registry import RuleSet
+from bnlint.rule import Rule, RuleContext
+
+_GRAPH_NEEDS = {"edges": "has_edges", "parameters": "has_parameters", "modules": "has_modules"}
+
+
+def effective_phase(graph: ModelGraph, settings: Settings) -> str | None:
+    return settings.phase or graph.facts.default_phase
+
+
+def applicable_rules(
+    graph: ModelGraph, settings: Settings, ruleset: RuleSet
+) -> tuple[list[Rule], dict[str, list[str]]]:
+    """The rules to run on ``graph`` and, by reason, the enabled ones that cannot run."""
+    phase = effective_phase(graph, settings)
+    selected = [
+        rule
+        for rule in ruleset.checkers
+        if ruleset.is_enabled(rule, settings.effective_select, settings.ignore)
+    ]
+    runnable, blocked = [], {}
+    for rule in selected:
+        if phase is None and not rule.spec.runs_without_phase:
+            continue
+        if phase is not None and phase not in rule.spec.phases:
+            continue
+        missing = [need for need in rule.spec.needs if not getattr(graph.facts, _GRAPH_NEEDS[need])]
+        if missing:
+            for need in missing:
+                blocked.setdefault(need, []).append(rule.code)
+            continue
+        runnable.append(rule)
+    return runnable, blocked
+
+
+def run_rules(
+    graph: ModelGraph,
+    settings: Settings,
+    ruleset: RuleSet,
+    *,
+    debug: Callable[[str], None] | None = None,
+) -> list[Finding]:
+    """All findings for ``graph`` after selection, severity overrides and ignores, sorted."""
+    rules, blocked = applicable_rules(graph, settings, ruleset)
+    phase = effective_phase(graph, settings)
+    findings: list[Finding] = []
+    for rule in rules:
+        context = RuleContext(
+            rule=rule,
+            phase=phase,
+            options={**rule.spec.options, **settings.rule_options.get(rule.name, {})},
+            train_batch_size=settings.train_batch_size,
+            input_shapes=settings.input_shapes,
+            target_dtype=settings.target_dtype,
+            docs_url=settings.docs_url,
+            file=graph.path,
+        )
+        try:
+            findings.extend(rule.check(graph, context))
+        except Exception as error:
+            if debug is not None:
+                debug(traceback.format_exc())
+            findings.append(
+                diagnostic(
+                    "BN902",
+                    f"rule {rule.code} ({rule.name}) crashed: {type(error).__name__}: {error}",
+                    file=graph.path,
+                    evidence={"rule": rule.code, "exception": type(error).__name__},
+                    docs_url=settings.docs_url,
+                )
+            )
+    findings += _model_diagnostics(graph, blocked, settings)
+    return finalize_findings(findings, settings, ruleset, graph.path)
+
+
+def _model_diagnostics(
+    graph: ModelGraph, blocked: dict[str, list[str]], settings: Settings
+) -> list[Finding]:
+    found = []
+    facts = graph.facts
+    reasons = {
+        "edges": "the graph's edges are unknown",
+        "parameters": "parameter values are unavailable",
+        "modules": "module attributes are unavailable",
+    }
+    parts = list(facts.partial)
+    for need, codes in blocked.items():
+        parts.append(f"{reasons[need]}, so {', '.join(sorted(codes))} could not run")
+    if parts:
+        evidence = {
+            "skipped": facts.partial,
+            "rules_not_run": sorted(c for codes in blocked.values() for c in codes),
+        }
+        found.append(
+            diagnostic(
+                "BN901",
+                "model partially read: " + "; ".join(parts),
+                file=graph.path,
+                evidence=evidence,
+                docs_url=settings.docs_url,
+            )
+        )
+    if facts.unsupported:
+        constructs = sorted(set(facts.unsupported))
+        shown = ", ".join(constructs[:8]) + (" …" if len(constructs) > 8 else "")
+        found.append(
+            diagnostic(
+                "BN903",
+                f"unsupported constructs kept as opaque nodes: {shown}",
+                file=graph.path,
+                evidence={"constructs": constructs},
+                docs_url=settings.docs_url,
+            )
+        )
+    return found
+
+
+def _codes_match(ruleset: RuleSet, code: str, selectors: tuple[str, ...]) -> bool:
+    rule = ruleset.get(code)
+    if rule is None:
+        return False
+    return any(ruleset.specificity(selector, rule) is not None for selector in selectors)
+
+
+def finalize_findings(
+    findings: list[Finding], settings: Settings, ruleset: RuleSet, model_path: str
+) -> list[Finding]:
+    """Apply severity overrides, per-model and per-node ignores; sort for every reporter."""
+    absolute = str(Path(model_path).absolute())
+    model_ignores = tuple(
+        code
+        for pattern, codes in settings.per_model_ignores
+        if fnmatch.fnmatch(absolute, pattern) or fnmatch.fnmatch(Path(model_path).name, pattern)
+        for code in codes
+    )
+    node_ignores = [(re.compile(pattern), codes) for pattern, codes in settings.per_node_ignores]
+    kept = []
+    for finding in findings:
+        if model_ignores and _codes_match(ruleset, finding.code, model_ignores):
+            continue
+        names = [name for name in (finding.scope, finding.node) if name]
+        if any(
+            _codes_match(ruleset, finding.code, codes) and any(rx.search(n) for n in names)
+            for rx, codes in node_ignores
+        ):
+            continue
+        override = settings.severity.get(finding.code)
+        kept.append(replace(finding, severity=override) if override is not None else finding)
+    return sorted(kept, key=Finding.sort_key)
+
+
+def lint_graph(
+    graph: ModelGraph, settings: Settings, ruleset: RuleSet, **options: Any
+) -> ModelResult:
+    findings = run_rules(graph, settings, ruleset, **options)
+    result = ModelResult(path=graph.path, format=graph.facts.format, findings=findings)
+    result.extras["phase"] = effective_phase(graph, settings)
+    return result

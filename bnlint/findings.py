@@ -1,0 +1,144 @@
+"""Findings, severities and the per-model result every reporter renders."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Severity(enum.IntEnum):
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str | Severity) -> Severity:
+        if isinstance(value, Severity):
+            return value
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            raise ValueError(
+                f"unknown severity {value!r} (expected error, warning or info)"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem found in one model. Everything reporters need, nothing they must compute."""
+
+    code: str
+    name: str
+    severity: Severity
+    message: str
+    node: str | None = None
+    scope: str | None = None
+    op: str | None = None
+    location: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    fix: str | None = None
+    url: str | None = None
+    order: int = -1  # graph order of the node; -1 for model-level findings
+
+    @property
+    def node_key(self) -> str:
+        """The node identifier used for ignores and baselines: module path, else node name."""
+        return self.scope or self.node or ""
+
+    def sort_key(self) -> tuple[int, int, str, str]:
+        return (-int(self.severity), self.order, self.code, self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "name": self.name,
+            "severity": self.severity.label,
+            "message": self.message,
+            "node": self.node,
+            "scope": self.scope,
+            "op": self.op,
+            "location": dict(self.location),
+            "evidence": json_safe(self.evidence),
+            "fix": self.fix,
+            "url": self.url,
+        }
+
+
+def json_safe(value: Any) -> Any:
+    """Convert evidence to strict JSON: NumPy scalars to Python, NaN/Inf to strings."""
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return json_safe(value.tolist())
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    return str(value)
+
+
+@dataclass
+class ModelResult:
+    """The outcome for one input: its findings, or why it could not be read."""
+
+    path: str
+    format: str | None = None
+    status: str = "ok"  # "ok" | "error"
+    error: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "status": self.status,
+            "error": self.error,
+            "findings": [finding.to_dict() for finding in self.findings],
+        }
+
+
+@dataclass
+class Report:
+    models: list[ModelResult] = field(default_factory=list)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [finding for model in self.models for finding in model.findings]
+
+    @property
+    def unreadable(self) -> list[ModelResult]:
+        return [model for model in self.models if model.status == "error"]
+
+    def counts_by_severity(self) -> dict[str, int]:
+        counts = {severity.label: 0 for severity in sorted(Severity, reverse=True)}
+        for finding in self.findings:
+            counts[finding.severity.label] += 1
+        return counts
+
+    def counts_by_code(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for finding in sorted(self.findings, key=lambda f: f.code):
+            counts[finding.code] = counts.get(finding.code, 0) + 1
+        return counts
+
+    def exit_code(self, fail_on: str) -> int:
+        """0: nothing at or above ``fail_on``; 1: findings at or above it; 2: unreadable input."""
+        if self.unreadable:
+            return 2
+        if fail_on == "never":
+            return 0
+        threshold = Severity.parse(fail_on)
+        return 1 if any(f.severity >= threshold for f in self.findings) else 0

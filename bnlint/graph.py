@@ -1,0 +1,348 @@
+"""ModelGraph: the framework-neutral graph every rule is written against.
+
+Loaders (``bnlint.loaders``) build it; rules only read it. Nodes carry a canonical
+``op`` (``conv``, ``batch_norm``, ``activation`` …) next to the format's own
+``source_op``, so a rule is written once for ONNX and PyTorch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+CANONICAL_OPS = frozenset(
+    {
+        "conv",
+        "conv_transpose",
+        "linear",
+        "matmul",
+        "batch_norm",
+        "layer_norm",
+        "group_norm",
+        "instance_norm",
+        "rms_norm",
+        "activation",
+        "softmax",
+        "dropout",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "concat",
+        "split",
+        "pool",
+        "reshape",
+        "transpose",
+        "flatten",
+        "identity",
+        "cast",
+        "pad",
+        "resize",
+        "control_flow",
+        "other",
+    }
+)
+NORM_OPS = frozenset({"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"})
+FOLD_PRODUCER_OPS = frozenset({"conv", "conv_transpose", "linear"})
+
+# Input roles per canonical op, in the order the ONNX and aten signatures use.
+ROLES: dict[str, tuple[str, ...]] = {
+    "batch_norm": ("input", "scale", "bias", "mean", "var"),
+    "conv": ("input", "weight", "bias"),
+    "conv_transpose": ("input", "weight", "bias"),
+    "linear": ("input", "weight", "bias"),
+    "layer_norm": ("input", "scale", "bias"),
+    "group_norm": ("input", "scale", "bias"),
+    "instance_norm": ("input", "scale", "bias"),
+    "rms_norm": ("input", "scale"),
+}
+
+Shape = tuple[int | str | None, ...]
+
+
+@dataclass(slots=True)
+class Location:
+    """Where a node lives: the model file plus whatever the front end knows."""
+
+    file: str
+    node_index: int | None = None
+    subgraph: str | None = None
+    source_file: str | None = None
+    source_line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "node_index": self.node_index,
+            "subgraph": self.subgraph,
+            "source_file": self.source_file,
+            "source_line": self.source_line,
+        }
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    """One operation. ``id`` is its position in graph order (stable, used for sorting)."""
+
+    id: int
+    op: str
+    source_op: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    scope: str | None = None
+    location: Location | None = None
+    subgraph: str | None = None
+
+    def input(self, role: str) -> str | None:
+        """The tensor name bound to ``role`` (``weight``, ``mean`` …), or None if absent."""
+        roles = ROLES.get(self.op)
+        if roles is None or role not in roles:
+            return None
+        index = roles.index(role)
+        if index < len(self.inputs) and self.inputs[index]:
+            return self.inputs[index]
+        return None
+
+    @property
+    def display_name(self) -> str:
+        return self.scope or self.name or f"#{self.id}"
+
+
+@dataclass(slots=True)
+class Tensor:
+    name: str
+    shape: Shape | None = None
+    dtype: str | None = None
+    producer: int | None = None
+    consumers: list[int] = field(default_factory=list)
+    is_param: bool = False
+    is_graph_input: bool = False
+    is_graph_output: bool = False
+
+
+@dataclass(slots=True)
+class BatchSize:
+    value: int
+    source: str  # e.g. "input shape of 'x'", "--train-batch-size", "example input"
+
+
+@dataclass
+class GraphFacts:
+    """What the model file says about itself (format, opset, mode, batch sizes)."""
+
+    format: str
+    opset: int | None = None
+    producer: str | None = None
+    ir_version: int | None = None
+    mode: str | None = None  # "inference" | "training" | None when the file cannot say
+    default_phase: str | None = "inference"
+    batch_sizes: dict[str, BatchSize] = field(default_factory=dict)
+    has_edges: bool = True
+    has_parameters: bool = True
+    has_modules: bool = False
+    partial: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+
+
+class ParamStore:
+    """Parameter arrays by tensor name, materialised only when a rule asks for one."""
+
+    def __init__(self) -> None:
+        self._loaders: dict[str, Callable[[], np.ndarray]] = {}
+        self._cache: dict[str, np.ndarray] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._dtypes: dict[str, str] = {}
+
+    def add(
+        self,
+        name: str,
+        value: np.ndarray | Callable[[], np.ndarray],
+        *,
+        shape: tuple[int, ...] | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        if isinstance(value, np.ndarray):
+            self._cache[name] = value
+            self._shapes[name] = tuple(value.shape)
+            self._dtypes[name] = value.dtype.name
+        else:
+            self._loaders[name] = value
+            self._cache.pop(name, None)
+            if shape is not None:
+                self._shapes[name] = tuple(shape)
+            if dtype is not None:
+                self._dtypes[name] = dtype
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._cache or name in self._loaders
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._shapes
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys([*self._cache, *self._loaders]))
+
+    def get(self, name: str) -> np.ndarray:
+        """The array for ``name``; raises KeyError if it is not a parameter."""
+        if name not in self._cache:
+            array = self._loaders[name]()
+            self._cache[name] = array
+            self._shapes[name] = tuple(array.shape)
+            self._dtypes[name] = array.dtype.name
+        return self._cache[name]
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        return self._shapes.get(name)
+
+    def dtype(self, name: str) -> str | None:
+        return self._dtypes.get(name)
+
+    def loaded_names(self) -> list[str]:
+        return list(self._cache)
+
+
+class ModelGraph:
+    """A networkx MultiDiGraph of :class:`Node` plus a tensor table and lazy parameters.
+
+    Edges run producer -> consumer with the tensor name as the edge key. Node ids are
+    integers in graph order; subgraph (If/Loop/Scan) bodies are flattened into the same
+    graph and marked with ``Node.subgraph``.
+    """
+
+    def __init__(self, path: str | Path, facts: GraphFacts) -> None:
+        self.path = str(path)
+        self.facts = facts
+        self.nx = nx.MultiDiGraph()
+        self.tensors: dict[str, Tensor] = {}
+        self.params = ParamStore()
+        self.graph_inputs: list[str] = []
+        self.graph_outputs: list[str] = []
+        self._nodes: list[Node] = []
+        self._by_op: dict[str, list[Node]] = {}
+        self.extras: dict[str, Any] = {}
+
+    # -- building (loaders only) -------------------------------------------------------
+    def tensor(self, name: str) -> Tensor:
+        """The tensor record for ``name``, created on first use."""
+        record = self.tensors.get(name)
+        if record is None:
+            record = self.tensors[name] = Tensor(name)
+        return record
+
+    def add_node(
+        self,
+        op: str,
+        source_op: str,
+        name: str,
+        inputs: Iterable[str],
+        outputs: Iterable[str],
+        **fields: Any,
+    ) -> Node:
+        if op not in CANONICAL_OPS:
+            raise ValueError(f"unknown canonical op {op!r}")
+        node = Node(len(self._nodes), op, source_op, name, list(inputs), list(outputs), **fields)
+        self._nodes.append(node)
+        self._by_op.setdefault(op, []).append(node)
+        for tensor_name in node.inputs:
+            if tensor_name:
+                self.tensor(tensor_name).consumers.append(node.id)
+        for tensor_name in node.outputs:
+            if tensor_name:
+                self.tensor(tensor_name).producer = node.id
+        return node
+
+    def finalize(self) -> ModelGraph:
+        """Build the networkx edges once all nodes are added."""
+        self.nx.add_nodes_from((node.id, {"node": node}) for node in self._nodes)
+        edges = []
+        for name, record in self.tensors.items():
+            if record.producer is None:
+                continue
+            for consumer in record.consumers:
+                edges.append((record.producer, consumer, name))
+        self.nx.add_edges_from(edges)
+        return self
+
+    # -- queries (rules) ---------------------------------------------------------------
+    @property
+    def nodes(self) -> list[Node]:
+        """All nodes in graph order."""
+        return self._nodes
+
+    def node(self, node_id: int) -> Node:
+        return self._nodes[node_id]
+
+    def nodes_of(self, *ops: str) -> list[Node]:
+        """Nodes whose canonical op is one of ``ops``, in graph order."""
+        if len(ops) == 1:
+            return list(self._by_op.get(ops[0], ()))
+        found = [node for op in ops for node in self._by_op.get(op, ())]
+        return sorted(found, key=lambda node: node.id)
+
+    def producer(self, tensor_name: str | None) -> Node | None:
+        if not tensor_name:
+            return None
+        record = self.tensors.get(tensor_name)
+        if record is None or record.producer is None:
+            return None
+        return self._nodes[record.producer]
+
+    def consumers(self, tensor_name: str | None) -> list[Node]:
+        if not tensor_name:
+            return []
+        record = self.tensors.get(tensor_name)
+        if record is None:
+            return []
+        return [self._nodes[i] for i in dict.fromkeys(record.consumers)]
+
+    def input_producer(self, node: Node, role: str = "input") -> Node | None:
+        """The node producing ``node``'s input of ``role`` (the data input by default)."""
+        if node.op in ROLES:
+            return self.producer(node.input(role))
+        return self.producer(node.inputs[0] if role == "input" and node.inputs else None)
+
+    def successors(self, node: Node) -> list[Node]:
+        return [self._nodes[i] for i in self.nx.successors(node.id)]
+
+    def predecessors(self, node: Node) -> list[Node]:
+        return [self._nodes[i] for i in self.nx.predecessors(node.id)]
+
+    def shape(self, tensor_name: str | None) -> Shape | None:
+        if not tensor_name:
+            return None
+        record = self.tensors.get(tensor_name)
+        if record is not None and record.shape is not None:
+            return record.shape
+        param_shape = self.params.shape(tensor_name)
+        return tuple(param_shape) if param_shape is not None else None
+
+    def dtype(self, tensor_name: str | None) -> str | None:
+        if not tensor_name:
+            return None
+        record = self.tensors.get(tensor_name)
+        if record is not None and record.dtype is not None:
+            return record.dtype
+        return self.params.dtype(tensor_name)
+
+    def is_constant(self, tensor_name: str | None) -> bool:
+        """True when the tensor is a parameter that no runtime input can replace."""
+        if not tensor_name or tensor_name not in self.params:
+            return False
+        record = self.tensors.get(tensor_name)
+        return record is None or not record.is_graph_input
+
+    def param(self, tensor_name: str | None) -> np.ndarray | None:
+        """The parameter array, or None when the tensor is not a known parameter."""
+        if not tensor_name or tensor_name not in self.params:
+            return None
+        return self.params.get(tensor_name)
+
+    def __len__(self) -> int:
+        return len(self._nodes)

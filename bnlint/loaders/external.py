@@ -1,0 +1,137 @@
+"""ONNX external data: validate every location before any read, then read lazily.
+
+A location may only name a regular file inside the model's folder, or a symlink that
+resolves inside it, inside the same Hugging Face cache repository (``models--*/blobs``),
+or inside a configured ``allowed-data-roots`` folder. The byte range must lie inside the
+file and match the tensor's declared size. Reads are memory-mapped, so a linter that
+needs a few BN vectors of a multi-GB model reads a few KB.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+
+from bnlint.loaders import LoadError
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    file: Path
+    offset: int
+    length: int
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _hf_blobs_root(model_dir: Path) -> Path | None:
+    """``.../models--org--name/blobs`` when the model sits in a Hugging Face snapshot."""
+    for parent in (model_dir, *model_dir.parents):
+        if parent.name.startswith("models--"):
+            return (parent / "blobs").resolve()
+    return None
+
+
+class ExternalDataResolver:
+    """Validates external-data references of one model; caches ``stat`` per file."""
+
+    def __init__(self, model_path: Path, allowed_roots: Sequence[str] = ()) -> None:
+        self.model_path = model_path
+        self.model_dir = model_path.resolve().parent
+        self.roots = [self.model_dir]
+        blobs = _hf_blobs_root(model_path.absolute().parent)
+        if blobs is not None:
+            self.roots.append(blobs)
+        self.roots += [Path(root).resolve() for root in allowed_roots]
+        self._sizes: dict[Path, int] = {}
+
+    def _fail(self, tensor: str, location: str, problem: str) -> LoadError:
+        return LoadError(
+            self.model_path, f"external data of tensor {tensor!r} at {location!r}: {problem}"
+        )
+
+    def resolve(self, tensor: str, entries: dict[str, str], nbytes: int | None) -> ExternalRef:
+        location = entries.get("location", "")
+        if not location:
+            raise self._fail(tensor, location, "no location given")
+        if "\x00" in location:
+            raise self._fail(tensor, location, "location contains a NUL byte")
+        posix, windows = PurePosixPath(location), PureWindowsPath(location)
+        if posix.is_absolute() or windows.is_absolute() or windows.drive:
+            raise self._fail(tensor, location, "absolute paths are not allowed")
+        if ".." in posix.parts or ".." in windows.parts:
+            raise self._fail(tensor, location, "'..' leaves the model's folder")
+        candidate = self.model_dir / location
+        try:
+            real = candidate.resolve(strict=True)
+        except FileNotFoundError:
+            raise self._fail(tensor, location, "file not found") from None
+        except (OSError, RuntimeError) as error:
+            raise self._fail(tensor, location, f"cannot resolve: {error}") from None
+        if not any(_inside(real, root) for root in self.roots):
+            raise self._fail(tensor, location, "resolves outside the model's folder")
+        size = self._file_size(tensor, location, real)
+        try:
+            offset = int(entries.get("offset", "0") or 0)
+            length = int(entries["length"]) if entries.get("length") else None
+        except ValueError:
+            raise self._fail(tensor, location, "offset or length is not an integer") from None
+        if offset < 0 or (length is not None and length < 0):
+            raise self._fail(tensor, location, "negative offset or length")
+        if length is None:
+            length = size - offset if nbytes is None else nbytes
+        if nbytes is not None and length != nbytes:
+            raise self._fail(
+                tensor, location, f"length {length} does not match the tensor's {nbytes} bytes"
+            )
+        if offset + length > size:
+            raise self._fail(
+                tensor, location, f"bytes {offset}..{offset + length} exceed the file's {size}"
+            )
+        return ExternalRef(real, offset, length)
+
+    def _file_size(self, tensor: str, location: str, real: Path) -> int:
+        if real not in self._sizes:
+            info = os.stat(real)
+            if not stat.S_ISREG(info.st_mode):
+                raise self._fail(tensor, location, "not a regular file")
+            if info.st_nlink > 1:
+                raise self._fail(tensor, location, "file has several hard links; refusing it")
+            self._sizes[real] = info.st_size
+        return self._sizes[real]
+
+
+def lazy_reader(
+    ref: ExternalRef, dtype: np.dtype, shape: tuple[int, ...]
+) -> Callable[[], np.ndarray]:
+    """A loader that maps exactly the tensor's bytes when first called."""
+
+    def read() -> np.ndarray:
+        if ref.length == 0:
+            return np.zeros(shape, dtype=dtype)
+        with open(ref.file, "rb") as handle:
+            start = ref.offset - ref.offset % mmap.ALLOCATIONGRANULARITY
+            mapped = mmap.mmap(
+                handle.fileno(),
+                ref.offset + ref.length - start,
+                offset=start,
+                access=mmap.ACCESS_READ,
+            )
+        array = np.frombuffer(
+            mapped, dtype=dtype, count=ref.length // dtype.itemsize, offset=ref.offset - start
+        )
+        return array.reshape(shape)
+
+    return read

@@ -1,0 +1,31 @@
+"""The JSON contract (versioned; validated against bnlint/schemas/report.schema.json)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bnlint._version import __version__
+from bnlint.findings import Report
+from bnlint.report import RenderOptions
+
+SCHEMA_VERSION = "1.0"
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "bnlint", "version": __version__},
+        "models": [model.to_dict() for model in report.models],
+        "summary": {
+            "models": len(report.models),
+            "unreadable": len(report.unreadable),
+            "findings": len(report.findings),
+            "by_severity": report.counts_by_severity(),
+            "by_code": report.counts_by_code(),
+        },
+    }
+
+
+def render(report: Report, options: RenderOptions) -> str:
+    return json.dumps(report_dict(report), indent=2, allow_nan=False) + "\n"

@@ -1,0 +1,158 @@
+"""The rule contract: what a rule module declares and what ``check`` receives.
+
+A rule module in ``rules/`` (or a plug-in) looks like::
+
+    \"\"\"One-line summary.
+
+    ## What it detects
+    ## Why it matters
+    ## Example
+    ## Fix
+    \"\"\"
+    RULE = RuleSpec(code="BN003", name="batchnorm-training-mode-at-inference",
+                    severity=Severity.ERROR, since="0.1.0", phases=INFERENCE)
+
+    def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]: ...
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from bnlint.findings import Finding, Severity
+
+if TYPE_CHECKING:
+    from bnlint.graph import ModelGraph, Node
+
+__all__ = [
+    "ALL_PHASES",
+    "INFERENCE",
+    "PHASES",
+    "TRAINING_PHASES",
+    "Finding",
+    "Rule",
+    "RuleContext",
+    "RuleSpec",
+    "Severity",
+]
+
+PHASES = ("inference", "training", "finetune")
+ALL_PHASES = frozenset(PHASES)
+INFERENCE = frozenset({"inference"})
+TRAINING_PHASES = frozenset({"training", "finetune"})
+TARGET_DTYPES = ("float32", "float16", "bfloat16", "int8")
+NEEDS = frozenset({"edges", "parameters", "modules"})
+
+REQUIRED_SECTIONS = ("What it detects", "Why it matters", "Example", "Fix")
+_SECTION = re.compile(r"^## (.+?)\s*$", re.MULTILINE)
+DEFAULT_DOCS_URL = "https://bnlint.github.io/bnlint/rules/"
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """Static metadata of a rule. ``options`` maps each setting to its default value."""
+
+    code: str
+    name: str
+    severity: Severity
+    since: str
+    phases: frozenset[str] = ALL_PHASES
+    needs: frozenset[str] = frozenset({"edges"})
+    runs_without_phase: bool = False  # parameter rules that also run on bare weights
+    options: Mapping[str, Any] = field(default_factory=dict)
+    status: str = "stable"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phases", frozenset(self.phases))
+        object.__setattr__(self, "needs", frozenset(self.needs))
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+
+CheckFunction = Callable[["ModelGraph", "RuleContext"], Iterable[Finding]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A loaded rule: its spec, its check function and its documentation."""
+
+    spec: RuleSpec
+    check: CheckFunction
+    doc: str
+    module: str
+    origin: str = "built-in"
+
+    @property
+    def code(self) -> str:
+        return self.spec.code
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def summary(self) -> str:
+        return self.doc.strip().splitlines()[0].strip() if self.doc.strip() else ""
+
+    def sections(self) -> dict[str, str]:
+        """The docstring's ``## Heading`` sections, by heading."""
+        return doc_sections(self.doc)
+
+    def url(self, docs_url: str = DEFAULT_DOCS_URL) -> str:
+        return f"{docs_url.rstrip('/')}/{self.code}/"
+
+
+def doc_sections(doc: str) -> dict[str, str]:
+    text = inspect.cleandoc(doc or "")
+    matches = list(_SECTION.finditer(text))
+    sections: dict[str, str] = {}
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        sections[match.group(1)] = text[match.end() : end].strip()
+    return sections
+
+
+@dataclass
+class RuleContext:
+    """What a rule's ``check`` may use besides the graph: settings and the run's context."""
+
+    rule: Rule
+    phase: str | None
+    options: Mapping[str, Any]
+    train_batch_size: int | None = None
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    target_dtype: str | None = None
+    docs_url: str = DEFAULT_DOCS_URL
+    file: str = ""
+
+    def finding(
+        self,
+        node: Node | None,
+        message: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
+        fix: str | None = None,
+        severity: Severity | None = None,
+    ) -> Finding:
+        """Build a finding of this rule about ``node`` (None for the whole model)."""
+        location: dict[str, Any] = {"file": self.file}
+        if node is not None and node.location is not None:
+            location = node.location.to_dict()
+        return Finding(
+            code=self.rule.code,
+            name=self.rule.name,
+            severity=severity if severity is not None else self.rule.spec.severity,
+            message=message,
+            node=(node.name or None) if node is not None else None,
+            scope=node.scope if node is not None else None,
+            op=node.source_op if node is not None else None,
+            location=location,
+            evidence=dict(evidence or {}),
+            fix=fix,
+            url=self.rule.url(self.docs_url),
+            order=node.id if node is not None else -1,
+        )
