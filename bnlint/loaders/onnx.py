@@ -21,8 +21,8 @@ from bnlint.loaders import LoadError
 from bnlint.loaders.external import ExternalDataResolver, lazy_reader
 from bnlint.loaders.onnx_const import EVALUATORS, MAX_FOLD_BYTES, SHAPE_ONLY, evaluate
 from bnlint.loaders.onnx_ops import STANDARD_DOMAINS, canonical_op, normalize
-from bnlint.loaders.onnx_scope import Scope, node_scope
-from bnlint.loaders.onnx_types import dtype_name, numpy_dtype
+from bnlint.loaders.onnx_scope import Scope, exporter_metadata, legacy_module_path
+from bnlint.loaders.onnx_types import dtype_name, numpy_dtype, numpy_dtype_by_name
 
 _SMALL_INITIALIZER = 4096  # bytes kept in the weightless copy so Reshape targets infer
 
@@ -199,6 +199,7 @@ class _Builder:
             format="onnx", opset=self.opset, producer=producer, ir_version=model.ir_version
         )
         self.graph = ModelGraph(path, facts)
+        self.from_torch = model.producer_name == "pytorch"
         self.resolver = ExternalDataResolver(path, getattr(settings, "allowed_data_roots", ()))
         self.max_depth = getattr(settings, "max_subgraph_depth", 32)
 
@@ -310,7 +311,16 @@ class _Builder:
         )
         outputs = [scope.define(name) if name else "" for name in node.output]
         name = node.name or f"<{node.op_type}#{index}>"
-        location = Location(file=str(self.path), node_index=index, subgraph=scope.path or None)
+        meta = exporter_metadata(node)
+        if meta.exported_in_training and op == "batch_norm":
+            attrs["exported_in_training"] = True
+        location = Location(
+            file=str(self.path),
+            node_index=index,
+            subgraph=scope.path or None,
+            source_file=meta.source_file,
+            source_line=meta.source_line,
+        )
         self.graph.add_node(
             op,
             node.op_type,
@@ -318,7 +328,7 @@ class _Builder:
             inputs,
             outputs,
             attrs=attrs,
-            scope=node_scope(node),
+            scope=meta.module_path or (legacy_module_path(node.name) if self.from_torch else None),
             location=location,
             subgraph=scope.path or None,
         )
@@ -330,7 +340,6 @@ class _Builder:
 
     def _fold(self, node: NodeProto, inputs: list[str], scope: Scope) -> bool:
         """Evaluate a constant node; True when it became parameters instead of a node."""
-        params = self.graph.params
         if node.op_type == "Constant":
             value = _attributes(node).get("value")
             if not isinstance(value, np.ndarray):
@@ -342,30 +351,45 @@ class _Builder:
         if node.op_type not in EVALUATORS or not inputs or not all(node.output):
             return False
         present = [name for name in inputs if name]
-        if node.op_type in SHAPE_ONLY:
-            shape = self.graph.shape(present[0])
-            if shape is None or not all(isinstance(d, int) for d in shape):
-                return False
-            values = [_ShapeOnly(shape)]
-        else:
-            if not all(name in params for name in present):
-                return False
-            if node.op_type == "Identity":
-                self._alias(scope, node.output[0], present[0])
-                return True
-            sizes = [params.shape(name) for name in present]
-            if any(s is None or int(np.prod(s, dtype=object)) * 8 > MAX_FOLD_BYTES for s in sizes):
-                return False
-            try:
-                values = [params.get(name) if name else None for name in inputs]
-            except Exception:
-                return False
+        constant = self.graph.is_constant
+        if node.op_type == "Identity" and constant(present[0]):
+            self._alias(scope, node.output[0], present[0])
+            return True
+        values = self._fold_inputs(node.op_type, inputs, present)
+        if values is None:
+            return False
         outputs = evaluate(node.op_type, values, _attributes(node), self.opset)
         if outputs is None or len(outputs) != len(node.output):
             return False
         for name, value in zip(node.output, outputs, strict=True):
             self._define_constant(scope, name, value)
         return True
+
+    def _fold_inputs(self, op_type: str, inputs: list[str], present: list[str]) -> list | None:
+        """The values an evaluator needs, or None when the node is not constant."""
+        graph, params = self.graph, self.graph.params
+
+        def small(name: str) -> bool:
+            shape = params.shape(name)
+            return shape is not None and int(np.prod(shape, dtype=object)) * 8 <= MAX_FOLD_BYTES
+
+        if op_type in SHAPE_ONLY:
+            shape = graph.shape(present[0])
+            if shape is None or not all(isinstance(d, int) for d in shape):
+                return None
+            return [_ShapeOnly(shape)]
+        if op_type == "CastLike" and len(present) == 2:
+            # Only the target's dtype matters (dynamo casts a zero bias like the activation).
+            target = numpy_dtype_by_name(graph.dtype(present[1]))
+            if target is None or not graph.is_constant(present[0]) or not small(present[0]):
+                return None
+            return [params.get(present[0]), np.zeros(0, dtype=target)]
+        if not all(graph.is_constant(name) and small(name) for name in present):
+            return None
+        try:
+            return [params.get(name) if name else None for name in inputs]
+        except Exception:  # an unreadable tensor stays a node; rules see it as non-constant
+            return None
 
     def _define_constant(self, scope: Scope, name: str, value: np.ndarray) -> None:
         key = scope.define(name)

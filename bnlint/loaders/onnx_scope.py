@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import re
+from dataclasses import dataclass
 
 from onnx import NodeProto
 
@@ -32,19 +34,64 @@ class Scope:
         return name
 
 
-def node_scope(node: NodeProto) -> str | None:
-    """The PyTorch module path the exporter recorded for ``node``, if any.
+_STACK_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
-    torch's dynamo exporter stores ``pkg.torch.onnx.name_scopes`` (a Python list literal of
-    module names from the root) on every node; the last entry is the module path.
+
+@dataclass(frozen=True)
+class ExporterMetadata:
+    """What torch's dynamo exporter recorded about the module behind a node."""
+
+    module_path: str | None = None
+    source_file: str | None = None
+    source_line: int | None = None
+    exported_in_training: bool = False
+
+
+def exporter_metadata(node: NodeProto) -> ExporterMetadata:
+    """Module path, user source line and train-mode export marker from node metadata.
+
+    ``pkg.torch.onnx.name_scopes`` is a list literal of module paths from the root, ending
+    with the FX node's own name; ``pkg.torch.onnx.stack_trace`` starts at the user's
+    ``forward`` line; a BN exported from a module in train mode keeps the name of the
+    functional batch-norm op in ``namespace`` even though the exporter gave it eval semantics.
     """
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                names = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                return None
-            if isinstance(names, list):
-                parts = [str(name) for name in names if name]
-                return parts[-1] if parts else None
-    return None
+    if not node.metadata_props:
+        return ExporterMetadata()
+    props = {prop.key: prop.value for prop in node.metadata_props}
+    module_path = None
+    try:
+        names = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "None"))
+    except (ValueError, SyntaxError):
+        names = None
+    if isinstance(names, list) and len(names) >= 2 and names[-2]:
+        module_path = str(names[-2])
+    source_file, source_line = None, None
+    match = _STACK_FRAME.search(props.get("pkg.torch.onnx.stack_trace", ""))
+    if match:
+        source_file, source_line = match.group(1), int(match.group(2))
+    training = "_native_batch_norm_legit_functional" in props.get("namespace", "")
+    return ExporterMetadata(module_path, source_file, source_line, training)
+
+
+_LEGACY_NAME = re.compile(r"^/(.+)/[A-Za-z][A-Za-z0-9]*(?:_\d+)?$")
+
+
+def legacy_module_path(node_name: str) -> str | None:
+    """Module path from a TorchScript-exporter node name (``/layer1/layer1.0/bn1/BatchNormalization``).
+
+    Each scope component is an attribute name, except that children of containers repeat
+    their parent's name (``layer1.0`` under ``layer1``); joining the components with that
+    rule gives the module path (``layer1.0.bn1``).
+    """
+    match = _LEGACY_NAME.match(node_name)
+    if match is None:
+        return None
+    parts: list[str] = []
+    for component in match.group(1).split("/"):
+        if parts and component.startswith(parts[-1].rsplit(".", 1)[-1] + "."):
+            parts[-1] = (
+                parts[-1].rsplit(".", 1)[0] + "." + component if "." in parts[-1] else component
+            )
+        else:
+            parts.append(component)
+    return ".".join(parts) or None

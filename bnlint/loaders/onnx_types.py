@@ -37,6 +37,10 @@ def dtype_name(elem_type: int) -> str | None:
     return ELEM_TYPE_NAMES.get(elem_type)
 
 
+def numpy_dtype_by_name(name: str | None) -> np.dtype | None:
+    return np.dtype(name) if name in _NUMPY_NATIVE else None
+
+
 def numpy_dtype(elem_type: int) -> np.dtype | None:
     """The little-endian NumPy dtype for raw tensor bytes, or None (bfloat16, float8, strings)."""
     name = ELEM_TYPE_NAMES.get(elem_type)
