@@ -77,7 +77,7 @@ _LEGACY_NAME = re.compile(r"^/(.+)/[A-Za-z][A-Za-z0-9]*(?:_\d+)?$")
 
 
 def legacy_module_path(node_name: str) -> str | None:
-    """Module path from a TorchScript-exporter node name (``/layer1/layer1.0/bn1/BatchNormalization``).
+    """Module path from a TorchScript-exporter node name (``/layer1/layer1.0/bn1/BatchNorm``).
 
     Each scope component is an attribute name, except that children of containers repeat
     their parent's name (``layer1.0`` under ``layer1``); joining the components with that

@@ -1,9 +1,9 @@
 """A small builder for ONNX test graphs (onnx.helper underneath), seeded and shape-tracking.
 
-    g = GraphBuilder(opset=15)
-    x = g.input("x", [1, 3, 8, 8])
-    y = g.relu(g.bn(g.conv(x, 8)))
-    model = g.model(outputs=[y])
+g = GraphBuilder(opset=15)
+x = g.input("x", [1, 3, 8, 8])
+y = g.relu(g.bn(g.conv(x, 8)))
+model = g.model(outputs=[y])
 """
 
 from __future__ import annotations
@@ -59,21 +59,40 @@ class GraphBuilder:
             self.inputs.append(helper.make_tensor_value_info(name, self.elem_type, array.shape))
         return name
 
-    def node(self, op_type: str, inputs: Sequence[str], n_outputs: int = 1, name: str | None = None,
-             **attrs: Any) -> list[str]:
+    def node(
+        self,
+        op_type: str,
+        inputs: Sequence[str],
+        n_outputs: int = 1,
+        name: str | None = None,
+        **attrs: Any,
+    ) -> list[str]:
         node_name = self._name(op_type.lower(), name)
         outputs = [f"{node_name}_out{i}" if i else f"{node_name}_out" for i in range(n_outputs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), outputs, name=node_name, **attrs))
         return outputs
 
     # -- layers -------------------------------------------------------------------------
-    def conv(self, x: str, cout: int, k: int = 3, *, name: str | None = None, bias: bool = True,
-             groups: int = 1, pads: Sequence[int] | None = None, dilations: Sequence[int] | None = None,
-             dims: int = 2, cin: int | None = None, strides: Sequence[int] | None = None) -> str:
+    def conv(
+        self,
+        x: str,
+        cout: int,
+        k: int = 3,
+        *,
+        name: str | None = None,
+        bias: bool = True,
+        groups: int = 1,
+        pads: Sequence[int] | None = None,
+        dilations: Sequence[int] | None = None,
+        dims: int = 2,
+        cin: int | None = None,
+        strides: Sequence[int] | None = None,
+    ) -> str:
         cin = cin if cin is not None else self.channels[x]
         node_name = self._name("conv", name)
-        weight = self.param(f"{node_name}.weight",
-                            self.rng.normal(0, 0.3, (cout, cin // groups, *([k] * dims))))
+        weight = self.param(
+            f"{node_name}.weight", self.rng.normal(0, 0.3, (cout, cin // groups, *([k] * dims)))
+        )
         inputs = [x, weight]
         if bias:
             inputs.append(self.param(f"{node_name}.bias", self.rng.normal(0, 0.1, cout)))
@@ -87,11 +106,21 @@ class GraphBuilder:
         self.channels[out] = cout
         return out
 
-    def conv_transpose(self, x: str, cout: int, k: int = 2, *, name: str | None = None,
-                       groups: int = 1, bias: bool = True) -> str:
+    def conv_transpose(
+        self,
+        x: str,
+        cout: int,
+        k: int = 2,
+        *,
+        name: str | None = None,
+        groups: int = 1,
+        bias: bool = True,
+    ) -> str:
         cin = self.channels[x]
         node_name = self._name("convtranspose", name)
-        weight = self.param(f"{node_name}.weight", self.rng.normal(0, 0.3, (cin, cout // groups, k, k)))
+        weight = self.param(
+            f"{node_name}.weight", self.rng.normal(0, 0.3, (cin, cout // groups, k, k))
+        )
         inputs = [x, weight]
         if bias:
             inputs.append(self.param(f"{node_name}.bias", self.rng.normal(0, 0.1, cout)))
@@ -102,8 +131,17 @@ class GraphBuilder:
         self.channels[out] = cout
         return out
 
-    def gemm(self, x: str, cout: int, *, name: str | None = None, trans_b: int = 1,
-             alpha: float = 1.0, beta: float = 1.0, bias: bool = True) -> str:
+    def gemm(
+        self,
+        x: str,
+        cout: int,
+        *,
+        name: str | None = None,
+        trans_b: int = 1,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        bias: bool = True,
+    ) -> str:
         cin = self.channels[x]
         node_name = self._name("gemm", name)
         shape = (cout, cin) if trans_b else (cin, cout)
@@ -137,11 +175,24 @@ class GraphBuilder:
             mean = self.rng.normal(0, 0.5, c)
             var = self.rng.uniform(0.3, 2.0, c)
         names = ("weight", "bias", "running_mean", "running_var")
-        return [self.param(f"{prefix}.{n}", v) for n, v in zip(names, (scale, bias, mean, var), strict=True)]
+        return [
+            self.param(f"{prefix}.{n}", v)
+            for n, v in zip(names, (scale, bias, mean, var), strict=True)
+        ]
 
-    def bn(self, x: str, *, name: str | None = None, c: int | None = None, training: bool = False,
-           eps: float | None = None, momentum: float | None = None, stats: str = "trained",
-           params: Sequence[str] | None = None, extra_outputs: int | None = None) -> str:
+    def bn(
+        self,
+        x: str,
+        *,
+        name: str | None = None,
+        c: int | None = None,
+        training: bool = False,
+        eps: float | None = None,
+        momentum: float | None = None,
+        stats: str = "trained",
+        params: Sequence[str] | None = None,
+        extra_outputs: int | None = None,
+    ) -> str:
         c = c if c is not None else self.channels[x]
         node_name = self._name("bn", name)
         inputs = [x, *(params if params is not None else self.bn_params(node_name, c, stats))]
@@ -159,7 +210,9 @@ class GraphBuilder:
             n_outputs = 5 if extra_outputs is None else 1 + extra_outputs
         if self.opset < 7:
             attrs["is_test"] = 0 if training else 1
-        outputs = self.node("BatchNormalization", inputs, n_outputs=n_outputs, name=node_name, **attrs)
+        outputs = self.node(
+            "BatchNormalization", inputs, n_outputs=n_outputs, name=node_name, **attrs
+        )
         self.channels[outputs[0]] = c
         return outputs[0]
 
@@ -202,8 +255,9 @@ class GraphBuilder:
             self.initializers,
         )
 
-    def model(self, outputs: Sequence[str], *, ir_version: int | None = None,
-              infer: bool = True) -> onnx.ModelProto:
+    def model(
+        self, outputs: Sequence[str], *, ir_version: int | None = None, infer: bool = True
+    ) -> onnx.ModelProto:
         model = helper.make_model(
             self.graph(outputs),
             opset_imports=[helper.make_opsetid("", self.opset)],
