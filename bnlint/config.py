@@ -82,6 +82,7 @@ class Settings:
     max_nodes: int = 2_000_000
     max_subgraph_depth: int = 32
     trust_model_code: bool = False
+    verify: bool = False
     config_path: str | None = None
     origins: Mapping[str, str] = field(default_factory=dict)
 
@@ -207,6 +208,28 @@ _KEYS: dict[str, tuple[str, Any]] = {
 _PATH_KEYS = {"allowed-data-roots", "rules-dir"}
 
 
+_FIELD_PARSERS = {field_name: (key, parser) for key, (field_name, parser) in _KEYS.items()}
+
+
+def _listify(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_listify(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _listify(item) for key, item in value.items()}
+    return value
+
+
+def coerce_value(field_name: str, value: Any) -> Any:
+    """Validate a command-line or API value with the same parser as the config key."""
+    if field_name not in _FIELD_PARSERS or value is None:
+        return value
+    key, parser = _FIELD_PARSERS[field_name]
+    try:
+        return parser(_listify(value), key)
+    except ValueError as error:
+        raise ConfigError(None, str(error)) from None
+
+
 def find_config(start: Path) -> Path | None:
     """The nearest configuration file at or above ``start`` (a folder)."""
     folder = start.resolve()
@@ -296,7 +319,8 @@ def resolve_settings(
         values.update(file_config.values)
         origins.update({key: str(file_config.path) for key in file_config.values})
         values["rule_options"] = file_config.rule_tables
-    for key, value in cli_values.items():
+    for key, raw in cli_values.items():
+        value = coerce_value(key, raw)
         if key == "extend_select" or key == "ignore":
             values[key] = tuple(values.get(key, ())) + tuple(value)
         elif key == "input_shapes":

@@ -70,6 +70,7 @@ def run_rules(
             target_dtype=settings.target_dtype,
             docs_url=settings.docs_url,
             file=graph.path,
+            verify=settings.verify,
         )
         try:
             findings.extend(rule.check(graph, context))

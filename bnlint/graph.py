@@ -227,6 +227,8 @@ class ModelGraph:
         self._nodes: list[Node] = []
         self._by_op: dict[str, list[Node]] = {}
         self.extras: dict[str, Any] = {}
+        # Set by loaders that can execute the model; see bnlint.runtime.
+        self.runner_factory: Callable[[], Any] | None = None
 
     # -- building (loaders only) -------------------------------------------------------
     def tensor(self, name: str) -> Tensor:

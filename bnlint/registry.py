@@ -175,9 +175,13 @@ def _check_collisions(rules: list[Rule]) -> dict[str, Rule]:
     return dict(sorted(by_code.items()))
 
 
+def load_rules(rules_dirs: Sequence[str] = (), plugins: bool = True) -> RuleSet:
+    """Every rule from the built-in package, entry points and ``rules_dirs`` (cached)."""
+    return _load_rules(tuple(str(folder) for folder in rules_dirs), bool(plugins))
+
+
 @lru_cache(maxsize=8)
-def load_rules(rules_dirs: tuple[str, ...] = (), plugins: bool = True) -> RuleSet:
-    """Every rule from the built-in package, entry points and ``rules_dirs``."""
+def _load_rules(rules_dirs: tuple[str, ...], plugins: bool) -> RuleSet:
     rules = [validate_module(module, "built-in") for module in _builtin_modules()]
     if plugins:
         rules += [validate_module(module, origin) for module, origin in _entry_point_modules()]

@@ -128,6 +128,7 @@ class RuleContext:
     target_dtype: str | None = None
     docs_url: str = DEFAULT_DOCS_URL
     file: str = ""
+    verify: bool = False  # dynamic checks (numeric verification, BN018) were requested
 
     def finding(
         self,
