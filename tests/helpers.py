@@ -9,7 +9,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import bnlint
 from bnlint.findings import Finding
 
 SCHEMA = Path(__file__).resolve().parents[1] / "bnlint" / "schemas" / "report.schema.json"

@@ -37,7 +37,7 @@ def test_rule_has_positive_and_negative_cases(code: str) -> None:
     assert module.POSITIVE, f"{code}: no positive case"
     assert module.NEGATIVE, f"{code}: no negative (near-miss) case"
     assert all(case.expect for case in module.POSITIVE), f"{code}: positive case expects nothing"
-    assert all(not case.expect for case in module.NEGATIVE), f"{code}: negative case expects findings"
+    assert all(not case.expect for case in module.NEGATIVE), f"{code}: negative expects findings"
 
 
 @pytest.mark.parametrize("code", CODES)

@@ -19,8 +19,13 @@ def conv_bn_relu(opset: int, training: bool, extra_outputs: int | None = None):
 
 
 POSITIVE = [
-    Case("opset15-training-mode", conv_bn_relu(15, True), ["bn"], severity="error",
-         evidence={"training_evidence": "training_mode=1"}),
+    Case(
+        "opset15-training-mode",
+        conv_bn_relu(15, True),
+        ["bn"],
+        severity="error",
+        evidence={"training_evidence": "training_mode=1"},
+    ),
     Case("opset14-training-mode-one-output", conv_bn_relu(14, True, extra_outputs=0), ["bn"]),
     Case("opset9-five-outputs", conv_bn_relu(9, True), ["bn"], message="5 outputs"),
     Case("opset7-three-outputs", conv_bn_relu(7, True, extra_outputs=2), ["bn"]),

@@ -65,20 +65,45 @@ def training_bn():
 
 
 POSITIVE = [
-    Case("conv-bn", conv_bn, ["bn"], severity="info",
-         evidence={"foldable": True, "kind": "conv", "producer": "conv"}),
+    Case(
+        "conv-bn",
+        conv_bn,
+        ["bn"],
+        severity="info",
+        evidence={"foldable": True, "kind": "conv", "producer": "conv"},
+    ),
     Case("gemm-bn", gemm_bn, ["bn"], evidence={"foldable": True, "kind": "gemm"}),
     Case("matmul-add-bn", matmul_add_bn, ["bn"], evidence={"foldable": True, "kind": "matmul_add"}),
-    Case("forward-into-unpadded-conv", bn_before_unpadded_conv, ["bn"],
-         evidence={"foldable": True, "kind": "forward_conv"}),
-    Case("shared-output", producer_with_two_consumers, ["bn"],
-         evidence={"foldable": False, "reason_code": "producer-shared-output"}),
-    Case("overridable-params", bn_params_are_graph_inputs, ["bn"],
-         evidence={"foldable": False, "reason_code": "parameter-overridable"}),
-    Case("no-producer", bn_on_graph_input, ["bn"],
-         evidence={"foldable": False, "reason_code": "no-producer"}),
-    Case("training-mode", training_bn, ["bn"],
-         evidence={"foldable": False, "reason_code": "training-mode"}),
+    Case(
+        "forward-into-unpadded-conv",
+        bn_before_unpadded_conv,
+        ["bn"],
+        evidence={"foldable": True, "kind": "forward_conv"},
+    ),
+    Case(
+        "shared-output",
+        producer_with_two_consumers,
+        ["bn"],
+        evidence={"foldable": False, "reason_code": "producer-shared-output"},
+    ),
+    Case(
+        "overridable-params",
+        bn_params_are_graph_inputs,
+        ["bn"],
+        evidence={"foldable": False, "reason_code": "parameter-overridable"},
+    ),
+    Case(
+        "no-producer",
+        bn_on_graph_input,
+        ["bn"],
+        evidence={"foldable": False, "reason_code": "no-producer"},
+    ),
+    Case(
+        "training-mode",
+        training_bn,
+        ["bn"],
+        evidence={"foldable": False, "reason_code": "training-mode"},
+    ),
 ]
 NEGATIVE = [
     Case("training-phase", conv_bn, [], settings={"phase": "training"}),
