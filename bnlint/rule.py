@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -156,4 +156,25 @@ class RuleContext:
             fix=fix,
             url=self.rule.url(self.docs_url),
             order=node.id if node is not None else -1,
+        )
+
+    def diagnostic(
+        self,
+        code: str,
+        node: Node | None,
+        message: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> Finding:
+        """A BN9xx diagnostic (e.g. BN904 input-shape-needed) raised on behalf of this rule."""
+        from bnlint.diagnostics import DIAGNOSTICS
+
+        rule = DIAGNOSTICS[code]
+        finding = self.finding(node, message, evidence={"rule": self.rule.code, **(evidence or {})})
+        return replace(
+            finding,
+            code=code,
+            name=rule.name,
+            severity=rule.spec.severity,
+            url=rule.url(self.docs_url),
         )
