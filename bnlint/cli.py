@@ -120,7 +120,7 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
 
         write_atomic(output, text)
     elif text:
-        click.echo(text, nl=False)
+        click.echo(text, nl=False, color=render_options.color)
     code = report.exit_code(fail_on)
     if code == 1 and options["exit_zero"]:
         code = 0

@@ -49,8 +49,10 @@ class ExternalDataResolver:
 
     def __init__(self, model_path: Path, allowed_roots: Sequence[str] = ()) -> None:
         self.model_path = model_path
-        self.model_dir = model_path.resolve().parent
-        self.roots = [self.model_dir]
+        # Locations are relative to the folder the model is opened from (as onnx does), even
+        # when the model file itself is a symlink into a cache's blob store.
+        self.model_dir = model_path.absolute().parent
+        self.roots = [self.model_dir.resolve()]
         blobs = _hf_blobs_root(model_path.absolute().parent)
         if blobs is not None:
             self.roots.append(blobs)

@@ -246,30 +246,47 @@ class GraphBuilder:
         return self.unary("Flatten", x, name, axis=1)
 
     # -- model --------------------------------------------------------------------------
-    def graph(self, outputs: Sequence[str], name: str = "g") -> onnx.GraphProto:
+    def graph(
+        self,
+        outputs: Sequence[str],
+        name: str = "g",
+        output_shapes: dict[str, Sequence[int | str]] | None = None,
+    ) -> onnx.GraphProto:
+        shapes = output_shapes or {}
         return helper.make_graph(
             self.nodes,
             name,
             self.inputs,
-            [helper.make_tensor_value_info(o, self.elem_type, None) for o in outputs],
+            [helper.make_tensor_value_info(o, self.elem_type, shapes.get(o)) for o in outputs],
             self.initializers,
         )
 
     def model(
-        self, outputs: Sequence[str], *, ir_version: int | None = None, infer: bool = True
+        self,
+        outputs: Sequence[str],
+        *,
+        ir_version: int | None = None,
+        infer: bool = True,
+        output_shapes: dict[str, Sequence[int | str]] | None = None,
     ) -> onnx.ModelProto:
         model = helper.make_model(
-            self.graph(outputs),
+            self.graph(outputs, output_shapes=output_shapes),
             opset_imports=[helper.make_opsetid("", self.opset)],
             producer_name="bnlint-tests",
         )
-        if ir_version is not None:
-            model.ir_version = ir_version
-        else:
-            model.ir_version = min(model.ir_version, _ir_for_opset(self.opset))
+        model.ir_version = ir_version if ir_version is not None else _ir_for_opset(self.opset)
         if infer:
             model = onnx.shape_inference.infer_shapes(model)
+            type_outputs_from_value_info(model.graph)
         return model
+
+
+def type_outputs_from_value_info(graph: onnx.GraphProto) -> None:
+    """Give graph outputs the shapes inference found (the checker wants typed outputs)."""
+    inferred = {value.name: value for value in graph.value_info}
+    for output in graph.output:
+        if not output.type.tensor_type.HasField("shape") and output.name in inferred:
+            output.type.CopyFrom(inferred[output.name].type)
 
 
 def _ir_for_opset(opset: int) -> int:

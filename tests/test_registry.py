@@ -1,0 +1,171 @@
+"""Rule discovery: built-ins, --rules-dir, entry points; malformed or colliding rules refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bnlint.registry import RegistryError, load_rules
+from tests.zoo import onnx_zoo
+
+REPO = Path(__file__).resolve().parents[1]
+
+PLUGIN = '''
+"""Flags every BatchNorm whose channel count is not a multiple of {multiple}.
+
+## What it detects
+BatchNorm layers with a channel count that is not a multiple of the configured value.
+## Why it matters
+Some accelerators pad channels to a multiple of a vector width, wasting compute.
+## Example
+A BatchNorm over 4 channels with `multiple = 8`.
+## Fix
+Round the channel count up to the multiple when designing the network.
+## Options
+- `multiple`: the required multiple (default {multiple}).
+"""
+from bnlint.fold import bn_channels
+from bnlint.rule import RuleSpec, Severity
+
+RULE = RuleSpec(code="{code}", name="{name}", severity=Severity.WARNING, since="1.0",
+                options={{"multiple": {multiple}}}, needs={{"parameters"}}, runs_without_phase=True)
+
+
+def check(graph, ctx):
+    {body}
+'''
+
+
+def write_plugin(
+    folder: Path,
+    code: str = "ACME001",
+    name: str = "channel-multiple",
+    body: str | None = None,
+    filename: str = "acme.py",
+) -> Path:
+    body = body or (
+        "for bn in graph.nodes_of('batch_norm'):\n"
+        "        if bn_channels(graph, bn) % ctx.options['multiple']:\n"
+        "            yield ctx.finding(bn, 'odd channel count', evidence={'channels': bn_channels(graph, bn)})"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / filename).write_text(PLUGIN.format(code=code, name=name, multiple=8, body=body))
+    return folder
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return onnx_zoo.opset14_training_mode(tmp_path / "m")  # one BN over 4 channels
+
+
+def test_builtin_rules_are_valid_and_unique() -> None:
+    rules = list(load_rules())
+    assert len({rule.code for rule in rules}) == len(rules)
+    assert len({rule.name for rule in rules}) == len(rules)
+    assert all(
+        rule.module.startswith("bnlint.rules.") for rule in rules if rule.origin == "built-in"
+    )
+
+
+def test_rules_dir_plugin_runs_with_its_options(run_cli, model: Path, tmp_path: Path) -> None:
+    plugins = write_plugin(tmp_path / "plugins")
+    result = run_cli(
+        [model, "--rules-dir", plugins, "--select", "ACME", "--format", "json"], exit_code=1
+    )
+    (finding,) = result.json["models"][0]["findings"]
+    assert finding["code"] == "ACME001" and finding["evidence"] == {"channels": 4}
+    config = tmp_path / "m" / "bnlint.toml"
+    config.write_text(
+        f'rules-dir = ["{plugins}"]\nselect = ["ACME001"]\n[channel-multiple]\nmultiple = 2\n'
+    )
+    assert run_cli([model, "--format", "json"], exit_code=0).json["models"][0]["findings"] == []
+    listed = run_cli(["rules", "--rules-dir", plugins]).stdout
+    assert "ACME001  channel-multiple" in listed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"code": "BN001"}, "is not of the form"),
+        ({"code": "acme1"}, "is not of the form"),
+        ({"name": "Channel_Multiple"}, "is not kebab-case"),
+        ({"name": "foldable-batchnorm"}, "duplicate rule name 'foldable-batchnorm'"),
+    ],
+)
+def test_malformed_plugins_are_refused(
+    run_cli, model: Path, tmp_path: Path, kwargs, problem
+) -> None:
+    plugins = write_plugin(tmp_path / "plugins", **kwargs)
+    result = run_cli([model, "--rules-dir", plugins], exit_code=2)
+    assert problem in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_duplicate_codes_are_refused(tmp_path: Path) -> None:
+    plugins = write_plugin(tmp_path / "plugins")
+    write_plugin(plugins, name="other-name", filename="acme_copy.py")
+    with pytest.raises(RegistryError, match="duplicate rule code ACME001"):
+        load_rules([str(plugins)])
+
+
+def test_undocumented_rule_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "bare.py").write_text(
+        '"""Nothing."""\nfrom bnlint.rule import RuleSpec, Severity\n'
+        'RULE = RuleSpec(code="ACME002", name="bare", severity=Severity.INFO, since="1")\n'
+        "def check(graph, ctx):\n    return ()\n"
+    )
+    with pytest.raises(RegistryError, match="docstring lacks sections: What it detects"):
+        load_rules([str(folder)])
+
+
+def test_crashing_rule_becomes_bn902_and_the_run_goes_on(
+    run_cli, model: Path, tmp_path: Path
+) -> None:
+    plugins = write_plugin(tmp_path / "plugins", body="raise KeyError('missing-tensor')")
+    result = run_cli([model, "--rules-dir", plugins, "--format", "json"], exit_code=1)
+    found = {f["code"]: f for f in result.json["models"][0]["findings"]}
+    assert (
+        found["BN902"]["message"]
+        == "rule ACME001 (channel-multiple) crashed: KeyError: 'missing-tensor'"
+    )
+    assert "BN003" in found and "BN011" in found, "other rules still ran"
+
+
+def test_entry_point_plugins_are_discovered(model: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    write_plugin(site / "acme_rules", filename="channels.py")
+    (site / "acme_rules" / "__init__.py").write_text("")
+    dist = site / "acme_rules-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-rules\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[bnlint.rules]\nchannels = acme_rules.channels\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    result = subprocess.run(
+        [sys.executable, "-m", "bnlint", str(model), "--select", "ACME001", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    findings = json.loads(result.stdout)["models"][0]["findings"]
+    assert [f["code"] for f in findings] == ["ACME001"]
+
+
+def test_debug_prints_rule_tracebacks_on_stderr(model: Path, tmp_path: Path) -> None:
+    plugins = write_plugin(tmp_path / "plugins", body="raise KeyError('missing-tensor')")
+    result = subprocess.run(
+        [sys.executable, "-m", "bnlint", str(model), "--rules-dir", str(plugins), "--debug", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert "Traceback" in result.stderr and "KeyError" in result.stderr
+    assert "BN902" in result.stdout
