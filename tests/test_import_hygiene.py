@@ -1,0 +1,53 @@
+"""What each path imports, checked in fresh subprocesses (the test process has imported everything)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.zoo import onnx_zoo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def imported_after(code: str) -> set[str]:
+    script = (
+        f"import sys, json\n{code}\nprint(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def test_onnx_path_never_imports_torch_onnxruntime_or_jinja2(tmp_path: Path) -> None:
+    model = onnx_zoo.resnet_opset15(tmp_path)
+    modules = imported_after(
+        "from bnlint.cli import main\n"
+        "try:\n"
+        f"    main([{str(model)!r}, '--format', 'json'], standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass"
+    )
+    assert "onnx" in modules and "networkx" in modules, "sanity: the lint really ran"
+    assert not modules & {"torch", "onnxruntime", "jinja2", "safetensors"}
+
+
+def test_version_imports_neither_onnx_nor_networkx_nor_numpy() -> None:
+    modules = imported_after(
+        "from bnlint.cli import main\n"
+        "try:\n"
+        "    main(['--version'], standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass"
+    )
+    assert "click" in modules
+    assert not modules & {"onnx", "networkx", "numpy", "torch", "jinja2"}
+
+
+def test_importing_bnlint_is_light() -> None:
+    modules = imported_after("import bnlint")
+    assert not modules & {"onnx", "networkx", "numpy", "torch", "click", "jinja2"}
