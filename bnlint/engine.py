@@ -13,7 +13,7 @@ from typing import Any
 from bnlint.config import Settings
 from bnlint.diagnostics import diagnostic
 from bnlint.findings import Finding, ModelResult
-from bnlint.graph import ModelGraph
+from bnlint.graph import ModelGraph, UnreadableParameter
 from bnlint.registry import RuleSet
 from bnlint.rule import Rule, RuleContext
 
@@ -74,6 +74,16 @@ def run_rules(
         )
         try:
             findings.extend(rule.check(graph, context))
+        except UnreadableParameter as error:
+            findings.append(
+                diagnostic(
+                    "BN901",
+                    f"{error}; rule {rule.code} ({rule.name}) could not complete",
+                    file=graph.path,
+                    evidence={"tensor": error.name, "rules_not_run": [rule.code]},
+                    docs_url=settings.docs_url,
+                )
+            )
         except Exception as error:
             if debug is not None:
                 debug(traceback.format_exc())
@@ -167,9 +177,19 @@ def finalize_findings(
 
 
 def lint_graph(
-    graph: ModelGraph, settings: Settings, ruleset: RuleSet, **options: Any
+    graph: ModelGraph,
+    settings: Settings,
+    ruleset: RuleSet,
+    *,
+    extras: tuple[str, ...] = (),
+    **options: Any,
 ) -> ModelResult:
+    """Lint ``graph``; ``extras`` names report data to compute while the graph is alive."""
     findings = run_rules(graph, settings, ruleset, **options)
     result = ModelResult(path=graph.path, format=graph.facts.format, findings=findings)
     result.extras["phase"] = effective_phase(graph, settings)
+    if extras:
+        from bnlint.report.extras import build_extras
+
+        build_extras(graph, result, extras)
     return result

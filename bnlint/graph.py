@@ -151,6 +151,15 @@ class GraphFacts:
     unsupported: list[str] = field(default_factory=list)
 
 
+class UnreadableParameter(Exception):
+    """A parameter's data cannot be read (corrupt, truncated, inconsistent with its shape)."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"tensor {name!r} {problem}")
+        self.name = name
+        self.problem = problem
+
+
 class ParamStore:
     """Parameter arrays by tensor name, materialised only when a rule asks for one."""
 
@@ -159,6 +168,31 @@ class ParamStore:
         self._cache: dict[str, np.ndarray] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._dtypes: dict[str, str] = {}
+        # Bulk sources (e.g. a model's initializers): name -> opaque record, described and
+        # materialised on demand, so registering 60,000 tensors costs one dict build.
+        self._sources: dict[str, Any] = {}
+        self._describe: Callable[[Any], tuple[tuple[int, ...], str | None]] | None = None
+        self._materialise: Callable[[Any], np.ndarray] | None = None
+
+    def add_sources(
+        self,
+        sources: dict[str, Any],
+        describe: Callable[[Any], tuple[tuple[int, ...], str | None]],
+        materialise: Callable[[Any], np.ndarray],
+    ) -> None:
+        """Register many lazily described parameters at once (one describer per store)."""
+        self._sources.update(sources)
+        self._describe, self._materialise = describe, materialise
+
+    def _described(self, name: str) -> bool:
+        source = self._sources.get(name)
+        if source is None or self._describe is None:
+            return False
+        shape, dtype = self._describe(source)
+        self._shapes[name] = tuple(shape)
+        if dtype is not None:
+            self._dtypes[name] = dtype
+        return True
 
     def add(
         self,
@@ -181,27 +215,36 @@ class ParamStore:
                 self._dtypes[name] = dtype
 
     def __contains__(self, name: object) -> bool:
-        return name in self._cache or name in self._loaders
+        return name in self._cache or name in self._loaders or name in self._sources
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._shapes
+        yield from self.names()
 
     def names(self) -> list[str]:
-        return list(dict.fromkeys([*self._cache, *self._loaders]))
+        return list(dict.fromkeys([*self._cache, *self._loaders, *self._sources]))
 
     def get(self, name: str) -> np.ndarray:
         """The array for ``name``; raises KeyError if it is not a parameter."""
         if name not in self._cache:
-            array = self._loaders[name]()
+            if name in self._loaders:
+                array = self._loaders[name]()
+            elif name in self._sources and self._materialise is not None:
+                array = self._materialise(self._sources[name])
+            else:
+                raise KeyError(name)
             self._cache[name] = array
             self._shapes[name] = tuple(array.shape)
             self._dtypes[name] = array.dtype.name
         return self._cache[name]
 
     def shape(self, name: str) -> tuple[int, ...] | None:
+        if name not in self._shapes and not self._described(name):
+            return None
         return self._shapes.get(name)
 
     def dtype(self, name: str) -> str | None:
+        if name not in self._dtypes and name not in self._shapes:
+            self._described(name)
         return self._dtypes.get(name)
 
     def loaded_names(self) -> list[str]:
@@ -219,7 +262,9 @@ class ModelGraph:
     def __init__(self, path: str | Path, facts: GraphFacts) -> None:
         self.path = str(path)
         self.facts = facts
-        self.nx = nx.MultiDiGraph()
+        self._nx: nx.MultiDiGraph | None = None
+        # Loaders may defer shape inference until a rule first asks for a shape.
+        self.shape_provider: Callable[[], dict[str, tuple[Shape | None, str | None]]] | None = None
         self.tensors: dict[str, Tensor] = {}
         self.params = ParamStore()
         self.graph_inputs: list[str] = []
@@ -261,16 +306,39 @@ class ModelGraph:
         return node
 
     def finalize(self) -> ModelGraph:
-        """Build the networkx edges once all nodes are added."""
-        self.nx.add_nodes_from((node.id, {"node": node}) for node in self._nodes)
-        edges = []
-        for name, record in self.tensors.items():
-            if record.producer is None:
-                continue
-            for consumer in record.consumers:
-                edges.append((record.producer, consumer, name))
-        self.nx.add_edges_from(edges)
+        """Mark the graph complete (the networkx view is built on first use)."""
+        self._nx = None
         return self
+
+    @property
+    def nx(self) -> nx.MultiDiGraph:
+        """The networkx view: node ids with a ``node`` attribute, edges keyed by tensor name."""
+        if self._nx is None:
+            graph = nx.MultiDiGraph()
+            graph.add_nodes_from((node.id, {"node": node}) for node in self._nodes)
+            graph.add_edges_from(
+                (record.producer, consumer, name)
+                for name, record in self.tensors.items()
+                if record.producer is not None
+                for consumer in record.consumers
+            )
+            self._nx = graph
+        return self._nx
+
+    def _load_shapes(self) -> bool:
+        """Run the deferred shape provider once; True if it ran now."""
+        provider, self.shape_provider = self.shape_provider, None
+        if provider is None:
+            return False
+        for name, (shape, dtype) in provider().items():
+            record = self.tensors.get(name)
+            if record is None:
+                continue
+            if record.shape is None and shape is not None:
+                record.shape = shape
+            if record.dtype is None and dtype is not None:
+                record.dtype = dtype
+        return True
 
     # -- queries (rules) ---------------------------------------------------------------
     @property
@@ -311,27 +379,45 @@ class ModelGraph:
         return self.producer(node.inputs[0] if role == "input" and node.inputs else None)
 
     def successors(self, node: Node) -> list[Node]:
-        return [self._nodes[i] for i in self.nx.successors(node.id)]
+        ids = dict.fromkeys(i for name in node.outputs if name for i in self._consumer_ids(name))
+        return [self._nodes[i] for i in ids]
 
     def predecessors(self, node: Node) -> list[Node]:
-        return [self._nodes[i] for i in self.nx.predecessors(node.id)]
+        ids = dict.fromkeys(
+            record.producer
+            for name in node.inputs
+            if name
+            and (record := self.tensors.get(name)) is not None
+            and record.producer is not None
+        )
+        return [self._nodes[i] for i in ids]
+
+    def _consumer_ids(self, name: str) -> list[int]:
+        record = self.tensors.get(name)
+        return record.consumers if record is not None else []
 
     def shape(self, tensor_name: str | None) -> Shape | None:
+        """The tensor's shape (ints, symbolic strings or None per dim), or None if unknown."""
         if not tensor_name:
             return None
-        record = self.tensors.get(tensor_name)
-        if record is not None and record.shape is not None:
-            return record.shape
         param_shape = self.params.shape(tensor_name)
-        return tuple(param_shape) if param_shape is not None else None
+        if param_shape is not None:
+            return tuple(param_shape)
+        record = self.tensors.get(tensor_name)
+        if record is not None and record.shape is None and self._load_shapes():
+            record = self.tensors.get(tensor_name)
+        return record.shape if record is not None else None
 
     def dtype(self, tensor_name: str | None) -> str | None:
         if not tensor_name:
             return None
+        param_dtype = self.params.dtype(tensor_name)
+        if param_dtype is not None:
+            return param_dtype
         record = self.tensors.get(tensor_name)
-        if record is not None and record.dtype is not None:
-            return record.dtype
-        return self.params.dtype(tensor_name)
+        if record is not None and record.dtype is None and self._load_shapes():
+            record = self.tensors.get(tensor_name)
+        return record.dtype if record is not None else None
 
     def is_constant(self, tensor_name: str | None) -> bool:
         """True when the tensor is a parameter that no runtime input can replace."""

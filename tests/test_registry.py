@@ -169,3 +169,29 @@ def test_debug_prints_rule_tracebacks_on_stderr(model: Path, tmp_path: Path) -> 
     )
     assert "Traceback" in result.stderr and "KeyError" in result.stderr
     assert "BN902" in result.stdout
+
+
+def test_unreadable_parameter_in_a_rule_becomes_bn901(run_cli, tmp_path: Path) -> None:
+    import onnx
+
+    from tests.zoo.onnx_builder import GraphBuilder
+
+    g = GraphBuilder(opset=15)
+    x = g.input("x", [1, 4, 4, 4])
+    model = g.model([g.bn(x, name="bn")], infer=False)
+    var = next(t for t in model.graph.initializer if t.name.endswith("running_var"))
+    var.raw_data = var.raw_data[:4]
+    path = tmp_path / "corrupt.onnx"
+    onnx.save(model, path)
+    plugins = write_plugin(
+        tmp_path / "plugins", body="graph.param('bn.running_var')\n    return ()"
+    )
+    result = run_cli(
+        [path, "--rules-dir", plugins, "--select", "ACME001", "--format", "json"], exit_code=1
+    )
+    (finding,) = result.json["models"][0]["findings"]
+    assert finding["code"] == "BN901"
+    assert finding["message"] == (
+        "tensor 'bn.running_var' declares (4,) (16 bytes) but holds 4 bytes; "
+        "rule ACME001 (channel-multiple) could not complete"
+    )

@@ -1,9 +1,10 @@
 """ONNX front end: a ModelProto (opset 1 to newest) into a ModelGraph.
 
-The file is parsed without its external data; shapes come from ONNX shape inference run
-on a weightless copy; parameters are registered lazily (external data memory-mapped after
-validation); If/Loop/Scan bodies are flattened into the same graph; constant plumbing
-feeding parameters is evaluated (see ``onnx_const``).
+The file is parsed without its external data. Embedded parameters are registered in bulk
+and decoded only when a rule reads one; external data is validated up front and then
+memory-mapped on demand; shape inference runs only when a rule first asks for a shape.
+If/Loop/Scan bodies are flattened into the same graph, and constant plumbing feeding
+parameters is evaluated (see ``onnx_const``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, numpy_helper
+from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from bnlint.graph import BatchSize, GraphFacts, Location, ModelGraph
 from bnlint.loaders import LoadError
@@ -22,9 +23,40 @@ from bnlint.loaders.external import ExternalDataResolver, lazy_reader
 from bnlint.loaders.onnx_const import EVALUATORS, MAX_FOLD_BYTES, SHAPE_ONLY, evaluate
 from bnlint.loaders.onnx_ops import STANDARD_DOMAINS, canonical_op, normalize
 from bnlint.loaders.onnx_scope import Scope, exporter_metadata, legacy_module_path
+from bnlint.loaders.onnx_shapes import infer_types, type_of
+from bnlint.loaders.onnx_tensors import attributes, constant_value, describe, read_embedded
 from bnlint.loaders.onnx_types import dtype_name, numpy_dtype, numpy_dtype_by_name
 
-_SMALL_INITIALIZER = 4096  # bytes kept in the weightless copy so Reshape targets infer
+# Ops whose first output has the dtype of their first input (for cheap dtype propagation).
+_SAME_DTYPE = frozenset(
+    {
+        "conv",
+        "conv_transpose",
+        "linear",
+        "matmul",
+        "batch_norm",
+        "layer_norm",
+        "group_norm",
+        "instance_norm",
+        "rms_norm",
+        "activation",
+        "softmax",
+        "dropout",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "concat",
+        "split",
+        "pool",
+        "reshape",
+        "transpose",
+        "flatten",
+        "identity",
+        "pad",
+        "resize",
+    }
+)
 
 
 def parse(path: Path) -> ModelProto:
@@ -65,6 +97,14 @@ def _inline_functions(model: ModelProto, path: Path) -> ModelProto:
         raise LoadError(path, f"cannot inline model-local functions: {error}") from None
 
 
+def _bodies(attribute: AttributeProto) -> list[GraphProto]:
+    if attribute.type == AttributeProto.GRAPH:
+        return [attribute.g]
+    if attribute.type == AttributeProto.GRAPHS:
+        return list(attribute.graphs)
+    return []
+
+
 def _count_nodes(graph: GraphProto, depth: int, max_depth: int, path: Path) -> int:
     if depth > max_depth:
         raise LoadError(path, f"subgraph nesting deeper than {max_depth} levels")
@@ -76,114 +116,16 @@ def _count_nodes(graph: GraphProto, depth: int, max_depth: int, path: Path) -> i
     return total
 
 
-def _bodies(attribute: AttributeProto) -> list[GraphProto]:
-    if attribute.type == AttributeProto.GRAPH:
-        return [attribute.g]
-    if attribute.type == AttributeProto.GRAPHS:
-        return list(attribute.graphs)
-    return []
+def node_name(node: NodeProto, index: int) -> str:
+    """The node's name; unnamed nodes get ``<OpType#index>`` (stable for the same file)."""
+    return node.name or f"<{node.op_type}#{index}>"
 
 
-def _weightless_copy(model: ModelProto) -> ModelProto:
-    """The model without large initializer data, for cheap shape inference."""
-    light = ModelProto(ir_version=model.ir_version, opset_import=model.opset_import)
-    graph, source = light.graph, model.graph
-    graph.node.extend(source.node)
-    graph.input.extend(source.input)
-    graph.output.extend(source.output)
-    graph.value_info.extend(source.value_info)
-    declared = {value.name for value in source.input}
-    for tensor in source.initializer:
-        small = (
-            tensor.data_location != TensorProto.EXTERNAL and tensor.ByteSize() <= _SMALL_INITIALIZER
-        )
-        if small:
-            graph.initializer.append(tensor)
-        elif tensor.name not in declared:
-            graph.input.append(
-                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
-            )
-    return light
-
-
-def _infer(model: ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> GraphProto:
-    light = _weightless_copy(model)
-    _apply_input_shapes(light.graph, input_shapes)
-    try:
-        return onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True).graph
-    except Exception:
-        # Inference is a convenience: a graph it cannot type is still linted without shapes.
-        return light.graph
-
-
-def _apply_input_shapes(graph: GraphProto, input_shapes: dict[str, tuple[int, ...]]) -> None:
-    """Overwrite declared input dims with ``--input-shape`` values (``""`` = first input)."""
-    initializers = {tensor.name for tensor in graph.initializer}
-    real_inputs = [value for value in graph.input if value.name not in initializers]
-    for name, dims in input_shapes.items():
-        target = next((v for v in real_inputs if v.name == name), None)
-        if target is None and not name and real_inputs:
-            target = real_inputs[0]
-        if target is None or not target.type.HasField("tensor_type"):
-            continue
-        shape = target.type.tensor_type.shape
-        shape.ClearField("dim")
-        for size in dims:
-            shape.dim.add().dim_value = size
-
-
-def _type_of(value: onnx.ValueInfoProto) -> tuple[tuple | None, str | None]:
-    if not value.type.HasField("tensor_type"):
-        return None, None
-    tensor_type = value.type.tensor_type
-    dtype = dtype_name(tensor_type.elem_type)
-    if not tensor_type.HasField("shape"):
-        return None, dtype
-    dims = tuple(
-        dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None)
-        for dim in tensor_type.shape.dim
-    )
-    return dims, dtype
-
-
-def _attributes(node: NodeProto) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for attribute in node.attribute:
-        kind = attribute.type
-        if kind == AttributeProto.FLOAT:
-            values[attribute.name] = attribute.f
-        elif kind == AttributeProto.INT:
-            values[attribute.name] = attribute.i
-        elif kind == AttributeProto.STRING:
-            values[attribute.name] = attribute.s.decode("utf-8", "replace")
-        elif kind == AttributeProto.FLOATS:
-            values[attribute.name] = list(attribute.floats)
-        elif kind == AttributeProto.INTS:
-            values[attribute.name] = list(attribute.ints)
-        elif kind == AttributeProto.STRINGS:
-            values[attribute.name] = [s.decode("utf-8", "replace") for s in attribute.strings]
-        elif kind == AttributeProto.TENSOR and attribute.t.ByteSize() <= MAX_FOLD_BYTES:
-            values[attribute.name] = _tensor_value(attribute.t)
-    return values
-
-
-def _tensor_value(tensor: TensorProto) -> np.ndarray | None:
-    if tensor.data_location == TensorProto.EXTERNAL:
-        return None
-    try:
-        if tensor.data_type == TensorProto.BFLOAT16:
-            return _bfloat16_to_float32(tensor)
-        return numpy_helper.to_array(tensor)
-    except Exception:
-        return None
-
-
-def _bfloat16_to_float32(tensor: TensorProto) -> np.ndarray:
-    if tensor.raw_data:
-        bits = np.frombuffer(tensor.raw_data, dtype="<u2")
-    else:
-        bits = np.asarray(tensor.int32_data, dtype=np.uint32).astype(np.uint16)
-    return (bits.astype(np.uint32) << 16).view(np.float32).reshape(tuple(tensor.dims))
+def body_path(
+    parent: str, node: NodeProto, index: int, attribute: AttributeProto, number: int
+) -> str:
+    suffix = f"[{number}]" if attribute.type == AttributeProto.GRAPHS else ""
+    return f"{parent}/{node_name(node, index)}.{attribute.name}{suffix}".lstrip("/")
 
 
 class _Builder:
@@ -202,84 +144,64 @@ class _Builder:
         self.from_torch = model.producer_name == "pytorch"
         self.resolver = ExternalDataResolver(path, getattr(settings, "allowed_data_roots", ()))
         self.max_depth = getattr(settings, "max_subgraph_depth", 32)
+        self.input_shapes = dict(getattr(settings, "input_shapes", {}) or {})
 
     def build(self) -> ModelGraph:
         max_nodes = getattr(self.settings, "max_nodes", 2_000_000)
         total = _count_nodes(self.model.graph, 0, self.max_depth, self.path)
         if total > max_nodes:
             raise LoadError(self.path, f"{total} nodes exceed the limit of {max_nodes} (max-nodes)")
-        self.input_shapes = dict(getattr(self.settings, "input_shapes", {}) or {})
-        typed = _infer(self.model, self.input_shapes)
-        self._graph(typed, self.model.graph.initializer, Scope(None, ""), top=True)
+        self._graph(self.model.graph, Scope(None, ""), top=True)
         self._record_batch_sizes()
+        model, shapes = self.model, self.input_shapes
+        self.graph.shape_provider = lambda: infer_types(model, shapes, body_path)
         return self.graph.finalize()
 
-    # -- parameters ----------------------------------------------------------------
-    def _add_initializer(self, tensor: TensorProto, key: str) -> None:
+    # -- parameters ------------------------------------------------------------------
+    def _add_initializers(self, initializers, scope: Scope) -> set[str]:
+        names, embedded = set(), {}
+        for tensor in initializers:
+            names.add(tensor.name)
+            key = scope.define(tensor.name)
+            if tensor.data_location == TensorProto.EXTERNAL:
+                self._add_external(tensor, key)
+            else:
+                embedded[key] = tensor
+        self.graph.params.add_sources(embedded, describe, read_embedded)
+        return names
+
+    def _add_external(self, tensor: TensorProto, key: str) -> None:
         dims = tuple(int(d) for d in tensor.dims)
-        record = self.graph.tensor(key)
-        record.shape, record.dtype, record.is_param = dims, dtype_name(tensor.data_type), True
-        if tensor.data_location == TensorProto.EXTERNAL:
-            dtype = numpy_dtype(tensor.data_type)
-            if dtype is None:
-                self.graph.facts.partial.append(
-                    f"external tensor {tensor.name!r} of unsupported type"
-                )
-                return
-            entries = {entry.key: entry.value for entry in tensor.external_data}
-            nbytes = int(np.prod(dims, dtype=object)) * dtype.itemsize
-            ref = self.resolver.resolve(tensor.name, entries, nbytes)
-            self.graph.params.add(key, lazy_reader(ref, dtype, dims), shape=dims, dtype=dtype.name)
-            return
-        self._check_declared_size(tensor, dims)
-        self.graph.params.add(
-            key, lambda t=tensor: self._materialise(t), shape=dims, dtype=record.dtype
-        )
-
-    def _check_declared_size(self, tensor: TensorProto, dims: tuple[int, ...]) -> None:
         dtype = numpy_dtype(tensor.data_type)
-        if any(d < 0 for d in dims):
-            raise LoadError(self.path, f"tensor {tensor.name!r} has a negative dimension {dims}")
-        if dtype is not None and tensor.raw_data:
-            expected = int(np.prod(dims, dtype=object)) * dtype.itemsize
-            if expected != len(tensor.raw_data):
-                raise LoadError(
-                    self.path,
-                    f"tensor {tensor.name!r} declares {dims} ({expected} bytes) "
-                    f"but holds {len(tensor.raw_data)} bytes",
-                )
-
-    def _materialise(self, tensor: TensorProto) -> np.ndarray:
-        value = _tensor_value(tensor)
-        if value is None:
-            raise ValueError(f"tensor {tensor.name!r} cannot be read")
-        return value
+        if dtype is None or any(d < 0 for d in dims):
+            self.graph.facts.partial.append(f"external tensor {tensor.name!r} of unsupported type")
+            return
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        nbytes = int(np.prod(dims, dtype=object)) * dtype.itemsize
+        ref = self.resolver.resolve(tensor.name, entries, nbytes)
+        self.graph.params.add(key, lazy_reader(ref, dtype, dims), shape=dims, dtype=dtype.name)
 
     # -- graphs ------------------------------------------------------------------------
-    def _graph(self, graph: GraphProto, initializers, scope: Scope, top: bool) -> None:
-        initializer_names = set()
-        for tensor in initializers:
-            initializer_names.add(tensor.name)
-            self._add_initializer(tensor, scope.define(tensor.name))
+    def _graph(self, graph: GraphProto, scope: Scope, top: bool) -> None:
+        initializer_names = self._add_initializers(graph.initializer, scope)
         if graph.sparse_initializer:
             self.graph.facts.unsupported.append("sparse initializers")
-        # The typed copy declares weightless initializers as inputs; only the file's own
-        # input list says which tensors a caller can feed.
-        declared = {value.name for value in self.model.graph.input} if top else set()
-        for value in graph.input:
-            key = (
-                scope.key(value.name)
-                if value.name in initializer_names
-                else scope.define(value.name)
-            )
-            self._set_type(key, value)
-            if top and value.name in declared:
-                self.graph.tensor(key).is_graph_input = True
-                if value.name not in initializer_names:
-                    self.graph.graph_inputs.append(key)
+        for position, value in enumerate(graph.input):
+            if value.name in initializer_names:
+                self.graph.tensor(scope.key(value.name)).is_graph_input = top
+                continue
+            key = scope.define(value.name)
+            self._set_type(key, value, declared=True)
+            if top:
+                record = self.graph.tensor(key)
+                record.is_graph_input = True
+                self.graph.graph_inputs.append(key)
+                given = self.input_shapes.get(value.name)
+                if given is None and position == 0:
+                    given = self.input_shapes.get("")
+                if given is not None:
+                    record.shape = tuple(given)
         for value in graph.value_info:
-            self._set_type(scope.key(value.name), value)
-        for value in graph.output:
             self._set_type(scope.key(value.name), value)
         for index, node in enumerate(graph.node):
             self._node(node, index, scope)
@@ -290,8 +212,10 @@ class _Builder:
                 self.graph.tensor(key).is_graph_output = True
                 self.graph.graph_outputs.append(key)
 
-    def _set_type(self, key: str, value: onnx.ValueInfoProto) -> None:
-        shape, dtype = _type_of(value)
+    def _set_type(self, key: str, value: onnx.ValueInfoProto, *, declared: bool = False) -> None:
+        shape, dtype = type_of(value)
+        if self.input_shapes and not declared:
+            shape = None  # recorded shapes predate --input-shape; inference recomputes them
         record = self.graph.tensor(key)
         if shape is not None and record.shape is None:
             record.shape = shape
@@ -299,21 +223,25 @@ class _Builder:
             record.dtype = dtype
 
     def _node(self, node: NodeProto, index: int, scope: Scope) -> None:
-        inputs = [scope.key(name) if name else "" for name in node.input]
+        top = scope.parent is None
+        inputs = list(node.input) if top else [scope.key(n) if n else "" for n in node.input]
         if node.domain in ("", "ai.onnx") and self._fold(node, inputs, scope):
             return
-        weight = inputs[1] if len(inputs) > 1 else ""
-        op, implied = canonical_op(node.op_type, node.domain, weight in self.graph.params)
+        params = self.graph.params
+        weight_is_param = len(inputs) > 1 and inputs[1] in params
+        op, implied = canonical_op(node.op_type, node.domain, weight_is_param)
         if node.domain not in STANDARD_DOMAINS:
             self.graph.facts.unsupported.append(f"{node.domain}::{node.op_type}")
-        attrs = normalize(
-            op, node.op_type, {**_attributes(node), **implied}, list(node.output), self.opset
-        )
-        outputs = [scope.define(name) if name else "" for name in node.output]
-        name = node.name or f"<{node.op_type}#{index}>"
+        attrs = attributes(node)
+        if implied:
+            attrs.update(implied)
+        attrs = normalize(op, node.op_type, attrs, list(node.output), self.opset)
+        outputs = list(node.output) if top else [scope.define(n) if n else "" for n in node.output]
+        name = node_name(node, index)
         meta = exporter_metadata(node)
         if meta.exported_in_training and op == "batch_norm":
             attrs["exported_in_training"] = True
+        module_path = meta.module_path or (legacy_module_path(name) if self.from_torch else None)
         location = Location(
             file=str(self.path),
             node_index=index,
@@ -328,37 +256,53 @@ class _Builder:
             inputs,
             outputs,
             attrs=attrs,
-            scope=meta.module_path or (legacy_module_path(node.name) if self.from_torch else None),
+            scope=module_path,
             location=location,
             subgraph=scope.path or None,
         )
+        self._propagate_dtype(op, node, inputs, outputs, attrs)
         for attribute in node.attribute:
             for number, body in enumerate(_bodies(attribute)):
-                suffix = f"[{number}]" if attribute.type == AttributeProto.GRAPHS else ""
-                child = Scope(scope, f"{scope.path}/{name}.{attribute.name}{suffix}".lstrip("/"))
-                self._graph(body, body.initializer, child, top=False)
+                child = Scope(scope, body_path(scope.path, node, index, attribute, number))
+                self._graph(body, child, top=False)
 
+    def _propagate_dtype(self, op: str, node: NodeProto, inputs, outputs, attrs) -> None:
+        """Output dtypes without shape inference, for the ops that keep their input's dtype."""
+        if not outputs or not outputs[0]:
+            return
+        record = self.graph.tensor(outputs[0])
+        if record.dtype is not None:
+            return
+        if op == "cast" and node.op_type == "Cast" and "to" in attrs:
+            record.dtype = dtype_name(attrs["to"])
+        elif op in _SAME_DTYPE and inputs and inputs[0]:
+            source = self.graph.tensors.get(inputs[0])
+            record.dtype = (
+                source.dtype
+                if source is not None and source.dtype
+                else (self.graph.params.dtype(inputs[0]))
+            )
+
+    # -- constant plumbing -------------------------------------------------------------
     def _fold(self, node: NodeProto, inputs: list[str], scope: Scope) -> bool:
         """Evaluate a constant node; True when it became parameters instead of a node."""
-        if node.op_type == "Constant":
-            value = _attributes(node).get("value")
-            if not isinstance(value, np.ndarray):
-                value = _constant_scalar(node)
+        op_type = node.op_type
+        if op_type == "Constant":
+            value = constant_value(node)
             if value is None:
                 return False
             self._define_constant(scope, node.output[0], value)
             return True
-        if node.op_type not in EVALUATORS or not inputs or not all(node.output):
+        if op_type not in EVALUATORS or not inputs or not all(node.output):
             return False
         present = [name for name in inputs if name]
-        constant = self.graph.is_constant
-        if node.op_type == "Identity" and constant(present[0]):
+        if op_type == "Identity" and self.graph.is_constant(present[0]):
             self._alias(scope, node.output[0], present[0])
             return True
-        values = self._fold_inputs(node.op_type, inputs, present)
+        values = self._fold_inputs(op_type, inputs, present)
         if values is None:
             return False
-        outputs = evaluate(node.op_type, values, _attributes(node), self.opset)
+        outputs = evaluate(op_type, values, attributes(node), self.opset)
         if outputs is None or len(outputs) != len(node.output):
             return False
         for name, value in zip(node.output, outputs, strict=True):
@@ -374,7 +318,7 @@ class _Builder:
             return shape is not None and int(np.prod(shape, dtype=object)) * 8 <= MAX_FOLD_BYTES
 
         if op_type in SHAPE_ONLY:
-            shape = graph.shape(present[0])
+            shape = graph.shape(present[0]) if present[0] in params else self._static(present[0])
             if shape is None or not all(isinstance(d, int) for d in shape):
                 return None
             return [_ShapeOnly(shape)]
@@ -391,6 +335,13 @@ class _Builder:
         except Exception:  # an unreadable tensor stays a node; rules see it as non-constant
             return None
 
+    def _static(self, name: str) -> tuple | None:
+        """A runtime tensor's shape if it is known without running inference."""
+        record = self.graph.tensors.get(name)
+        if record is not None and record.shape is not None:
+            return record.shape
+        return self.graph.shape(name)
+
     def _define_constant(self, scope: Scope, name: str, value: np.ndarray) -> None:
         key = scope.define(name)
         self.graph.params.add(key, value)
@@ -403,8 +354,7 @@ class _Builder:
         params.add(
             key, lambda: params.get(source), shape=params.shape(source), dtype=params.dtype(source)
         )
-        record, origin = self.graph.tensor(key), self.graph.tensor(source)
-        record.shape, record.dtype, record.is_param = origin.shape, origin.dtype, True
+        self.graph.tensor(key).is_param = True
 
     def _record_batch_sizes(self) -> None:
         for position, name in enumerate(self.graph.graph_inputs):
@@ -422,14 +372,3 @@ class _ShapeOnly:
         self.shape = shape
         self.size = int(np.prod(shape, dtype=np.int64))
         self.ndim = len(shape)
-
-
-def _constant_scalar(node: NodeProto) -> np.ndarray | None:
-    attrs = _attributes(node)
-    for key, dtype in (("value_float", np.float32), ("value_int", np.int64)):
-        if key in attrs:
-            return np.array(attrs[key], dtype=dtype)
-    for key, dtype in (("value_floats", np.float32), ("value_ints", np.int64)):
-        if key in attrs:
-            return np.array(attrs[key], dtype=dtype)
-    return None

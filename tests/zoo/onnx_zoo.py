@@ -74,7 +74,7 @@ def opset9_training(folder: Path) -> Path:
 def opset14_training_mode(folder: Path) -> Path:
     g = GraphBuilder(opset=14)
     x = g.input("x", [2, 3, 8, 8])
-    y = g.relu(g.bn(g.conv(x, 4, name="conv"), name="bn", training=True))
+    y = g.relu(g.bn(g.conv(x, 4, name="conv", bias=False), name="bn", training=True))
     return _save(g.model([y]), folder, "opset14_training_mode")
 
 
