@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from bnlint.config import Settings
-from bnlint.loaders import LoadError, load_model
+from bnlint.loaders import load_model
 from tests.zoo import onnx_zoo
 from tests.zoo.onnx_builder import GraphBuilder
 
