@@ -96,8 +96,31 @@ def run_rules(
                     docs_url=settings.docs_url,
                 )
             )
+    findings = _dedupe_unreadable(findings)
     findings += _model_diagnostics(graph, blocked, settings)
     return finalize_findings(findings, settings, ruleset, graph.path)
+
+
+def _dedupe_unreadable(findings: list[Finding]) -> list[Finding]:
+    """One BN901 per unreadable tensor, listing every rule it stopped."""
+    merged: dict[str, Finding] = {}
+    kept = []
+    for finding in findings:
+        tensor = finding.evidence.get("tensor") if finding.code == "BN901" else None
+        if tensor is None:
+            kept.append(finding)
+        elif tensor in merged:
+            first = merged[tensor]
+            rules = sorted({*first.evidence["rules_not_run"], *finding.evidence["rules_not_run"]})
+            merged[tensor] = replace(
+                first,
+                message=first.message.split("; rule")[0]
+                + f"; rules {', '.join(rules)} could not complete",
+                evidence={**first.evidence, "rules_not_run": rules},
+            )
+        else:
+            merged[tensor] = finding
+    return kept + list(merged.values())
 
 
 def _model_diagnostics(

@@ -234,7 +234,8 @@ class ParamStore:
                 raise KeyError(name)
             self._cache[name] = array
             self._shapes[name] = tuple(array.shape)
-            self._dtypes[name] = array.dtype.name
+            # Keep the stored dtype (bfloat16 is decoded to float32 but stays bfloat16).
+            self._dtypes.setdefault(name, array.dtype.name)
         return self._cache[name]
 
     def shape(self, name: str) -> tuple[int, ...] | None:
