@@ -1,7 +1,7 @@
 """Documentation generated from the rule modules, so it cannot drift from the code.
 
-    python -m bnlint.docgen --readme README.md     rewrite the README's rule table
-    python -m bnlint.docgen --check README.md      exit 1 if it is stale
+python -m bnlint.docgen --readme README.md     rewrite the README's rule table
+python -m bnlint.docgen --check README.md      exit 1 if it is stale
 """
 
 from __future__ import annotations
