@@ -82,7 +82,9 @@ class Settings:
     max_nodes: int = 2_000_000
     max_subgraph_depth: int = 32
     trust_model_code: bool = False
+    arch: str | None = None  # module:factory building the architecture of a bare checkpoint
     verify: bool = False
+    jobs: int = 1  # worker processes for several models; 0 = one per CPU
     config_path: str | None = None
     origins: Mapping[str, str] = field(default_factory=dict)
 
@@ -143,6 +145,19 @@ def _string(value: Any, key: str) -> str:
     return value
 
 
+def _non_negative_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _absolute_url(value: Any, key: str) -> str:
+    # Reports are read as CI artifacts and job summaries, where relative links break.
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"{key} must be an absolute http(s) URL, not {value!r}")
+    return value
+
+
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """``NAME:1x3x224x224`` (or a bare ``1x3x224x224`` for the first input)."""
     name, _, dims = text.rpartition(":")
@@ -198,12 +213,14 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "per-model-ignores": ("per_model_ignores", _ignore_table),
     "per-node-ignores": ("per_node_ignores", _ignore_table),
     "allowed-data-roots": ("allowed_data_roots", _str_list),
-    "docs-url": ("docs_url", _string),
+    "docs-url": ("docs_url", _absolute_url),
     "include": ("include", _str_list),
     "exclude": ("exclude", _str_list),
     "rules-dir": ("rules_dirs", _str_list),
     "max-nodes": ("max_nodes", _positive_int),
     "max-subgraph-depth": ("max_subgraph_depth", _positive_int),
+    "arch": ("arch", _string),
+    "jobs": ("jobs", _non_negative_int),
 }
 _PATH_KEYS = {"allowed-data-roots", "rules-dir"}
 
@@ -364,6 +381,8 @@ def validate_against_rules(settings: Settings, ruleset: Any) -> Settings:
             default = rule.spec.options[option]
             if default is not None and not _same_kind(default, value):
                 raise ConfigError(where, f"{rule.name}.{option} must be {type(default).__name__}")
+            if option in REGEX_OPTIONS:
+                _check_regexes(where, f"{rule.name}.{option}", value)
         options[rule.name] = dict(table)
     for pattern, _ in settings.per_node_ignores:
         try:
@@ -371,6 +390,20 @@ def validate_against_rules(settings: Settings, ruleset: Any) -> Settings:
         except re.error as error:
             raise ConfigError(where, f"per-node-ignores: bad regex {pattern!r}: {error}") from None
     return replace(settings, rule_options=options)
+
+
+# Rule options holding regular expressions (on node names or module paths).
+REGEX_OPTIONS = frozenset({"ignore"})
+
+
+def _check_regexes(where: str, key: str, patterns: Any) -> None:
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise ConfigError(where, f"{key} must be a list of regular expressions")
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ConfigError(where, f"{key}: bad regex {pattern!r}: {error}") from None
 
 
 def _same_kind(default: Any, value: Any) -> bool:

@@ -58,6 +58,33 @@ CHECK_OPTIONS: list[Callable] = [
         help="Write the report to FILE instead of stdout.",
     ),
     click.option(
+        "--report-html",
+        type=click.Path(dir_okay=False, writable=True),
+        help="Also write a self-contained HTML report to FILE (beside any --format).",
+    ),
+    click.option(
+        "--report-md",
+        type=click.Path(dir_okay=False, writable=True),
+        help="Also write a Markdown summary to FILE (e.g. $GITHUB_STEP_SUMMARY).",
+    ),
+    click.option(
+        "--baseline",
+        type=click.Path(dir_okay=False),
+        help="Compare with a baseline: only findings not in FILE fail; fixed ones are listed.",
+    ),
+    click.option(
+        "--write-baseline",
+        type=click.Path(dir_okay=False, writable=True),
+        help="Write the current findings to FILE as a baseline (exit 0 unless unreadable).",
+    ),
+    click.option(
+        "-j",
+        "--jobs",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Lint models in N parallel processes (0: one per CPU) [default: 1].",
+    ),
+    click.option(
         "--config",
         type=click.Path(exists=True, dir_okay=False),
         help="Use this configuration file instead of discovering one.",
@@ -95,9 +122,20 @@ CHECK_OPTIONS: list[Callable] = [
         help="Also load rule modules from DIR.",
     ),
     click.option(
+        "--arch",
+        metavar="MODULE:FACTORY",
+        default=None,
+        help="Architecture for a bare checkpoint (imports and runs your factory).",
+    ),
+    click.option(
         "--trust-model-code",
         is_flag=True,
         help="Allow loaders that execute code stored in model files (pickles, TorchScript, .pt2).",
+    ),
+    click.option(
+        "--verify",
+        is_flag=True,
+        help="Run the dynamic checks: fold verification (BN012) and batch independence (BN018).",
     ),
     click.option(
         "--statistics", is_flag=True, help="Show counts per rule instead of individual findings."
@@ -136,6 +174,8 @@ def settings_from_options(options: dict[str, Any]) -> dict[str, Any]:
         "phase": "phase",
         "train_batch_size": "train_batch_size",
         "target_dtype": "target_dtype",
+        "arch": "arch",
+        "jobs": "jobs",
     }
     for option, field_name in direct.items():
         if options.get(option) is not None:
@@ -146,6 +186,8 @@ def settings_from_options(options: dict[str, Any]) -> dict[str, Any]:
         values["rules_dirs"] = tuple(os.path.abspath(d) for d in options["rules_dirs"])
     if options.get("trust_model_code"):
         values["trust_model_code"] = True
+    if options.get("verify"):
+        values["verify"] = True
     return values
 
 

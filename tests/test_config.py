@@ -117,6 +117,8 @@ def test_phase_from_config(project: Path, run_cli) -> None:
         ),
         ("[no-such-rule]\nx = 1\n", "unknown configuration key or rule table 'no-such-rule'"),
         ('[per-node-ignores]\n"(" = ["BN003"]\n', "bad regex"),
+        ('[missing-norm-before-activation]\nignore = ["head["]\n', "missing-norm-before-activation.ignore: bad regex"),
+        ('[missing-norm-before-activation]\nmin-normalized-fraction = "half"\n', "min-normalized-fraction must be float"),
         ("select = [\n", "invalid TOML"),
     ],
 )

@@ -85,7 +85,18 @@ def build_graph(model: ModelProto, path: Path, settings: Any) -> ModelGraph:
     """A ModelGraph from an in-memory ModelProto (used by the file loader and the API)."""
     if model.functions:
         model = _inline_functions(model, path)
-    return _Builder(model, path, settings).build()
+    graph = _Builder(model, path, settings).build()
+    # Fold and verify (bnlint.fold_api) and dynamic checks run the model itself; keeping a
+    # reference costs nothing, and a session is only created when a check asks for one.
+    graph.extras["onnx_model"] = model
+    graph.runner_factory = lambda: _onnx_runner(graph)
+    return graph
+
+
+def _onnx_runner(graph: ModelGraph) -> Any:
+    from bnlint.runtime_onnx import runner_for_graph
+
+    return runner_for_graph(graph)
 
 
 def _inline_functions(model: ModelProto, path: Path) -> ModelProto:

@@ -1,0 +1,325 @@
+"""Loaders that execute code from the model file: used only with ``--trust-model-code``.
+
+- ``.pt2`` through ``torch.export.load`` (it unpickles parts of the archive): the same
+  aten graph as the static reader plus a runnable module for the verify pass and BN018.
+- TorchScript through ``torch.jit.load`` (it runs the archive's code, ``__setstate__``
+  included): the module is frozen with parameters preserved (``training`` flags become
+  constants, so mode-dependent branches disappear), inlined, and its aten nodes become
+  the graph; module attributes come from the loaded modules.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from bnlint.graph import BatchSize, GraphFacts, ModelGraph
+from bnlint.loaders import LoadError
+from bnlint.loaders.torch_aten import AtenCall, AtenGraphBuilder, Ref, is_torch_source
+from bnlint.loaders.torch_modules import ModuleRecord, plain_constants
+from bnlint.loaders.torchscript import demangle
+
+_SOURCE_FRAME = re.compile(r"^(.+?)\((\d+)\): ", re.MULTILINE)
+_SCOPE = re.compile(r"__module\.([\w.]+)$")
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+
+def _to_numpy(tensor: Any):
+    import torch
+
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return tensor.numpy().copy()
+
+
+def _register(graph: ModelGraph, named: Any) -> None:
+    for name, tensor in named:
+        if tensor is None or name in graph.params:
+            continue
+        shape = tuple(int(d) for d in tensor.shape)
+        dtype = str(tensor.dtype).replace("torch.", "")
+        graph.params.add(name, lambda t=tensor: _to_numpy(t), shape=shape, dtype=dtype)
+        record = graph.tensor(name)
+        record.shape, record.dtype, record.is_param = shape, dtype, True
+
+
+def _finish(graph: ModelGraph, module: Any, inputs: tuple | None, names: list[str]) -> None:
+    bns = graph.nodes_of("batch_norm")
+    graph.facts.mode = "training" if any(bn.attrs["training"] for bn in bns) else "inference"
+    graph.extras["torch_module"] = module
+    graph.extras["example_inputs"] = inputs
+    if inputs:
+        from bnlint.loaders.torch_runtime import TorchRunner
+
+        graph.runner_factory = lambda: TorchRunner.from_module(module, inputs, names)
+        for index, value in enumerate(inputs):
+            if hasattr(value, "shape") and len(value.shape) > 0:
+                name = names[index] if index < len(names) else f"input_{index}"
+                graph.facts.batch_sizes.setdefault(
+                    name, BatchSize(int(value.shape[0]), "example input")
+                )
+
+
+def load_pt2(path: Path, settings: Any) -> ModelGraph:
+    import torch
+
+    from bnlint.loaders.torch_fx import add_exported_program
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as error:
+        raise LoadError(path, f"torch.export.load failed: {_describe(error)}") from None
+    facts = GraphFacts(format="pt2", default_phase="inference", has_modules=True)
+    facts.producer = f"torch {torch.__version__} (torch.export.load)"
+    graph = ModelGraph(path, facts)
+    _register(graph, program.state_dict.items())
+    _register(graph, ((k, v) for k, v in program.constants.items() if isinstance(v, torch.Tensor)))
+    flags = {
+        name: bool(value.requires_grad)
+        for name, value in program.state_dict.items()
+        if isinstance(value, torch.nn.Parameter)
+    }
+    builder = AtenGraphBuilder(graph, requires_grad=flags)
+    names = add_exported_program(graph, program, builder)
+    inputs = None
+    if program.example_inputs is not None:
+        inputs = tuple(program.example_inputs[0])
+    module = program.module()
+    _finish(graph, module, inputs, names)
+    return graph.finalize()
+
+
+def _records(module: Any) -> tuple[dict[str, ModuleRecord], dict[str, bool]]:
+    records: dict[str, ModuleRecord] = {}
+    flags: dict[str, bool] = {}
+    for path, sub in module.named_modules():
+        qualname = demangle(sub._c._type().qualified_name())
+        record = ModuleRecord(path=path, qualname=qualname, training=bool(sub.training))
+        record.constants.update(plain_constants(sub))
+        prefix = f"{path}." if path else ""
+        for name, tensor in sub.named_parameters(recurse=False):
+            record.tensors[name] = prefix + name
+            flags[prefix + name] = bool(tensor.requires_grad)
+        for name, _ in sub.named_buffers(recurse=False):
+            record.tensors[name] = prefix + name
+        record.has_children = any(True for _ in sub.named_children())
+        records[path] = record
+    return records, flags
+
+
+def load_torchscript(path: Path, settings: Any) -> ModelGraph:
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as error:
+        raise LoadError(path, f"torch.jit.load failed: {_describe(error)}") from None
+    records, flags = _records(module)
+    facts = GraphFacts(format="torchscript", default_phase="inference", has_modules=True)
+    facts.producer = f"torch {torch.__version__} (torch.jit.load)"
+    graph = ModelGraph(path, facts)
+    _register(graph, module.named_parameters())
+    _register(graph, module.named_buffers())
+    builder = AtenGraphBuilder(
+        graph,
+        modules=records,
+        requires_grad=flags,
+        root_training=records[""].training,
+        default_training_evidence="traced or scripted with training=True",
+    )
+    inputs = _example_inputs(module, settings)
+    try:
+        frozen = torch._C._freeze_module(module._c, [], True, True)
+        ts_graph = frozen._get_method("forward").graph
+        torch._C._jit_pass_inline(ts_graph)
+    except Exception as error:
+        # No dataflow graph: keep the static reading, still runnable for the dynamic checks.
+        from bnlint.loaders import torchscript
+
+        graph = torchscript.load(path, settings)
+        graph.facts.partial[:] = [
+            f"the loaded TorchScript could not be inlined ({_describe(error)})"
+        ]
+        _finish(graph, module, inputs, [])
+        return graph
+    names = _TorchScriptGraph(graph, builder).add(ts_graph)
+    _finish(graph, module, inputs, names)
+    return graph.finalize()
+
+
+def _example_inputs(module: Any, settings: Any) -> tuple | None:
+    shapes = dict(getattr(settings, "input_shapes", {}) or {})
+    if shapes:
+        from bnlint.loaders.torch_live import example_inputs_from_shapes
+
+        return example_inputs_from_shapes(shapes)[1]
+    return None
+
+
+class _TorchScriptGraph:
+    """Walks an inlined, frozen TorchScript graph and feeds aten calls to the builder."""
+
+    def __init__(self, graph: ModelGraph, builder: AtenGraphBuilder) -> None:
+        self.graph = graph
+        self.builder = builder
+        self.values: dict[Any, Any] = {}  # torch._C.Value -> python value / Ref / module path
+        self.counts: dict[str, int] = {}
+
+    def add(self, ts_graph: Any) -> list[str]:
+        inputs = list(ts_graph.inputs())
+        self.values[inputs[0]] = _ModulePath("")
+        names = []
+        for value in inputs[1:]:
+            name = value.debugName()
+            self.values[value] = Ref(name)
+            self.graph.tensor(name).is_graph_input = True
+            self.graph.graph_inputs.append(name)
+            names.append(name)
+        for index, node in enumerate(ts_graph.nodes()):
+            self._node(node, index)
+        for value in ts_graph.outputs():
+            resolved = self.values.get(value)
+            for ref in resolved if isinstance(resolved, (list, tuple)) else [resolved]:
+                if isinstance(ref, Ref):
+                    name = self.builder.name(ref.name)
+                    self.graph.tensor(name).is_graph_output = True
+                    self.graph.graph_outputs.append(name)
+        return names
+
+    def _node(self, node: Any, index: int) -> None:
+        kind = node.kind()
+        outputs = list(node.outputs())
+        if kind == "prim::Constant":
+            self.values[outputs[0]] = _constant(outputs[0])
+        elif kind == "prim::GetAttr":
+            owner = self.values.get(node.input())
+            if isinstance(owner, _ModulePath):
+                path = owner.child(node.s("name"))
+                if outputs[0].type().kind() in ("TensorType", "OptionalType"):
+                    # an attribute that is None (a Conv2d without bias) is not a tensor
+                    self.values[outputs[0]] = (
+                        Ref(path.path) if path.path in self.graph.params else None
+                    )
+                else:
+                    self.values[outputs[0]] = path
+        elif kind in ("prim::ListConstruct", "prim::TupleConstruct"):
+            self.values[outputs[0]] = [self.values.get(v) for v in node.inputs()]
+        elif kind in ("prim::ListUnpack", "prim::TupleUnpack"):
+            items = self.values.get(node.input())
+            for position, value in enumerate(outputs):
+                if isinstance(items, list) and position < len(items):
+                    self.values[value] = items[position]
+                else:
+                    self.values[value] = Ref(value.debugName())
+        elif kind.startswith(("aten::", "prim::If", "prim::Loop")):
+            self._call(node, kind, outputs, index)
+
+    def _call(self, node: Any, kind: str, outputs: list, index: int) -> None:
+        tensor_outputs = [o for o in outputs if o.type().kind() == "TensorType"]
+        if not tensor_outputs:
+            return
+        for value in outputs:
+            self.values[value] = Ref(value.debugName())
+        if kind.startswith("prim::"):
+            self.graph.facts.partial.append(f"control flow ({kind}) kept as an opaque node")
+            self.graph.facts.unsupported.append(f"TorchScript {kind}")
+            args = {f"arg{i}": self.values.get(v) for i, v in enumerate(node.inputs())}
+            target = "higher_order.cond" if kind == "prim::If" else "higher_order.while_loop"
+        else:
+            target = kind.replace("::", ".")
+            args = self._named_args(node)
+        for value in tensor_outputs:
+            shape = _static_shape(value)
+            if shape is not None:
+                self.graph.tensor(value.debugName()).shape = shape
+        scope = self._scope(node, args)
+        self._note_baked_mode(target, scope, args)
+        op_name = target.split(".")[1] if "." in target else target
+        self.counts[op_name] = self.counts.get(op_name, -1) + 1
+        count = self.counts[op_name]
+        self.builder.add(
+            AtenCall(
+                name=f"{op_name}_{count}" if count else op_name,
+                target=target,
+                args=args,
+                outputs=[o.debugName() for o in outputs],
+                scope=scope,
+                module_class=None,
+                source=_source(node),
+            )
+        )
+
+    def _note_baked_mode(self, target: str, scope: str | None, args: dict[str, Any]) -> None:
+        """A traced archive keeps the training flag it was traced with, whatever .eval() says."""
+        record = self.builder.modules.get(scope) if scope is not None else None
+        baked = args.get("training")
+        if not (target.endswith(".batch_norm") and record is not None):
+            return
+        if isinstance(baked, bool) and record.training is not None and record.training != baked:
+            record.constants["traced_training"] = baked
+
+    def _named_args(self, node: Any) -> dict[str, Any]:
+        import torch
+
+        try:
+            schema = torch._C.parse_schema(node.schema())
+            names = [argument.name for argument in schema.arguments]
+        except Exception:
+            names = []
+        values = [self.values.get(v) for v in node.inputs()]
+        names += [f"arg{i}" for i in range(len(names), len(values))]
+        return dict(zip(names, values, strict=False))
+
+    def _scope(self, node: Any, args: dict[str, Any]) -> str | None:
+        for role in ("weight", "running_mean"):
+            tensor = args.get(role)
+            if isinstance(tensor, Ref) and tensor.name in self.graph.params and "." in tensor.name:
+                return tensor.name.rsplit(".", 1)[0]
+        match = _SCOPE.search(node.scopeName() or "")
+        return match.group(1) if match else None
+
+
+class _ModulePath:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def child(self, name: str) -> _ModulePath:
+        return _ModulePath(f"{self.path}.{name}" if self.path else name)
+
+
+def _constant(value: Any) -> Any:
+    try:
+        constant = value.toIValue()
+    except Exception:
+        return None
+    if isinstance(constant, (bool, int, float, str)) or constant is None:
+        return constant
+    if isinstance(constant, (list, tuple)) and all(
+        isinstance(c, (bool, int, float)) for c in constant
+    ):
+        return list(constant)
+    return None
+
+
+def _static_shape(value: Any) -> tuple[int, ...] | None:
+    try:
+        sizes = value.type().sizes()
+    except Exception:
+        return None
+    return tuple(int(s) for s in sizes) if sizes and all(s is not None for s in sizes) else None
+
+
+def _source(node: Any) -> tuple[str, int] | None:
+    try:
+        text = str(node.sourceRange())
+    except Exception:
+        return None
+    for match in _SOURCE_FRAME.finditer(text):
+        if not is_torch_source(match.group(1)):
+            return match.group(1).strip(), int(match.group(2))
+    return None
