@@ -10,7 +10,8 @@ zero padding and groups == 1 (padding would turn the BN shift into a border arte
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from bnlint.graph import ModelGraph, Node
 
@@ -31,6 +32,39 @@ class FoldVerdict:
     reason: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     channels: int | None = None
+
+
+@dataclass
+class FoldRecord:
+    """What happened to one BN of the original model, in a fold made by bnlint or audited.
+
+    ``status``: ``folded`` (the BN is gone and ``target_index`` is the top-level node of the
+    folded model that absorbed it), ``not-folded`` (still there, or left alone by bnlint,
+    with ``reason_code``/``reason``), ``removed`` (gone although the plan says it cannot be
+    folded exactly), or ``unmatched`` (gone, and no node of the folded model could be
+    identified as its target). ``ref_tensors``/``new_tensors`` name the (input, output)
+    tensors around the fold in the original and the folded model, for numeric comparison.
+    Verification fills ``algebra``, ``numeric`` and, when the fold is wrong, ``problem``.
+    """
+
+    verdict: FoldVerdict
+    status: str
+    reason_code: str | None = None
+    reason: str | None = None
+    target_index: int | None = None
+    add_index: int | None = None
+    ref_tensors: tuple[str, str] | None = None
+    new_tensors: tuple[str, str] | None = None
+    matched_by: str | None = None
+    target_name: str | None = None  # display name and op type of the absorbing node
+    target_op: str | None = None
+    algebra: Any = None
+    numeric: Any = None
+    problem: str | None = None
+
+    @property
+    def bn(self) -> Node:
+        return self.verdict.bn
 
 
 def plan(graph: ModelGraph) -> list[FoldVerdict]:
@@ -90,7 +124,13 @@ def verdict(graph: ModelGraph, bn: Node) -> FoldVerdict:
     if backward.foldable or backward.reason_code not in _PRODUCER_REASONS:
         return backward
     forward = _forward(graph, bn)
-    return forward if forward is not None else backward
+    if isinstance(forward, FoldVerdict):
+        return forward
+    if forward is None:
+        return backward
+    return replace(
+        backward, reason=f"{backward.reason}; {forward}", notes=(*backward.notes, forward)
+    )
 
 
 _PRODUCER_REASONS = {"no-producer", "producer-not-foldable", "producer-shared-output"}
@@ -218,7 +258,8 @@ def _channel_mismatch(
     return None
 
 
-def _forward(graph: ModelGraph, bn: Node) -> FoldVerdict | None:
+def _forward(graph: ModelGraph, bn: Node) -> FoldVerdict | str | None:
+    """The forward fold into the single following Conv, or why it is not exact (a string)."""
     consumers = graph.consumers(bn.outputs[0])
     if len(consumers) != 1 or consumers[0].op != "conv":
         return None
@@ -231,13 +272,16 @@ def _forward(graph: ModelGraph, bn: Node) -> FoldVerdict | None:
         "SAME_UPPER",
         "SAME_LOWER",
     )
-    if padded or int(conv.attrs.get("groups", 1)) != 1:
-        return None
-    if not all(graph.is_constant(conv.input(role)) for role in ("weight",)):
-        return None
+    name = conv.display_name
+    if padded:
+        return f"folding forward into {name!r} would not be exact: it pads its input"
+    if int(conv.attrs.get("groups", 1)) != 1:
+        return f"folding forward into {name!r} is not supported: it is grouped"
     bias = conv.input("bias")
-    if bias is not None and not graph.is_constant(bias):
-        return None
+    if not graph.is_constant(conv.input("weight")) or (
+        bias is not None and not graph.is_constant(bias)
+    ):
+        return f"folding forward into {name!r} is impossible: its weights are not constant"
     return FoldVerdict(
         bn=bn,
         foldable=True,

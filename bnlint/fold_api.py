@@ -1,0 +1,113 @@
+"""Fold a loaded model and verify the result: the engine behind ``bnlint fold`` and BN012.
+
+ONNX graphs fold through :mod:`bnlint.fold_onnx`; PyTorch graphs that carry their live
+module (``graph.extras["torch_module"]``, set by the PyTorch front end) fold through
+:mod:`bnlint.fold_torch`. Either way the result is one :class:`FoldRecord` per BN and a
+:class:`Verification` with both levels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from bnlint.graph import ModelGraph
+from bnlint.verify_numeric import Verification
+
+
+class FoldError(Exception):
+    """The model cannot be folded at all (format, unreadable data); one line for the user."""
+
+
+@dataclass
+class FoldResult:
+    verification: Verification
+    folded: Any  # onnx.ModelProto or nn.Module
+    format: str
+
+    @property
+    def records(self):
+        return self.verification.records
+
+
+def fold_graph(
+    graph: ModelGraph,
+    *,
+    keep: Iterable[str] = (),
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    tolerance_scale: float = 1.0,
+    numeric: bool = True,
+) -> FoldResult:
+    """Fold every foldable BN of ``graph`` on a copy and verify the copy."""
+    if "onnx_model" in graph.extras:
+        return _fold_onnx(graph, keep, input_shapes, tolerance_scale, numeric)
+    if "torch_module" in graph.extras:
+        from bnlint.fold_torch import fold_torch_graph
+
+        return fold_torch_graph(graph, keep=keep, tolerance_scale=tolerance_scale)
+    raise FoldError(f"{graph.facts.format} models cannot be folded (no ONNX model or live module)")
+
+
+def _fold_onnx(
+    graph: ModelGraph,
+    keep: Iterable[str],
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    tolerance_scale: float,
+    numeric: bool,
+) -> FoldResult:
+    from bnlint.fold_onnx import fold_model
+    from bnlint.loaders import LoadError
+    from bnlint.loaders.onnx import build_graph
+    from bnlint.onnx_io import FoldIOError, materialize
+    from bnlint.verify_numeric import verify_records
+
+    model = graph.extras["onnx_model"]
+    try:
+        folded_model, records = fold_model(model, graph, keep)
+        reference_model = materialize(model, graph) if numeric else None
+    except FoldIOError as error:
+        raise FoldError(str(error)) from None
+    settings = SimpleNamespace(input_shapes=dict(input_shapes or {}))
+    try:
+        folded_graph = build_graph(folded_model, Path(graph.path), settings)
+    except LoadError as error:
+        raise FoldError(f"the folded model cannot be read back: {error.problem}") from None
+    runners = _onnx_runners(reference_model, folded_model) if numeric else (None, None)
+    verification = verify_records(
+        graph,
+        folded_graph,
+        records,
+        reference_runner=runners[0],
+        folded_runner=runners[1],
+        input_shapes=input_shapes,
+        tolerance_scale=tolerance_scale,
+    )
+    if not numeric:
+        verification.numeric_skipped = "the numeric level was not requested"
+    return FoldResult(verification, folded_model, "onnx")
+
+
+def _onnx_runners(reference: Any, folded: Any):
+    from bnlint.runtime_onnx import OnnxRunner
+
+    def reference_runner(names: Sequence[str]) -> OnnxRunner:
+        return OnnxRunner(reference, extra_outputs=names)
+
+    def folded_runner(names: Sequence[str]) -> OnnxRunner:
+        return OnnxRunner(folded, extra_outputs=names)
+
+    return reference_runner, folded_runner
+
+
+def check_onnx(model: Any) -> str | None:
+    """``onnx.checker``'s complaint about ``model``, or None when it passes."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except (onnx.checker.ValidationError, ValueError) as error:
+        return str(error).strip().splitlines()[0]
+    return None

@@ -1,0 +1,356 @@
+"""``bnlint fold IN -o OUT`` and ``bnlint verify PATH [--against ORIGINAL]``.
+
+``fold`` writes nothing unless every fold passes verification (exit 1 otherwise), never
+overwrites its input, and writes atomically (external data stays external). ``verify``
+without ``--against`` is ``check --verify`` restricted to the dynamic rules (BN012,
+BN018); with ``--against`` it audits a fold made by any tool and reports one BN012
+verdict per BN of the original model, in every output format ``check`` has.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bnlint.options import check_options, settings_from_options
+
+
+def _shapes(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict:
+    from bnlint.config import parse_shape
+
+    try:
+        return dict(parse_shape(item) for item in value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _fail(message: str) -> None:
+    from bnlint.cli import fail
+
+    fail(message)
+
+
+def _context(ruleset: Any, settings: Any, path: str):
+    from bnlint.rule import RuleContext
+
+    rule = ruleset.get("BN012")
+    options = {**rule.spec.options, **settings.rule_options.get(rule.name, {})}
+    return RuleContext(
+        rule=rule,
+        phase="inference",
+        options=options,
+        docs_url=settings.docs_url,
+        file=path,
+        verify=True,
+    )
+
+
+def _tolerance_scale(given: float | None, ctx: Any) -> float:
+    return float(given if given is not None else ctx.options.get("tolerance-scale", 1.0))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+@click.command("fold")
+@click.argument("model", type=click.Path())
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the folded model (.onnx; .pt2 or .pt for PyTorch input).",
+)
+@click.option(
+    "--keep",
+    multiple=True,
+    metavar="REGEX",
+    help="Leave BNs whose node name or module path matches REGEX unfolded.",
+)
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    callback=_shapes,
+    help="NAME:1x3x224x224 for the numeric check (repeatable).",
+)
+@click.option(
+    "--tolerance-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Multiply the numeric tolerance [default: 1.0].",
+)
+@click.option("--algebraic-only", is_flag=True, help="Skip the numeric level (no runtime).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="The fold table as text, or a JSON report (one BN012 verdict per BN).",
+)
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Use this configuration file instead of discovering one.",
+)
+@click.option(
+    "--trust-model-code",
+    is_flag=True,
+    help="Allow loaders that execute code stored in model files.",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+def fold(
+    model: str,
+    output: str,
+    keep: tuple[str, ...],
+    input_shapes: dict,
+    tolerance_scale: float | None,
+    algebraic_only: bool,
+    output_format: str,
+    config: str | None,
+    trust_model_code: bool,
+    debug: bool,
+) -> None:
+    """Fold every BatchNorm that folds exactly, verify the result, then write it."""
+    import re
+
+    from bnlint.api import SettingsResolver
+    from bnlint.config import ConfigError
+    from bnlint.fold_api import FoldError, fold_graph
+    from bnlint.loaders import LoadError, load_model
+
+    source, target = Path(model), Path(output)
+    if _same_file(source, target):
+        _fail(f"{output}: refusing to overwrite the input model")
+    try:
+        for pattern in keep:
+            re.compile(pattern)
+        values = {"input_shapes": input_shapes} if input_shapes else {}
+        if trust_model_code:
+            values["trust_model_code"] = True
+        resolver = SettingsResolver(values, config)
+        settings, ruleset = resolver.resolve(model)
+        graph = load_model(model, settings)
+        ctx = _context(ruleset, settings, model)
+        result = fold_graph(
+            graph,
+            keep=keep,
+            input_shapes=settings.input_shapes,
+            tolerance_scale=_tolerance_scale(tolerance_scale, ctx),
+            numeric=not algebraic_only,
+        )
+    except re.error as error:
+        _fail(f"--keep: bad regular expression: {error}")
+    except (ConfigError, LoadError, FoldError) as error:
+        _fail(str(error))
+    except Exception as error:  # an internal failure still ends in one line and exit 2
+        if debug:
+            traceback.print_exc()
+        _fail(f"internal error: {type(error).__name__}: {error} (rerun with --debug)")
+    _report_fold(result, ctx, graph, output_format)
+    if not result.verification.ok:
+        click.echo("bnlint: fold failed verification; nothing written", err=True)
+        sys.exit(1)
+    _write(result, graph, source, target)
+
+
+def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str) -> None:
+    from bnlint.findings import ModelResult, Report
+    from bnlint.verify_report import fold_table, format_table, record_findings
+
+    verification = result.verification
+    findings = list(record_findings(verification, ctx, every_bn=output_format == "json"))
+    if verification.numeric_skipped:
+        findings.append(
+            ctx.diagnostic(
+                "BN905",
+                None,
+                f"numeric verification skipped ({verification.numeric_skipped}); "
+                "algebraic level only",
+            )
+        )
+    if output_format == "json":
+        from bnlint.report.json_report import report_dict
+
+        report = Report([ModelResult(graph.path, graph.facts.format, findings=findings)])
+        import json
+
+        click.echo(json.dumps(report_dict(report), indent=2, allow_nan=False))
+        return
+    click.echo(format_table(fold_table(verification)), nl=False)
+    for finding in findings:
+        click.echo(f"{finding.code} {finding.severity.label}: {finding.message}")
+    worst = verification.worst_output
+    if worst is not None:
+        click.echo(
+            f"numeric check: worst output {worst.name!r} differs by {worst.max_abs:.3g} "
+            f"({worst.rel:.3g} of its magnitude; tolerance {verification.tolerance:.2g})"
+        )
+
+
+def _write(result: Any, graph: Any, source: Path, target: Path) -> None:
+    folded = sum(1 for record in result.records if record.status == "folded")
+    try:
+        if result.format == "onnx":
+            written = _write_onnx(result.folded, graph, source, target)
+        else:
+            written = [_write_torch(result.folded, graph, target)]
+    except OSError as error:
+        _fail(f"{target}: cannot write: {error.strerror or error}")
+    names = ", ".join(str(path) for path in written)
+    click.echo(f"wrote {names}: {folded} of {len(result.records)} BatchNorm folded", err=True)
+
+
+def _write_onnx(folded: Any, graph: Any, source: Path, target: Path) -> list[Path]:
+    from bnlint.fold_api import check_onnx
+    from bnlint.onnx_io import (
+        FoldIOError,
+        external_files,
+        save_atomic,
+        serialized_size,
+        uses_external_data,
+    )
+
+    original = graph.extras["onnx_model"]
+    external = uses_external_data(original) or serialized_size(folded) > 2**31 - 2**26
+    data_file = (target.absolute().parent / (target.name + ".data")).resolve()
+    if external and data_file in external_files(original, source):
+        _fail(f"{data_file}: refusing to overwrite the input model's external data")
+    if not external:
+        problem = check_onnx(folded)
+        if problem is not None and check_onnx(original) is None:
+            _fail(f"the folded model fails onnx.checker: {problem}")
+    try:
+        return save_atomic(folded, target, external=external)
+    except FoldIOError as error:
+        _fail(str(error))
+    return []
+
+
+def _write_torch(folded: Any, graph: Any, target: Path) -> Path:
+    import tempfile
+
+    import torch
+
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.absolute().parent)
+    os.close(handle)
+    try:
+        if target.suffix == ".pt2":
+            inputs = graph.extras.get("example_inputs")
+            if inputs is None:
+                _fail("writing a .pt2 needs example inputs (--input-shape)")
+            program = torch.export.export(folded.eval(), tuple(inputs))
+            torch.export.save(program, temporary)
+        else:
+            torch.save(folded.state_dict(), temporary)
+        os.replace(temporary, target)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    return target
+
+
+@click.command("verify")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--against",
+    type=click.Path(),
+    default=None,
+    metavar="ORIGINAL",
+    help="Audit PATH as a fold of ORIGINAL made by any tool.",
+)
+@click.option(
+    "--tolerance-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --against: multiply the numeric tolerance [default: the fold-mismatch "
+    "rule's tolerance-scale, 1.0].",
+)
+@check_options
+def verify(
+    paths: Sequence[str], against: str | None, tolerance_scale: float | None, **options: Any
+) -> None:
+    """Verify folds: run BN012/BN018 on models, or audit FOLDED --against ORIGINAL."""
+    from bnlint.api import SettingsResolver
+    from bnlint.cli import _emit
+    from bnlint.config import ConfigError
+    from bnlint.registry import RegistryError
+
+    values = settings_from_options(options)
+    values["verify"] = True
+    if against is None and not values.get("select"):
+        values["select"] = ("BN012", "BN018")
+    try:
+        resolver = SettingsResolver(values, options["config"])
+        if against is None:
+            report = _verify_models(paths, resolver, options)
+        else:
+            if len(paths) != 1:
+                raise click.BadParameter("verify --against takes exactly one folded model")
+            report = _audit(paths[0], against, resolver, tolerance_scale)
+    except (ConfigError, RegistryError, click.BadParameter) as error:
+        _fail(str(error))
+    except Exception as error:
+        if options["debug"]:
+            traceback.print_exc()
+        _fail(f"internal error: {type(error).__name__}: {error} (rerun with --debug)")
+    _emit(report, options, resolver)
+
+
+def _verify_models(paths: Sequence[str], resolver: Any, options: dict) -> Any:
+    from bnlint.api import iter_targets, lint_target
+    from bnlint.findings import Report
+
+    targets = list(iter_targets(paths or ["."], resolver))
+    return Report(models=[lint_target(target, resolver) for target in targets])
+
+
+def _audit(
+    folded_path: str, original_path: str, resolver: Any, tolerance_scale: float | None
+) -> Any:
+    from bnlint.audit import audit
+    from bnlint.engine import finalize_findings
+    from bnlint.findings import ModelResult, Report
+    from bnlint.fold_api import FoldError
+    from bnlint.loaders import LoadError, load_model
+    from bnlint.verify_report import record_findings
+
+    settings, ruleset = resolver.resolve(folded_path)
+    graphs = []
+    for path in (original_path, folded_path):
+        try:
+            graphs.append(load_model(path, resolver.resolve(path)[0]))
+        except LoadError as error:
+            return Report([ModelResult(path, status="error", error=error.problem)])
+    ctx = _context(ruleset, settings, folded_path)
+    try:
+        result = audit(
+            graphs[0],
+            graphs[1],
+            input_shapes=settings.input_shapes,
+            tolerance_scale=_tolerance_scale(tolerance_scale, ctx),
+        )
+    except FoldError as error:
+        return Report([ModelResult(folded_path, status="error", error=str(error))])
+    verification = result.verification
+    findings = list(record_findings(verification, ctx, every_bn=True))
+    if verification.numeric_skipped:
+        findings.append(
+            ctx.diagnostic(
+                "BN905",
+                None,
+                f"numeric comparison skipped ({verification.numeric_skipped}); "
+                "algebraic level only",
+            )
+        )
+    findings = finalize_findings(findings, settings, ruleset, folded_path)
+    return Report([ModelResult(folded_path, graphs[1].facts.format, findings=findings)])

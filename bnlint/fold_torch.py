@@ -1,0 +1,308 @@
+"""Fold BatchNorm modules into PyTorch Conv / ConvTranspose / Linear modules.
+
+The ``fuse_*`` functions are pure: they return a new module and never touch the ones
+given (a weight shared with another module stays as it is; the fused module gets its own
+parameters). Arithmetic is float64 through :mod:`bnlint.fold_math`, results are cast back
+to each parameter's dtype and device. Unlike ``torch.nn.utils.fusion``, ConvTranspose is
+group-aware (output channels on weight axis 1 within each group).
+
+:func:`fold_torch_graph` folds a whole model along the fold plan of its ModelGraph (the
+PyTorch front end puts the live module on ``graph.extras["torch_module"]``): the producer
+module is replaced by its fused copy and the BN module by ``nn.Identity``, so the model's
+own ``forward`` keeps working and exports as before.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from bnlint.fold import FoldRecord, FoldVerdict, plan
+from bnlint.fold_math import BNAffine, fold_bias, fold_weight, forward_fold
+from bnlint.graph import ModelGraph
+from bnlint.verify import Layer, check_layers
+from bnlint.verify_numeric import Verification, numeric_tolerance, tensor_error
+
+
+def _bn_numbers(bn: Any) -> tuple[dict[str, np.ndarray], float]:
+    if bn.training:
+        raise ValueError("the BN module is in training mode; fold only in eval mode")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("the BN module has no running statistics")
+    channels = bn.running_mean.shape[0]
+    weight = bn.weight if bn.weight is not None else np.ones(channels)
+    bias = bn.bias if bn.bias is not None else np.zeros(channels)
+    params = {
+        "scale": _array(weight),
+        "bias": _array(bias),
+        "mean": _array(bn.running_mean),
+        "var": _array(bn.running_var),
+    }
+    return params, float(bn.eps)
+
+
+def _array(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value.astype(np.float64)
+    return value.detach().cpu().double().numpy()
+
+
+def _family(module: Any) -> str:
+    import torch.nn as nn
+
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "conv_transpose"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    raise TypeError(f"cannot fold a BN into {type(module).__name__}")
+
+
+def _with_parameters(module: Any, weight: np.ndarray, bias: np.ndarray) -> Any:
+    import torch
+
+    fused = copy.deepcopy(module)
+    reference = module.weight
+    fused.weight = torch.nn.Parameter(
+        torch.from_numpy(weight).to(dtype=reference.dtype, device=reference.device),
+        requires_grad=reference.requires_grad,
+    )
+    fused.bias = torch.nn.Parameter(
+        torch.from_numpy(np.ascontiguousarray(bias)).to(
+            dtype=reference.dtype, device=reference.device
+        ),
+        requires_grad=reference.requires_grad,
+    )
+    return fused
+
+
+def layer_of(module: Any) -> Layer:
+    """A module's weights in the layout the verifier compares (Linear as (K, N))."""
+    family = _family(module)
+    weight = _array(module.weight)
+    bias = None if module.bias is None else _array(module.bias)
+    dtype = str(module.weight.dtype).replace("torch.", "")
+    if family == "linear":
+        return Layer("linear", weight.T, bias, dtype)
+    structure = tuple(
+        (key, tuple(getattr(module, key, ()) or ()))
+        for key in ("stride", "padding", "dilation", "output_padding")
+    )
+    return Layer(family, weight, bias, dtype, int(module.groups), structure=structure)
+
+
+def fuse_conv_bn(conv: Any, bn: Any) -> Any:
+    """A new Conv{1,2,3}d / ConvTranspose{1,2,3}d computing ``bn(conv(x))`` in eval mode."""
+    if conv.training:
+        raise ValueError("the producer module is in training mode; fold only in eval mode")
+    params, eps = _bn_numbers(bn)
+    affine = BNAffine.from_params(**params, eps=eps)
+    family = _family(conv)
+    if family == "linear":
+        return fuse_linear_bn(conv, bn)
+    if affine.channels != conv.out_channels:
+        raise ValueError(f"BN has {affine.channels} channels, the conv {conv.out_channels}")
+    weight = fold_weight(_array(conv.weight), affine, family, int(conv.groups))
+    bias = fold_bias(None if conv.bias is None else _array(conv.bias), affine)
+    return _with_parameters(conv, weight, bias)
+
+
+def fuse_linear_bn(linear: Any, bn: Any) -> Any:
+    """A new Linear computing ``bn(linear(x))`` in eval mode (BatchNorm1d on (N, C))."""
+    if linear.training:
+        raise ValueError("the producer module is in training mode; fold only in eval mode")
+    params, eps = _bn_numbers(bn)
+    affine = BNAffine.from_params(**params, eps=eps)
+    if affine.channels != linear.out_features:
+        raise ValueError(f"BN has {affine.channels} features, Linear {linear.out_features}")
+    weight = fold_weight(_array(linear.weight), affine, "conv")  # (out, in): axis 0
+    bias = fold_bias(None if linear.bias is None else _array(linear.bias), affine)
+    return _with_parameters(linear, weight, bias)
+
+
+def fuse_bn_conv(bn: Any, conv: Any) -> Any:
+    """A new Conv computing ``conv(bn(x))``: only exact without padding and with groups 1."""
+    if any(int(p) for p in np.atleast_1d(conv.padding) if not isinstance(p, str)) or (
+        isinstance(conv.padding, str) and conv.padding != "valid"
+    ):
+        raise ValueError("a BN folds forward only into a Conv without padding")
+    if conv.groups != 1 or _family(conv) != "conv":
+        raise ValueError("a BN folds forward only into an ungrouped Conv")
+    params, eps = _bn_numbers(bn)
+    affine = BNAffine.from_params(**params, eps=eps)
+    weight, bias = forward_fold(
+        _array(conv.weight), None if conv.bias is None else _array(conv.bias), affine
+    )
+    return _with_parameters(conv, weight, bias)
+
+
+def _set_submodule(root: Any, path: str, module: Any) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, name, module)
+
+
+def _skip(verdict: FoldVerdict, code: str | None = None, reason: str | None = None):
+    return FoldRecord(verdict, "not-folded", code or verdict.reason_code, reason or verdict.reason)
+
+
+def fold_module(graph: ModelGraph, keep: Iterable[str] = ()) -> tuple[Any, list[FoldRecord]]:
+    """A folded deep copy of ``graph.extras["torch_module"]`` and one record per BN."""
+    import torch.nn as nn
+
+    module = graph.extras["torch_module"]
+    folded = copy.deepcopy(module)
+    modules = dict(folded.named_modules())
+    calls = Counter(node.scope for node in graph.nodes if node.scope)
+    patterns = [re.compile(pattern) for pattern in keep]
+    records = []
+    for verdict in plan(graph):
+        if not verdict.foldable:
+            records.append(_skip(verdict))
+            continue
+        bn_path, producer_path = verdict.bn.scope, verdict.producer.scope
+        if any(p.search(bn_path or "") for p in patterns):
+            records.append(_skip(verdict, "kept", "left in place by --keep"))
+            continue
+        if bn_path not in modules or producer_path not in modules:
+            records.append(_skip(verdict, "not-a-module", "the BN or its producer is a function"))
+            continue
+        if calls[bn_path] > 1 or calls[producer_path] > 1:
+            records.append(
+                _skip(verdict, "module-reused", "the BN or its producer module is called twice")
+            )
+            continue
+        bn, producer = modules[bn_path], modules[producer_path]
+        try:
+            if verdict.kind == "forward_conv":
+                fused = fuse_bn_conv(bn, producer)
+            else:
+                fused = fuse_conv_bn(producer, bn)
+        except (ValueError, TypeError) as error:
+            records.append(_skip(verdict, "module-not-foldable", str(error)))
+            continue
+        _set_submodule(folded, producer_path, fused)
+        _set_submodule(folded, bn_path, nn.Identity())
+        modules[producer_path] = fused
+        records.append(
+            FoldRecord(
+                verdict,
+                "folded",
+                matched_by="bnlint",
+                target_name=producer_path,
+                target_op=type(fused).__name__,
+            )
+        )
+    return folded, records
+
+
+def fold_torch_graph(graph: ModelGraph, *, keep: Iterable[str] = (), tolerance_scale: float = 1.0):
+    """Fold and verify (algebraic per BN, numeric with torch on the example inputs)."""
+    from bnlint.fold_api import FoldResult
+
+    folded, records = fold_module(graph, keep)
+    original = dict(graph.extras["torch_module"].named_modules())
+    fused = dict(folded.named_modules())
+    for index, record in enumerate(records):
+        if record.status != "folded":
+            continue
+        verdict = record.verdict
+        source = layer_of(original[verdict.producer.scope])
+        result = layer_of(fused[verdict.producer.scope])
+        params, eps = _bn_numbers(original[verdict.bn.scope])
+        algebra = check_layers(source, result, params, eps, verdict.kind or "conv")
+        records[index] = copy.copy(record)
+        records[index].algebra = algebra
+        records[index].problem = None if algebra.ok else algebra.problem
+    verification = Verification(records, tolerance_scale=tolerance_scale)
+    inputs = graph.extras.get("example_inputs")
+    if inputs is None:
+        verification.numeric_skipped = "no example inputs to run the model with"
+    else:
+        _numeric(graph.extras["torch_module"], folded, tuple(inputs), verification)
+    return FoldResult(verification, folded, "torch")
+
+
+def _numeric(module: Any, folded: Any, inputs: tuple, verification: Verification) -> None:
+    import torch
+
+    reference = copy.deepcopy(module).eval()
+    candidate = copy.deepcopy(folded).eval()
+    seen: dict[tuple[str, str], Any] = {}
+
+    def hook(tag: str, path: str):
+        def capture(_module, args, output):
+            seen[(tag, path + ":in")] = args[0] if args else None
+            seen[(tag, path + ":out")] = output
+
+        return capture
+
+    folded_records = [r for r in verification.records if r.status == "folded"]
+    ref_paths = {p for r in folded_records for p in (r.verdict.bn.scope, r.verdict.producer.scope)}
+    new_paths = {r.verdict.producer.scope for r in folded_records}
+    handles = [
+        module.register_forward_hook(hook(tag, path))
+        for tag, model, paths in (("ref", reference, ref_paths), ("new", candidate, new_paths))
+        for path, module in model.named_modules()
+        if path in paths
+    ]
+    with torch.no_grad():
+        ref_out = reference(*inputs)
+        new_out = candidate(*inputs)
+    for handle in handles:
+        handle.remove()
+    verification.numeric_ran = True
+    ref_list = ref_out if isinstance(ref_out, (tuple, list)) else [ref_out]
+    new_list = new_out if isinstance(new_out, (tuple, list)) else [new_out]
+    verification.outputs = [
+        tensor_error(f"output_{i}", _array(a).astype(_np_dtype(a)), _array(b))
+        for i, (a, b) in enumerate(zip(ref_list, new_list, strict=False))
+        if hasattr(a, "detach") and hasattr(b, "detach")
+    ]
+    if verification.outputs:
+        verification.tolerance = numeric_tolerance(
+            verification.outputs[0].dtype, verification.tolerance_scale
+        )
+    _per_bn(verification, folded_records, seen)
+
+
+def _np_dtype(tensor: Any) -> str:
+    name = str(tensor.dtype).replace("torch.", "")
+    return "float32" if name == "bfloat16" else name
+
+
+def _per_bn(verification: Verification, folded_records: list[FoldRecord], seen: dict) -> None:
+    from bnlint.verify_numeric import NumericResult
+
+    for record in folded_records:
+        forward = record.verdict.kind == "forward_conv"
+        bn_path, producer_path = record.verdict.bn.scope, record.verdict.producer.scope
+        ref_in = seen.get(("ref", (bn_path if forward else producer_path) + ":in"))
+        ref_out = seen.get(("ref", (producer_path if forward else bn_path) + ":out"))
+        new_in = seen.get(("new", producer_path + ":in"))
+        new_out = seen.get(("new", producer_path + ":out"))
+        if ref_out is None or new_out is None:
+            continue
+        out_error = tensor_error(
+            bn_path, _array(ref_out).astype(_np_dtype(ref_out)), _array(new_out)
+        )
+        in_error = None
+        if ref_in is not None and new_in is not None:
+            in_error = tensor_error(
+                producer_path, _array(ref_in).astype(_np_dtype(ref_in)), _array(new_in)
+            )
+        tolerance = numeric_tolerance(out_error.dtype, verification.tolerance_scale)
+        upstream = in_error is not None and in_error.rel > tolerance
+        ok = None if upstream else out_error.rel <= tolerance
+        record.numeric = NumericResult(ok, in_error, out_error, tolerance)
+        if ok is False and record.problem is None:
+            record.problem = (
+                f"the folded output differs by {out_error.max_abs:.3g} ({out_error.rel:.3g} "
+                f"of its magnitude; tolerance {tolerance:.2g}) although its input agrees"
+            )
