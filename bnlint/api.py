@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class SettingsResolver:
         if unknown:
             raise ConfigError(None, f"unknown setting(s): {', '.join(sorted(unknown))}")
         self.cli_values = dict(cli_values)
+        self.config = config
         self.forced = load_file_config(Path(config)) if config is not None else None
         self._by_file: dict[str | None, tuple[Settings, RuleSet]] = {}
 
@@ -85,9 +87,16 @@ def _walk(root: Path, settings: Settings) -> Iterator[str]:
 
 
 def lint_target(
-    target: str, resolver: SettingsResolver, debug: Callable[[str], None] | None = None
+    target: str,
+    resolver: SettingsResolver,
+    debug: Callable[[str], None] | None = None,
+    extras: tuple[str, ...] = (),
 ) -> ModelResult:
-    """Load and lint one input; a load failure becomes an ``error`` result, never a raise."""
+    """Load and lint one input; a load failure becomes an ``error`` result, never a raise.
+
+    ``extras`` names report data (``bn_table``, ``neighborhood``) computed from the graph
+    before it is dropped; the result never holds the graph, so it pickles small.
+    """
     from bnlint.engine import lint_graph
     from bnlint.loaders import LoadError, load_model
 
@@ -96,20 +105,93 @@ def lint_target(
         graph = load_model(target, settings)
     except LoadError as error:
         return ModelResult(path=target, status="error", error=error.problem)
-    return lint_graph(graph, settings, ruleset, debug=debug)
+    return lint_graph(graph, settings, ruleset, debug=debug, extras=tuple(extras))
+
+
+class WorkerError(Exception):
+    """An internal error in a worker process, carried back as text (always picklable)."""
+
+
+_worker: dict[str, Any] = {}
+
+
+def _worker_init(cli_values: dict[str, Any], config: str | Path | None, debug: bool) -> None:
+    _worker["resolver"] = SettingsResolver(cli_values, config)
+    _worker["debug"] = (lambda text: print(text, file=sys.stderr)) if debug else None
+
+
+def _worker_lint(target: str, extras: tuple[str, ...]) -> ModelResult:
+    try:
+        return lint_target(target, _worker["resolver"], _worker["debug"], extras)
+    except Exception as error:
+        raise WorkerError(f"{target}: {type(error).__name__}: {error}") from None
+
+
+def lint_many(
+    targets: Sequence[str],
+    resolver: SettingsResolver,
+    *,
+    jobs: int = 1,
+    extras: tuple[str, ...] = (),
+    debug: Callable[[str], None] | None = None,
+    on_result: Callable[[ModelResult], None] | None = None,
+) -> list[ModelResult]:
+    """Lint ``targets``, in ``jobs`` worker processes when > 1 (0: one per CPU).
+
+    Results come back in the order of ``targets`` whatever order workers finish in;
+    ``on_result`` is called as each one arrives (progress display).
+    """
+    targets = list(targets)
+    jobs = min(jobs or os.cpu_count() or 1, len(targets))
+    if jobs <= 1:
+        results = []
+        for target in targets:
+            results.append(lint_target(target, resolver, debug, extras))
+            if on_result is not None:
+                on_result(results[-1])
+        return results
+    for target in targets:  # configuration errors surface here, in this process
+        resolver.resolve(target)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # forkserver: workers fork from a clean server process, never from this one (which
+    # may hold threads, e.g. torch's); spawn where forkserver does not exist.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["bnlint.api", "bnlint.engine", "bnlint.loaders"])
+    ordered: list[ModelResult | None] = [None] * len(targets)
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=context,
+        initializer=_worker_init,
+        initargs=(resolver.cli_values, resolver.config, debug is not None),
+    )
+    try:
+        futures = {pool.submit(_worker_lint, t, tuple(extras)): i for i, t in enumerate(targets)}
+        for future in as_completed(futures):
+            ordered[futures[future]] = result = future.result()
+            if on_result is not None:
+                on_result(result)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [result for result in ordered if result is not None]
 
 
 def lint(
     target: Any,
     *,
     config: str | Path | None = None,
+    extras: Sequence[str] = (),
     **settings: Any,
 ) -> Report:
     """Lint a path, a list of paths, an ``onnx.ModelProto`` or an ``nn.Module``.
 
     ``settings`` use the Settings field names (``select=["BN003"]``, ``phase="training"``,
-    ``input_shapes={"x": (1, 3, 224, 224)}`` …). An ``nn.Module`` needs
-    ``example_inputs=(tensor, …)``.
+    ``input_shapes={"x": (1, 3, 224, 224)}``, ``jobs=4`` …). An ``nn.Module`` needs
+    ``example_inputs=(tensor, …)``. ``extras`` names report data to compute per model
+    (``bnlint.report.extras_for(["html"])`` gives what the HTML report shows).
     """
     example_inputs = settings.pop("example_inputs", None)
     resolver = SettingsResolver(settings, config)
@@ -118,11 +200,15 @@ def lint(
     elif isinstance(target, (list, tuple)):
         targets = list(target)
     else:
-        return Report(models=[_lint_object(target, resolver, example_inputs)])
-    return Report(models=[lint_target(t, resolver) for t in iter_targets(targets, resolver)])
+        return Report(models=[_lint_object(target, resolver, example_inputs, tuple(extras))])
+    paths = list(iter_targets(targets, resolver))
+    jobs = resolver.resolve(paths[0])[0].jobs if paths else 1
+    return Report(models=lint_many(paths, resolver, jobs=jobs, extras=tuple(extras)))
 
 
-def _lint_object(model: Any, resolver: SettingsResolver, example_inputs: Any) -> ModelResult:
+def _lint_object(
+    model: Any, resolver: SettingsResolver, example_inputs: Any, extras: tuple[str, ...] = ()
+) -> ModelResult:
     from bnlint.engine import lint_graph
 
     settings, ruleset = resolver.resolve(Path.cwd())
@@ -135,4 +221,4 @@ def _lint_object(model: Any, resolver: SettingsResolver, example_inputs: Any) ->
         from bnlint.loaders.torch import graph_from_module
 
         graph = graph_from_module(model, example_inputs, settings)
-    return lint_graph(graph, settings, ruleset)
+    return lint_graph(graph, settings, ruleset, extras=extras)

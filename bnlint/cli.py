@@ -62,10 +62,12 @@ def main() -> None:
 @check_options
 def check(paths: Sequence[str], **options: Any) -> None:
     """Lint model files, folders of models, or `module:factory` entry points."""
-    from bnlint.api import SettingsResolver, iter_targets, lint_target
+    from bnlint.api import SettingsResolver, iter_targets, lint_many
     from bnlint.config import ConfigError
     from bnlint.findings import Report
     from bnlint.registry import RegistryError
+    from bnlint.report import extras_for
+    from bnlint.report.progress import Progress
 
     debug = options["debug"]
     try:
@@ -74,9 +76,23 @@ def check(paths: Sequence[str], **options: Any) -> None:
         if options["show_settings"]:
             _show_settings(resolver, targets or list(paths or ["."]))
             return
-        report = Report()
-        for target in targets:
-            report.models.append(lint_target(target, resolver, _debug_printer(debug)))
+        run_settings, _ = resolver.resolve(options["config"] or os.getcwd())
+        formats = [options["output_format"] or run_settings.format]
+        formats += ["html"] if options["report_html"] else []
+        formats += ["markdown"] if options["report_md"] else []
+        progress = Progress(len(targets), sys.stderr)
+        try:
+            models = lint_many(
+                targets,
+                resolver,
+                jobs=run_settings.jobs,
+                extras=extras_for(formats),
+                debug=_debug_printer(debug),
+                on_result=lambda result: progress.advance(result.path),
+            )
+        finally:
+            progress.close()
+        report = Report(models=models)
     except (ConfigError, RegistryError, click.BadParameter) as error:
         if debug:
             traceback.print_exc()
@@ -95,12 +111,26 @@ def _debug_printer(enabled: bool):
 
 
 def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
-    from bnlint.report import RenderOptions, render
-    from bnlint.report.sanitize import printable
+    from dataclasses import replace
 
-    settings, _ = resolver.resolve(options["config"] or os.getcwd())
+    from bnlint.report import RenderOptions, render
+    from bnlint.report.baseline import (
+        BaselineError,
+        apply_baseline,
+        load_baseline,
+        render_baseline,
+    )
+    from bnlint.report.sanitize import printable
+    from bnlint.report.write import write_atomic
+
+    settings, ruleset = resolver.resolve(options["config"] or os.getcwd())
     fmt = options["output_format"] or settings.format
     fail_on = options["fail_on"] or settings.fail_on
+    if options.get("baseline"):
+        try:
+            apply_baseline(report, load_baseline(options["baseline"]), options["baseline"])
+        except BaselineError as error:
+            fail(str(error))
     for model in report.unreadable:
         click.echo(
             f"bnlint: error: {printable(model.path, None)}: {printable(model.error, 500)}", err=True
@@ -113,16 +143,25 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
         fail_on=fail_on,
         docs_url=settings.docs_url,
         command=["bnlint", *sys.argv[1:]],
+        rules=ruleset.rules,
     )
     text = render(report, fmt, render_options)
-    if output:
-        from bnlint.report.write import write_atomic
-
-        write_atomic(output, text)
-    elif text:
+    files = [(output, lambda: text)] if output else []
+    file_options = replace(render_options, color=False)
+    for key, file_format in (("report_html", "html"), ("report_md", "markdown")):
+        if options.get(key):
+            files.append((options[key], lambda f=file_format: render(report, f, file_options)))
+    if options.get("write_baseline"):
+        files.append((options["write_baseline"], lambda: render_baseline(report)))
+    for path, produce in files:
+        try:
+            write_atomic(path, produce())
+        except OSError as error:
+            fail(f"{printable(path, None)}: cannot write: {error.strerror or error}")
+    if not output and text:
         click.echo(text, nl=False, color=render_options.color)
     code = report.exit_code(fail_on)
-    if code == 1 and options["exit_zero"]:
+    if code == 1 and (options["exit_zero"] or options.get("write_baseline")):
         code = 0
     sys.exit(code)
 
@@ -189,3 +228,13 @@ def explain(code: str) -> None:
     if rule.spec.options:
         header += "\nOptions: " + ", ".join(f"{k} = {v!r}" for k, v in rule.spec.options.items())
     click.echo(f"{header}\n\n{inspect.cleandoc(rule.doc)}")
+
+
+def _register_fold_commands() -> None:
+    from bnlint.fold_cli import fold, verify
+
+    main.add_command(fold)
+    main.add_command(verify)
+
+
+_register_fold_commands()

@@ -45,6 +45,7 @@ class Finding:
     fix: str | None = None
     url: str | None = None
     order: int = -1  # graph order of the node; -1 for model-level findings
+    baseline_state: str | None = None  # "new" | "unchanged" when run against a baseline
 
     @property
     def node_key(self) -> str:
@@ -55,7 +56,7 @@ class Finding:
         return (-int(self.severity), self.order, self.code, self.message)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "code": self.code,
             "name": self.name,
             "severity": self.severity.label,
@@ -68,6 +69,9 @@ class Finding:
             "fix": self.fix,
             "url": self.url,
         }
+        if self.baseline_state is not None:
+            data["baseline_state"] = self.baseline_state
+        return data
 
 
 def json_safe(value: Any) -> Any:
@@ -113,6 +117,9 @@ class ModelResult:
 @dataclass
 class Report:
     models: list[ModelResult] = field(default_factory=list)
+    # Set by --baseline (bnlint.report.baseline): the baseline file, counts of new and
+    # unchanged findings, and the baseline entries no longer found ("fixed").
+    baseline: dict[str, Any] | None = None
 
     @property
     def findings(self) -> list[Finding]:
@@ -135,10 +142,14 @@ class Report:
         return counts
 
     def exit_code(self, fail_on: str) -> int:
-        """0: nothing at or above ``fail_on``; 1: findings at or above it; 2: unreadable input."""
+        """0: nothing at or above ``fail_on``; 1: findings at or above it; 2: unreadable input.
+
+        Findings already in the baseline (``baseline_state == "unchanged"``) never fail.
+        """
         if self.unreadable:
             return 2
         if fail_on == "never":
             return 0
         threshold = Severity.parse(fail_on)
-        return 1 if any(f.severity >= threshold for f in self.findings) else 0
+        gating = (f for f in self.findings if f.baseline_state != "unchanged")
+        return 1 if any(f.severity >= threshold for f in gating) else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,17 @@ from bnlint.findings import Report
 REPORTERS = {
     "text": "text",
     "json": "json_report",
+    "sarif": "sarif",
+    "github": "github",
+    "gitlab": "gitlab",
+    "junit": "junit",
+    "markdown": "markdown",
+    "html": "html",
 }
+
+# Per-model data a format needs from the live graph, computed in the (worker) process that
+# linted the model and stored in ModelResult.extras (see bnlint.report.extras).
+EXTRAS_BY_FORMAT: dict[str, tuple[str, ...]] = {"html": ("bn_table", "neighborhood")}
 
 
 @dataclass
@@ -24,10 +35,18 @@ class RenderOptions:
     docs_url: str = ""
     command: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # code -> bnlint.rule.Rule (the run's RuleSet.rules); None loads the installed rules
+    rules: Mapping[str, Any] | None = None
 
 
 def available_formats() -> list[str]:
     return list(REPORTERS)
+
+
+def extras_for(formats: Iterable[str]) -> tuple[str, ...]:
+    """The ModelResult extras the given output formats need, without duplicates."""
+    names = [name for fmt in formats for name in EXTRAS_BY_FORMAT.get(fmt, ())]
+    return tuple(dict.fromkeys(names))
 
 
 def render(report: Report, fmt: str, options: RenderOptions) -> str:

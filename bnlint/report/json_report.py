@@ -13,7 +13,7 @@ SCHEMA_VERSION = "1.0"
 
 
 def report_dict(report: Report) -> dict[str, Any]:
-    return {
+    data = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "bnlint", "version": __version__},
         "models": [model.to_dict() for model in report.models],
@@ -25,6 +25,9 @@ def report_dict(report: Report) -> dict[str, Any]:
             "by_code": report.counts_by_code(),
         },
     }
+    if report.baseline is not None:  # --baseline: findings carry baseline_state too
+        data["baseline"] = report.baseline
+    return data
 
 
 def render(report: Report, options: RenderOptions) -> str:

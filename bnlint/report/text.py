@@ -40,7 +40,25 @@ def render(report: Report, options: RenderOptions) -> str:
                 )
     if not options.quiet:
         lines.append(summary_line(report))
+        if report.baseline is not None:
+            lines.extend(baseline_lines(report))
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def baseline_lines(report: Report) -> list[str]:
+    """``--baseline``: how many findings are new, and which baseline entries were fixed."""
+    baseline = report.baseline or {}
+    fixed = baseline.get("fixed", [])
+    lines = [
+        f"Baseline {printable(baseline.get('path', ''), None)}: {baseline.get('new', 0)} new, "
+        f"{baseline.get('unchanged', 0)} unchanged (not failing), {len(fixed)} fixed."
+    ]
+    for entry in fixed[:20]:
+        node = f":{printable(entry['node'])}" if entry.get("node") else ""
+        lines.append(f"  fixed: {printable(entry['path'], None)}{node} {entry['code']}")
+    if len(fixed) > 20:
+        lines.append(f"  … and {len(fixed) - 20} more fixed")
+    return lines
 
 
 def summary_line(report: Report) -> str:

@@ -1,0 +1,65 @@
+"""Per-BatchNorm statistics for the HTML report's table and charts.
+
+Computed in the process that linted the model, while its graph is alive, and stored in
+``ModelResult.extras["bn_table"]`` as plain data (picklable, JSON-friendly). Only BN
+parameters are read (through :func:`bnlint.stats.bn_params`, shared with the rules), never
+producer weights: gamma, the running variance and the folded scale gamma / sqrt(var + eps)
+per channel, each summarised as a range.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from bnlint.graph import ModelGraph
+
+
+def summarize(values: np.ndarray | None) -> dict[str, Any] | None:
+    """min / median / max (finite values), |x| range of finite non-zero values, defects."""
+    if values is None or values.size == 0:
+        return None
+    finite = values[np.isfinite(values)]
+    nonzero = np.abs(finite[finite != 0])
+    return {
+        "count": int(values.size),
+        "min": float(finite.min()) if finite.size else None,
+        "median": float(np.median(finite)) if finite.size else None,
+        "max": float(finite.max()) if finite.size else None,
+        "absmin": float(nonzero.min()) if nonzero.size else None,
+        "absmax": float(nonzero.max()) if nonzero.size else None,
+        "nonfinite": int(values.size - finite.size),
+        "nonpositive": int(np.count_nonzero(finite <= 0)),
+    }
+
+
+def bn_table(graph: ModelGraph) -> list[dict[str, Any]]:
+    """One row per BatchNorm in graph order."""
+    from bnlint.stats import bn_params
+
+    rows = []
+    for bn in graph.nodes_of("batch_norm"):
+        params = bn_params(graph, bn)
+        scale = params.folded_scale()
+        channels = next(
+            (a.size for a in (params.var, params.scale, params.mean) if a is not None), None
+        )
+        rows.append(
+            {
+                "id": bn.id,
+                "node": bn.name,
+                "scope": bn.scope,
+                "op": bn.source_op,
+                "channels": channels,
+                "eps": params.eps if math.isfinite(params.eps) else str(params.eps),
+                "dtype": params.dtype,
+                "training": bool(bn.attrs.get("training")),
+                "gamma": summarize(params.scale),
+                "var": summarize(params.var),
+                "scale": summarize(scale),
+                "unreadable": sorted(params.unreadable),
+            }
+        )
+    return rows

@@ -1,0 +1,69 @@
+"""What reporters need to know about the rules behind a report's findings."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+from bnlint.findings import Finding, Report
+from bnlint.report import RenderOptions
+from bnlint.rule import DEFAULT_DOCS_URL, doc_sections
+
+
+@dataclass(frozen=True)
+class RuleDoc:
+    """One rule as a report shows it: summary, documentation sections, absolute URL."""
+
+    code: str
+    name: str
+    severity: str
+    summary: str
+    url: str
+    sections: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+def _known_rules(options: RenderOptions):
+    if options.rules is not None:
+        return options.rules
+    from bnlint.registry import load_rules
+
+    try:
+        return load_rules().rules
+    except Exception:  # a broken plug-in must not break rendering; docs then come from findings
+        from bnlint.diagnostics import DIAGNOSTICS
+
+        return DIAGNOSTICS
+
+
+def _url(finding: Finding, options: RenderOptions) -> str:
+    if finding.url:
+        return finding.url
+    base = options.docs_url or DEFAULT_DOCS_URL
+    return f"{base.rstrip('/')}/{finding.code}/"
+
+
+def rule_docs(report: Report, options: RenderOptions) -> dict[str, RuleDoc]:
+    """Every code in ``report`` (first-appearance order) with its documentation."""
+    rules = _known_rules(options)
+    docs: dict[str, RuleDoc] = {}
+    for finding in report.findings:
+        if finding.code in docs:
+            continue
+        rule = rules.get(finding.code)
+        if rule is None:
+            docs[finding.code] = RuleDoc(
+                finding.code, finding.name, finding.severity.label, "", _url(finding, options)
+            )
+            continue
+        text = inspect.cleandoc(rule.doc or "")
+        docs[finding.code] = RuleDoc(
+            code=rule.code,
+            name=rule.name,
+            severity=rule.spec.severity.label,
+            summary=rule.summary,
+            url=_url(finding, options),
+            sections=doc_sections(text),
+            doc=text,
+        )
+    return docs

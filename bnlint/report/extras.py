@@ -1,0 +1,45 @@
+"""Build the per-model data some reports need from the live graph (``ModelResult.extras``).
+
+The engine calls :func:`build_extras` only when a requested output format needs it (see
+``EXTRAS_BY_FORMAT`` in :mod:`bnlint.report`), inside the process that linted the model, so
+results stay small and picklable for ``-j N``. A failure here never fails the lint: it is
+recorded in ``extras["extras_errors"]`` and the report renders without that part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bnlint.findings import ModelResult
+from bnlint.graph import ModelGraph
+
+
+def _bn_table(graph: ModelGraph, result: ModelResult) -> Any:
+    from bnlint.report.bn_table import bn_table
+
+    return bn_table(graph)
+
+
+def _neighborhood(graph: ModelGraph, result: ModelResult) -> Any:
+    from bnlint.report.neighborhood import neighborhoods
+
+    return neighborhoods(graph, [f.order for f in result.findings if f.order >= 0])
+
+
+BUILDERS: dict[str, Callable[[ModelGraph, ModelResult], Any]] = {
+    "bn_table": _bn_table,
+    "neighborhood": _neighborhood,
+}
+
+
+def build_extras(graph: ModelGraph, result: ModelResult, names: Iterable[str]) -> None:
+    for name in names:
+        builder = BUILDERS.get(name)
+        if builder is None:
+            raise ValueError(f"unknown report extra {name!r}")
+        try:
+            result.extras[name] = builder(graph, result)
+        except Exception as error:  # rendering data is optional; linting is not
+            errors = result.extras.setdefault("extras_errors", {})
+            errors[name] = f"{type(error).__name__}: {error}"

@@ -1,0 +1,183 @@
+"""The HTML report (``--report-html FILE``, ``--format html``): one self-contained file.
+
+``templates/report.html.j2`` with the CSS and JavaScript partials inlined. The Jinja2
+environment autoescapes everything (``autoescape=True``: the template names end in ``.j2``,
+which ``select_autoescape`` would not escape) and nothing is ever marked safe, so every
+string from a model is text. A Content-Security-Policy meta tag forbids any network load
+and allows only the report's own style and script, by hash. The findings table is plain
+HTML: with JavaScript off every finding is listed; the script adds sorting, filtering and
+search. Per-model data computed while the graph was alive comes from ``ModelResult.extras``:
+``bn_table``, ``neighborhood`` and, when verification ran, ``fold``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from bnlint.findings import Report, Severity, json_safe
+from bnlint.report import RenderOptions
+from bnlint.report.catalog import rule_docs
+from bnlint.report.html_svg import (
+    log_domain,
+    neighborhood_svg,
+    number,
+    range_chart,
+    typical_level,
+)
+from bnlint.report.view import ModelView, base_context, environment, short_path
+
+BN_COLUMNS = (("gamma", "γ (scale)", False), ("var", "running variance", True))
+BN_COLUMNS += (("scale", "folded scale γ/√(var+ε)", False),)
+FOLD_FIELDS = ("bn", "verdict", "producer", "kind", "reason", "max_abs_error", "tolerance")
+GOOD_VERDICTS = frozenset({"folded", "folded-correctly", "verified", "ok", "pass", "passed"})
+BAD_VERDICTS = frozenset({"folded-wrongly", "unmatched", "mismatch", "error", "outputs-differ"})
+
+
+def csp_hash(text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+
+
+def content_security_policy(style: str, script: str) -> str:
+    return (
+        "default-src 'none'; "
+        f"style-src {csp_hash(style)}; script-src {csp_hash(script)}; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
+
+
+def _evidence(evidence: dict[str, Any]) -> list[tuple[str, str]]:
+    items = []
+    for key, value in json_safe(evidence).items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        items.append((str(key), text if len(text) <= 400 else text[:399] + "…"))
+    return items
+
+
+def _bn_rows(model: ModelView) -> dict[str, Any]:
+    rows = model.result.extras.get("bn_table") or []
+    codes_by_node: dict[int, list[str]] = {}
+    serious: set[int] = set()  # nodes with a warning or an error (info notes do not flag)
+    for item in model.findings:
+        if item.finding.order >= 0:
+            codes = codes_by_node.setdefault(item.finding.order, [])
+            if item.finding.code not in codes:
+                codes.append(item.finding.code)
+            if item.finding.severity >= Severity.WARNING:
+                serious.add(item.finding.order)
+    charts: dict[str, list[Any]] = {}
+    for key, _, positive in BN_COLUMNS:
+        summaries = [row.get(key) for row in rows]
+        domain, typical = log_domain(summaries), typical_level(summaries)
+        charts[key] = [range_chart(s, domain, typical, positive=positive) for s in summaries]
+    views = []
+    for position, row in enumerate(rows):
+        cells = []
+        for key, label, _ in BN_COLUMNS:
+            summary = row.get(key) or {}
+            cells.append(
+                {
+                    "label": label,
+                    "chart": charts[key][position],
+                    "text": f"{number(summary.get('min'))} … {number(summary.get('max'))}"
+                    if summary
+                    else "unreadable",
+                }
+            )
+        codes = codes_by_node.get(row.get("id", -1), [])
+        hot = any(cell["chart"] and cell["chart"]["hot"] for cell in cells)
+        views.append(
+            {
+                "name": row.get("scope") or row.get("node") or f"#{row.get('id')}",
+                "op": row.get("op") or "",
+                "channels": number(row.get("channels")),
+                "eps": number(row.get("eps")),
+                "training": row.get("training", False),
+                "cells": cells,
+                "codes": codes,
+                "hot": hot,
+                "flagged": row.get("id", -1) in serious,
+            }
+        )
+    return {
+        "rows": views,
+        "stand_out": sum(1 for row in views if row["hot"] or row["flagged"]),
+        "missing": "bn_table" not in model.result.extras,
+    }
+
+
+def _verdict_class(verdict: str) -> str:
+    word = verdict.lower().replace("_", "-").replace(" ", "-")
+    if word in BAD_VERDICTS or word.startswith("fail"):
+        return "bad"
+    return "good" if word in GOOD_VERDICTS else "neutral"
+
+
+def _fold_rows(model: ModelView) -> list[dict[str, Any]] | None:
+    """The fold/verify table from ``extras["fold"]`` (a list of per-BN dicts), if present.
+
+    Documented keys (docs/reports.md): bn, verdict, producer, kind, reason, max_abs_error,
+    tolerance; ``into`` and ``problem`` are accepted for producer and reason.
+    """
+    data = model.result.extras.get("fold")
+    if not isinstance(data, list) or not data:
+        return None
+    rows = []
+    for entry in data:
+        if not isinstance(entry, dict):
+            continue
+        row = {name: entry.get(name) for name in FOLD_FIELDS}
+        row["producer"] = row["producer"] or entry.get("into")
+        row["reason"] = row["reason"] or entry.get("problem")
+        row["cls"] = _verdict_class(str(row["verdict"] or ""))
+        for key in ("max_abs_error", "tolerance"):
+            row[key] = number(row[key]) if row[key] is not None else "—"
+        rows.append(row)
+    return rows
+
+
+def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
+    context = base_context(report, options)
+    context["rules"] = rule_docs(report, options)
+    details = {}
+    for item in context["findings"]:
+        extras = item.model.result.extras.get("neighborhood") or {}
+        graph = extras.get(item.finding.order) if item.finding.order >= 0 else None
+        details[item.index] = {
+            "evidence": _evidence(item.finding.evidence),
+            "graph": neighborhood_svg(graph),
+            "search": " ".join(
+                str(part or "")
+                for part in (
+                    item.finding.code,
+                    item.finding.name,
+                    item.finding.severity.label,
+                    item.finding.node,
+                    item.finding.scope,
+                    item.finding.op,
+                    item.finding.message,
+                    item.finding.fix,
+                    short_path(item.model.path),
+                )
+            ).lower(),
+        }
+    context["details"] = details
+    context["bn"] = {model.index: _bn_rows(model) for model in context["models"]}
+    context["fold"] = {model.index: _fold_rows(model) for model in context["models"]}
+    context["codes"] = sorted(context["rules"])
+    context["title"] = options.extra.get("title", "bnlint report")
+    return context
+
+
+def render(report: Report, options: RenderOptions) -> str:
+    env = environment(autoescape=True)
+    env.filters["short_path"] = short_path
+    env.filters["num"] = number
+    style = env.get_template("report.css").render()
+    script = env.get_template("report.js").render()
+    context = html_context(report, options)
+    context["csp"] = content_security_policy(style, script)
+    return env.get_template("report.html.j2").render(**context)

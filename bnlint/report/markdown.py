@@ -1,0 +1,74 @@
+"""Markdown (``--report-md FILE``, ``--format markdown``) for job summaries and PR comments.
+
+Rendered from ``templates/report.md.j2`` with autoescape off and an explicit ``md`` filter
+on every model string: Markdown and HTML specials are neutralised (``\\ ` * _ [ ] | ~ $ #``
+are backslash-escaped, ``& < >`` become entities), control and bidi characters are shown
+as escapes, newlines become ``<br>`` so a table row never breaks. A report longer than
+``MAX_CHARS`` (a pull-request comment holds 65,536) keeps as many findings as fit and says
+how many it left out.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from bnlint.findings import Report
+from bnlint.report import RenderOptions
+from bnlint.report.catalog import rule_docs
+from bnlint.report.sanitize import printable
+from bnlint.report.view import base_context, environment, short_path
+
+MAX_CHARS = 60_000
+_SPECIAL = re.compile(r"([\\`*_\[\]|~$#])")
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def md(value: Any, limit: int | None = 2000) -> str:
+    """Escape any string for a Markdown table cell (GitHub Flavored Markdown)."""
+    if value is None:
+        return ""
+    lines = [printable(line, limit) for line in _NEWLINE.split(str(value))]
+    text = "\n".join(lines)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _SPECIAL.sub(r"\\\1", text)
+    return text.replace("\n", "<br>")
+
+
+def md_url(url: str) -> str:
+    """A link target that cannot close the Markdown link early."""
+    return quote(str(url), safe=":/?#=&%~.-_+,;@!$'*")
+
+
+def _environment():
+    env = environment(autoescape=False)
+    env.filters["md"] = md
+    env.filters["md_url"] = md_url
+    env.filters["short_path"] = short_path
+    return env
+
+
+def render(report: Report, options: RenderOptions) -> str:
+    limit = int(options.extra.get("markdown_max_chars", MAX_CHARS))
+    template = _environment().get_template("report.md.j2")
+    context = base_context(report, options)
+    context["rules"] = rule_docs(report, options)
+    findings = context["findings"]
+
+    def attempt(shown: int) -> str:
+        return template.render(
+            **{**context, "findings": findings[:shown], "hidden": len(findings) - shown}
+        )
+
+    text = attempt(len(findings))
+    if len(text) <= limit:
+        return text
+    low, high = 0, len(findings)  # the largest count that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(attempt(middle)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return attempt(low)

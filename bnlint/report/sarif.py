@@ -1,0 +1,181 @@
+"""SARIF 2.1.0 (``--format sarif``): code-scanning tools and IDEs read it.
+
+Results sit at the model file (an ``artifactLocation`` relative to the repository root,
+``%SRCROOT%``) with the node or module path as a logical location. Each rule carries its
+documentation and an absolute ``helpUri``. With ``--baseline`` every result has a
+``baselineState`` and the fixed findings follow as ``absent`` results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePath
+from typing import Any
+from urllib.parse import quote
+
+from bnlint._version import __version__
+from bnlint.findings import Finding, Report, json_safe
+from bnlint.report import RenderOptions
+from bnlint.report.baseline import model_entries, project_root, relative_model_path
+from bnlint.report.catalog import RuleDoc, rule_docs
+from bnlint.rule import DEFAULT_DOCS_URL
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+LEVELS = {"error": "error", "warning": "warning", "info": "note"}
+ROOT_ID = "SRCROOT"
+
+
+def _artifact_for(relative: str) -> dict[str, Any]:
+    """A repository-relative path under %SRCROOT%; absolute paths as file URIs."""
+    if PurePath(relative).is_absolute():
+        return {"uri": Path(relative).as_uri()}
+    if ":" in relative.split("/")[0]:  # a module:factory entry point, not a file
+        return {"uri": quote(relative, safe="")}
+    return {"uri": quote(relative), "uriBaseId": ROOT_ID}
+
+
+def _artifact(path: str) -> dict[str, Any]:
+    return _artifact_for(relative_model_path(path))
+
+
+def _rule(doc: RuleDoc) -> dict[str, Any]:
+    help_text = doc.doc or doc.summary or doc.name
+    rule: dict[str, Any] = {
+        "id": doc.code,
+        "name": doc.name,
+        "shortDescription": {"text": doc.summary or doc.name},
+        "helpUri": doc.url,
+        "help": {"text": help_text, "markdown": help_text},
+        "defaultConfiguration": {"level": LEVELS[doc.severity]},
+        "properties": {"tags": ["batchnorm"]},
+    }
+    detects = doc.sections.get("What it detects")
+    if detects:
+        rule["fullDescription"] = {"text": detects}
+    return rule
+
+
+def _logical(finding: Finding) -> list[dict[str, Any]]:
+    if finding.scope:
+        return [{"name": finding.scope, "fullyQualifiedName": finding.scope, "kind": "module"}]
+    if finding.node:
+        return [{"name": finding.node, "fullyQualifiedName": finding.node, "kind": "object"}]
+    return []
+
+
+def _location(path: str, finding: Finding | None) -> dict[str, Any]:
+    location: dict[str, Any] = {"physicalLocation": {"artifactLocation": _artifact(path)}}
+    if finding is not None and _logical(finding):
+        location["logicalLocations"] = _logical(finding)
+    return location
+
+
+def _result(
+    path: str, finding: Finding, entry: dict[str, Any], index: dict[str, int]
+) -> dict[str, Any]:
+    text = finding.message
+    if finding.fix:
+        text += f"\nFix: {finding.fix}"
+    result: dict[str, Any] = {
+        "ruleId": finding.code,
+        "ruleIndex": index[finding.code],
+        "level": LEVELS[finding.severity.label],
+        "message": {"text": text},
+        "locations": [_location(path, finding)],
+        "partialFingerprints": {"bnlint/v1": entry["fingerprint"]},
+        "properties": {
+            "severity": finding.severity.label,
+            "evidence": json_safe(finding.evidence),
+            "fix": finding.fix,
+            "url": finding.url,
+        },
+    }
+    source = finding.location.get("source_file")
+    line = finding.location.get("source_line")
+    if source and isinstance(line, int) and line >= 1:
+        result["relatedLocations"] = [
+            {
+                "id": 1,
+                "message": {"text": "Python source of this node"},
+                "physicalLocation": {
+                    "artifactLocation": {"uri": quote(str(source).replace("\\", "/"))},
+                    "region": {"startLine": line},
+                },
+            }
+        ]
+    if finding.baseline_state is not None:
+        result["baselineState"] = finding.baseline_state
+    return result
+
+
+def _fixed_result(entry: dict[str, Any], index: dict[str, int]) -> dict[str, Any]:
+    location: dict[str, Any] = {
+        "physicalLocation": {"artifactLocation": _artifact_for(entry["path"])}
+    }
+    if entry["node"]:
+        location["logicalLocations"] = [
+            {"name": entry["node"], "fullyQualifiedName": entry["node"]}
+        ]
+    result: dict[str, Any] = {
+        "ruleId": entry["code"],
+        "message": {"text": f"fixed: {entry.get('message') or entry['code']}"},
+        "locations": [location],
+        "partialFingerprints": {"bnlint/v1": entry["fingerprint"]},
+        "baselineState": "absent",
+        "level": "none",
+        "kind": "pass",
+    }
+    if entry["code"] in index:
+        result["ruleIndex"] = index[entry["code"]]
+    return result
+
+
+def sarif_dict(report: Report, options: RenderOptions) -> dict[str, Any]:
+    docs = rule_docs(report, options)
+    index = {code: position for position, code in enumerate(docs)}
+    results = [
+        _result(model.path, finding, entry, index)
+        for model in report.models
+        for finding, entry in model_entries(model)
+    ]
+    if report.baseline is not None:
+        results += [_fixed_result(entry, index) for entry in report.baseline["fixed"]]
+    notifications = [
+        {
+            "level": "error",
+            "message": {"text": f"cannot read model: {model.error}"},
+            "locations": [_location(model.path, None)],
+            "descriptor": {"id": "unreadable-model"},
+        }
+        for model in report.unreadable
+    ]
+    invocation: dict[str, Any] = {"executionSuccessful": not report.unreadable}
+    if notifications:
+        invocation["toolExecutionNotifications"] = notifications
+    if options.command:
+        invocation["commandLine"] = " ".join(options.command)
+    root = project_root(Path.cwd())
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "bnlint",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "informationUri": options.docs_url or DEFAULT_DOCS_URL,
+                        "rules": [_rule(doc) for doc in docs.values()],
+                    }
+                },
+                "originalUriBaseIds": {ROOT_ID: {"uri": root.as_uri().rstrip("/") + "/"}},
+                "invocations": [invocation],
+                "results": results,
+            }
+        ],
+    }
+
+
+def render(report: Report, options: RenderOptions) -> str:
+    return json.dumps(sarif_dict(report, options), indent=2, allow_nan=False) + "\n"

@@ -1,0 +1,81 @@
+(function () {
+  "use strict";
+  // Progressive enhancement only: without this script every finding is already listed.
+  var controls = document.getElementById("controls");
+  if (!controls) {
+    return;
+  }
+  controls.hidden = false;
+  var rows = Array.prototype.slice.call(document.querySelectorAll("tr.finding"));
+  var severityBoxes = Array.prototype.slice.call(controls.querySelectorAll("input[data-severity]"));
+  var codeSelect = document.getElementById("filter-code");
+  var searchBox = document.getElementById("filter-search");
+  var shown = document.getElementById("shown");
+
+  function apply() {
+    var severities = {};
+    severityBoxes.forEach(function (box) {
+      severities[box.getAttribute("data-severity")] = box.checked;
+    });
+    var code = codeSelect.value;
+    var terms = searchBox.value.toLowerCase().split(/\s+/).filter(Boolean);
+    var count = 0;
+    rows.forEach(function (row) {
+      var text = row.getAttribute("data-search") || "";
+      var visible = severities[row.getAttribute("data-severity")] === true &&
+        (code === "" || row.getAttribute("data-code") === code) &&
+        terms.every(function (term) { return text.indexOf(term) !== -1; });
+      row.hidden = !visible;
+      if (visible) {
+        count += 1;
+      }
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("tbody.findings"), function (body) {
+      var empty = body.querySelector("tr.no-match");
+      if (empty) {
+        empty.hidden = body.querySelector("tr.finding:not([hidden])") !== null;
+      }
+    });
+    shown.textContent = "Showing " + count + " of " + rows.length + " finding" +
+      (rows.length === 1 ? "" : "s");
+  }
+
+  function sortBy(header) {
+    var table = header.closest("table");
+    var body = table.tBodies[0];
+    var key = header.getAttribute("data-key");
+    var numeric = header.getAttribute("data-type") === "number";
+    var direction = header.getAttribute("aria-sort") === "ascending" ? "descending" : "ascending";
+    Array.prototype.forEach.call(table.querySelectorAll("th[data-key]"), function (other) {
+      other.setAttribute("aria-sort", "none");
+    });
+    header.setAttribute("aria-sort", direction);
+    var sign = direction === "ascending" ? 1 : -1;
+    var list = Array.prototype.slice.call(body.querySelectorAll("tr.finding"));
+    list.sort(function (a, b) {
+      var x = a.getAttribute(key) || "";
+      var y = b.getAttribute(key) || "";
+      var order = numeric ? Number(x) - Number(y) : x.localeCompare(y);
+      return order * sign || Number(a.getAttribute("data-order")) - Number(b.getAttribute("data-order"));
+    });
+    list.forEach(function (row) {
+      body.appendChild(row);
+    });
+    var empty = body.querySelector("tr.no-match");
+    if (empty) {
+      body.appendChild(empty);
+    }
+  }
+
+  severityBoxes.forEach(function (box) {
+    box.addEventListener("change", apply);
+  });
+  codeSelect.addEventListener("change", apply);
+  searchBox.addEventListener("input", apply);
+  Array.prototype.forEach.call(document.querySelectorAll("th[data-key] button"), function (button) {
+    button.addEventListener("click", function () {
+      sortBy(button.parentElement);
+    });
+  });
+  apply();
+})();

@@ -1,0 +1,163 @@
+"""The HTML report in a real headless Chromium (Debian's package, driven over DevTools).
+
+One report of a folder of models is opened from a file: it must load nothing from the
+network and log no error; the severity filter, the rule filter, the search box and sorting
+must change what is shown; a node named like an HTML payload must appear as text with no
+dialog; with JavaScript off every finding must still be visible. The screenshot of the
+page goes to docs/img/report.png for the README.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chromium import Chromium, Page
+from tests.report_models import XSS_NODE, hostile_names
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOT = REPO / "docs" / "img" / "report.png"
+VISIBLE_ROWS = (
+    "Array.from(document.querySelectorAll('tr.finding'))"
+    ".filter(r => r.getClientRects().length > 0).map(r => r.dataset.code + ' ' + r.dataset.node)"
+)
+
+pytestmark = pytest.mark.browser
+
+
+def _example_models(folder: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "build_examples", REPO / "examples" / "build_examples.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(str(folder))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """A report of the example models plus one with hostile names, written by the CLI."""
+    from click.testing import CliRunner
+
+    from bnlint.cli import main
+
+    work = tmp_path_factory.mktemp("browser")
+    _example_models(work / "models")
+    hostile_names(work / "models" / "zz_hostile")
+    argv = ["models", "--report-html", "report.html", "--format", "json"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)  # relative paths, as a reviewer's checkout would show them
+        patch.setattr(sys, "argv", ["bnlint", *argv])  # the report shows its command line
+        result = CliRunner().invoke(main, argv, catch_exceptions=False)
+    data = json.loads(result.stdout)
+    assert result.exit_code == 1, result.stderr
+    findings = [f for model in data["models"] for f in model["findings"]]
+    return work / "report.html", findings
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    chromium = Chromium(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+def test_report_in_a_real_browser(browser: Chromium, report: tuple[Path, list[dict]]) -> None:
+    path, findings = report
+    page = Page(browser)
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=1280,
+        height=1000,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    url = path.as_uri()
+    page.navigate(url)
+
+    requests = [event["request"]["url"] for event in page.events("Network.requestWillBeSent")]
+    assert requests == [url], "the report loads nothing but itself"
+    all_rows = page.evaluate(VISIBLE_ROWS)
+    assert len(all_rows) == len(findings) >= 15
+    assert page.evaluate("document.getElementById('shown').textContent") == (
+        f"Showing {len(findings)} of {len(findings)} findings"
+    )
+
+    page.click("input[data-severity='info']")  # a real mouse click on the checkbox
+    without_info = page.evaluate(VISIBLE_ROWS)
+    assert len(without_info) == sum(f["severity"] != "info" for f in findings) > 0
+    page.click("input[data-severity='info']")
+
+    page.evaluate(
+        "(() => { const s = document.getElementById('filter-code'); s.value = 'BN003';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+    assert {row.split(" ")[0] for row in page.evaluate(VISIBLE_ROWS)} == {"BN003"}
+    page.evaluate(
+        "(() => { const s = document.getElementById('filter-code'); s.value = '';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+
+    page.type("#filter-search", "onerror")
+    assert page.evaluate(VISIBLE_ROWS) == [
+        f"{f['code']} {f['node']}" for f in findings if f["node"] == XSS_NODE
+    ]
+    page.evaluate(
+        "(() => { const s = document.getElementById('filter-search'); s.value = '';"
+        " s.dispatchEvent(new Event('input')); })()"
+    )
+    assert len(page.evaluate(VISIBLE_ROWS)) == len(findings)
+
+    assert page.evaluate("document.querySelectorAll('img').length") == 0
+    assert page.evaluate(
+        f"Array.from(document.querySelectorAll('td.node code')).some(c => c.textContent === {json.dumps(XSS_NODE)})"
+    )
+    assert not page.events("Page.javascriptDialogOpening"), "no dialog fired"
+
+    table = "document.querySelector('#model-3 table.findings')"
+    codes = f"Array.from({table}.querySelectorAll('tr.finding')).map(r => r.dataset.code)"
+    before = page.evaluate(codes)
+    page.click("#model-3 table.findings th[data-key='data-code'] button")
+    assert page.evaluate(codes) == sorted(before) != before, "sorted by rule"
+    page.click("#model-3 table.findings th[data-key='data-code'] button")
+    assert page.evaluate(codes) == sorted(before, reverse=True)
+
+    errors = [
+        e["entry"]["text"] for e in page.events("Log.entryAdded") if e["entry"]["level"] == "error"
+    ]
+    errors += [
+        e["args"]
+        for e in page.events("Runtime.consoleAPICalled")
+        if e["type"] in ("error", "assert")
+    ]
+    errors += [e["exceptionDetails"] for e in page.events("Runtime.exceptionThrown")]
+    assert errors == [], errors
+
+    page.navigate(url)  # a fresh view for people: the first error's details open
+    page.evaluate(
+        "document.querySelector('tr.finding.sev-error details').open = true; window.scrollTo(0, 0)"
+    )
+    png = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) < 300_000, len(png)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    SCREENSHOT.write_bytes(png)
+
+
+def test_every_finding_is_visible_with_javascript_off(
+    browser: Chromium, report: tuple[Path, list[dict]]
+) -> None:
+    path, findings = report
+    page = Page(browser)
+    page.call("Emulation.setScriptExecutionDisabled", value=True)
+    page.navigate(path.as_uri())
+    assert len(page.evaluate(VISIBLE_ROWS)) == len(findings)
+    assert page.evaluate("document.getElementById('controls').getClientRects().length") == 0
+    assert page.evaluate("document.getElementById('shown').textContent") == ""

@@ -1,0 +1,194 @@
+"""The HTML report: self-contained, escaped, complete without JavaScript, one section per model."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+import bnlint
+from bnlint._resources import data_dir
+from bnlint.report import RenderOptions, extras_for, render
+from bnlint.report.view import environment
+from tests.report_models import XSS_NODE, build_models
+from tests.zoo import onnx_zoo
+
+
+class Page(HTMLParser):
+    """Tags with their attributes and the text of <script> and <style> elements."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.raw: dict[str, list[str]] = {"script": [], "style": []}
+        self._open: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {key: value or "" for key, value in attrs}))
+        self._open = tag if tag in self.raw else None
+
+    def handle_data(self, data: str) -> None:
+        if self._open:
+            self.raw[self._open].append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        self._open = None
+
+    def find(self, tag: str, cls: str | None = None) -> list[dict[str, str]]:
+        return [
+            attrs
+            for name, attrs in self.tags
+            if name == tag and (cls is None or cls in attrs.get("class", "").split())
+        ]
+
+
+@pytest.fixture(scope="module")
+def report_html(tmp_path_factory: pytest.TempPathFactory) -> str:
+    models = build_models(tmp_path_factory.mktemp("html"))
+    report = bnlint.lint([str(p) for p in models], extras=extras_for(["html"]))
+    return render(report, "html", RenderOptions(fail_on="warning"))
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def test_self_contained_under_a_csp_that_allows_only_its_own_code(report_html: str) -> None:
+    page = Page(report_html)
+    assert not [attrs for _, attrs in page.tags if "src" in attrs], "nothing is loaded"
+    assert not page.find("link") and "@import" not in report_html
+    assert not re.search(r"url\(", "".join(page.raw["style"]))
+    external = [(t, a["href"]) for t, a in page.tags if a.get("href", "").startswith("http")]
+    assert external and {tag for tag, _ in external} == {"a"}, "absolute URLs are links only"
+    (csp,) = [
+        a["content"] for a in page.find("meta") if a.get("http-equiv") == "Content-Security-Policy"
+    ]
+    names = [
+        tag if attrs.get("http-equiv") != "Content-Security-Policy" else "csp"
+        for tag, attrs in page.tags
+    ]
+    assert names.index("csp") < names.index("style") < names.index("script"), "CSP comes first"
+    directives = dict(part.strip().split(" ", 1) for part in csp.split(";"))
+    assert directives["default-src"] == "'none'"
+    (script,), (style,) = page.raw["script"], page.raw["style"]
+    assert directives["script-src"] == _sha256(script)
+    assert directives["style-src"] == _sha256(style)
+
+
+def test_model_strings_are_text(report_html: str) -> None:
+    assert "<img" not in report_html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in report_html
+    page = Page(report_html)
+    assert XSS_NODE in [row.get("data-node") for row in Page(report_html).find("tr", "finding")]
+    assert not any(XSS_NODE in text for text in page.raw["script"])
+
+
+def test_every_finding_is_visible_without_javascript(report_html: str) -> None:
+    page = Page(report_html)
+    rows = page.find("tr", "finding")
+    assert len(rows) >= 8 and not [row for row in rows if "hidden" in row]
+    (controls,) = [attrs for tag, attrs in page.tags if attrs.get("id") == "controls"]
+    assert "hidden" in controls, "the filter controls appear only when the script runs"
+    assert "<noscript>" in report_html
+
+
+def test_one_section_per_model_and_an_overview(report_html: str) -> None:
+    page = Page(report_html)
+    sections = page.find("section", "model")
+    assert [s["id"] for s in sections] == [f"model-{i}" for i in range(1, 6)]
+    assert "Could not read this model: not a valid ONNX model" in report_html
+    overview_links = [a["href"] for a in page.find("a") if a.get("href", "").startswith("#model-")]
+    assert overview_links == [f"#model-{i}" for i in range(1, 6)]
+
+
+def test_each_finding_has_evidence_fix_docs_and_its_neighbourhood(report_html: str) -> None:
+    row = report_html.split('data-node="stem.bn"', 1)[1].split("</tr>", 1)[0]
+    assert '<p class="fix">fold it' in row
+    assert "<dt>producer</dt>" in row or "<dt>kind</dt>" in row
+    assert 'href="https://bnlint.github.io/bnlint/rules/BN011/"' in row
+    svg = row.split("<svg", 1)[1].split("</svg>", 1)[0]
+    labels = re.findall(r'<text class="nb-(?:op|name)"[^>]*>([^<]*)</text>', svg)
+    assert labels == ["Conv", "stem.conv", "BatchNormalization", "stem.bn", "Relu", "relu0"]
+    article = report_html.split('id="rule-BN011"', 1)[1].split("</article>", 1)[0]
+    assert "Why it matters" in article and "https://bnlint.github.io/bnlint/rules/BN011/" in article
+
+
+def test_bn_statistics_make_unhealthy_layers_stand_out(report_html: str) -> None:
+    section = report_html.split('id="model-4"', 1)[1].split('id="model-5"', 1)[0]
+    table = section.split('<table class="bn">', 1)[1].split("</table>", 1)[0]
+    stem, mid, head = table.split("<tr")[2:]
+    assert "chart-bar hot" not in stem + mid and "40 … 40" in head
+    assert "1 ≤ 0" in head, "the negative variance is red"
+    assert "far from the other layers" in head, "a scale three decades from the others is red"
+    assert "flagged" in head.split(">", 1)[0] and "BN006" in head
+    assert "BatchNorm statistics: 3 layers" in section
+
+
+def test_fold_table_renders_when_verification_data_is_present(tmp_path: Path) -> None:
+    model = onnx_zoo.resnet_opset15(tmp_path)
+    report = bnlint.lint(str(model), extras=extras_for(["html"]))
+    assert "Fold and verify" not in render(report, "html", RenderOptions())
+    report.models[0].extras["fold"] = [
+        {
+            "bn": "stem.bn",
+            "verdict": "folded",
+            "producer": "stem.conv",
+            "kind": "conv",
+            "reason": None,
+            "max_abs_error": 3.1e-7,
+            "tolerance": 2e-6,
+        },
+        {"bn": "<b>x</b>", "verdict": "folded-wrongly", "problem": "scale on axis 1"},
+        {"bn": "block.bn2", "verdict": "unverified", "into": "Conv block.conv2"},
+    ]
+    html = render(report, "html", RenderOptions())
+    fold = html.split("Fold and verify", 1)[1].split("</table>", 1)[0]
+    assert '<td class="good">folded</td>' in fold and "3.1e-07" in fold and "2e-06" in fold
+    assert '<td class="bad">folded-wrongly</td>' in fold and "&lt;b&gt;x&lt;/b&gt;" in fold
+    assert "scale on axis 1" in fold and "Conv block.conv2" in fold
+    assert '<td class="neutral">unverified</td>' in fold
+
+
+def test_extras_are_computed_only_when_a_report_needs_them(tmp_path: Path) -> None:
+    model = str(onnx_zoo.resnet_opset15(tmp_path))
+    assert "bn_table" not in bnlint.lint(model).models[0].extras
+    html_extras = bnlint.lint(model, extras=extras_for(["json", "html"])).models[0].extras
+    assert [row["node"] for row in html_extras["bn_table"]] == ["stem.bn", "block.bn1", "block.bn2"]
+    assert set(html_extras["neighborhood"]) == {
+        f.order for f in bnlint.lint(model).models[0].findings
+    }
+
+
+def test_cli_writes_the_html_report_beside_another_format(run_cli, tmp_path: Path) -> None:
+    models = [onnx_zoo.resnet_opset15(tmp_path / f"m{i}") for i in range(10)]
+    out = tmp_path / "report.html"
+    result = run_cli([tmp_path, "--format", "json", "--report-html", out], exit_code=0)
+    assert len(result.json["models"]) == len(models)
+    html = out.read_text(encoding="utf-8")
+    assert html.count('<section class="model"') == 10 and "BatchNorm statistics: 3 layers" in html
+    assert out.stat().st_mode & 0o044 == 0o044, "a report artifact is readable by others"
+
+
+def test_templates_never_mark_strings_safe() -> None:
+    folder = data_dir("templates")
+    for template in folder.iterdir():
+        if template.suffix in (".j2", ".css", ".js"):
+            text = template.read_text(encoding="utf-8")
+            assert not re.search(r"\|\s*safe\b", text), f"{template.name} uses |safe"
+            assert "autoescape false" not in text.replace(" ", " ").lower(), template.name
+    for module in (Path(bnlint.__file__).parent / "report").glob("*.py"):
+        assert "Markup(" not in module.read_text(encoding="utf-8"), module.name
+
+
+def test_the_html_environment_escapes_and_refuses_undefined_names() -> None:
+    from jinja2 import UndefinedError
+
+    env = environment(autoescape=True)
+    assert env.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
+    with pytest.raises(UndefinedError):
+        env.from_string("{{ missing }}").render()

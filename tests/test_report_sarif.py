@@ -1,0 +1,118 @@
+"""SARIF 2.1.0: valid against the official schema, documented rules, located results."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import jsonschema
+import pytest
+
+from tests.report_models import MARKUP_NODE, XSS_NODE, build_models
+
+SCHEMA = Path(__file__).parent / "data" / "sarif" / "sarif-schema-2.1.0.json"
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft4Validator:
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft4Validator.check_schema(schema)
+    return jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def validate_sarif(data: dict) -> None:
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:20])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return [str(path) for path in build_models(tmp_path_factory.mktemp("sarif"))]
+
+
+def test_the_validator_rejects_a_broken_log() -> None:
+    with pytest.raises(AssertionError, match="version"):
+        validate_sarif({"version": "2.0.0", "runs": []})
+
+
+def test_sarif_is_valid_and_documents_every_rule(run_cli, models: list[str]) -> None:
+    data = json.loads(run_cli([*models, "--format", "sarif"], exit_code=2).stdout)
+    validate_sarif(data)
+    run = data["runs"][0]
+    rules = run["tool"]["driver"]["rules"]
+    assert [rule["id"] for rule in rules] == list(
+        dict.fromkeys(r["ruleId"] for r in run["results"])
+    )
+    for index, rule in enumerate(rules):
+        assert rule["helpUri"] == f"https://bnlint.github.io/bnlint/rules/{rule['id']}/"
+        assert "## Why it matters" in rule["help"]["text"], rule["id"]
+        assert rule["shortDescription"]["text"].endswith(".")
+        assert all(r["ruleIndex"] == index for r in run["results"] if r["ruleId"] == rule["id"])
+    levels = {r["ruleId"]: r["level"] for r in run["results"]}
+    assert levels["BN003"] == "error" and levels["BN011"] == "note"
+
+
+def test_results_sit_at_the_model_file_with_the_node_as_logical_location(
+    run_cli, models: list[str]
+) -> None:
+    run = json.loads(run_cli([*models, "--format", "sarif"], exit_code=2).stdout)["runs"][0]
+    hostile = [r for r in run["results"] if "hostile" in json.dumps(r["locations"])]
+    assert hostile, "the hostile model has results"
+    location = hostile[0]["locations"][0]
+    uri = location["physicalLocation"]["artifactLocation"]["uri"]
+    assert urlparse(uri).scheme == "file" and unquote(urlparse(uri).path).endswith("hostile.onnx")
+    assert {r["locations"][0]["logicalLocations"][0]["name"] for r in hostile} == {
+        XSS_NODE,
+        MARKUP_NODE,
+    }
+    unreadable = run["invocations"][0]["toolExecutionNotifications"]
+    assert run["invocations"][0]["executionSuccessful"] is False
+    assert "corrupt.onnx" in json.dumps(unreadable[0]["locations"])
+
+
+def test_paths_inside_the_repository_are_relative_to_its_root(run_cli, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    model = build_models(repo / "models")[0]
+    result = run_cli([model, "--format", "sarif"], exit_code=1)
+    run = json.loads(result.stdout)["runs"][0]
+    validate_sarif(json.loads(result.stdout))
+    artifact = run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert artifact == {"uri": "models/training/opset14_training_mode.onnx", "uriBaseId": "SRCROOT"}
+
+
+def test_docs_url_setting_drives_help_uri(run_cli, models: list[str], tmp_path: Path) -> None:
+    config = tmp_path / "bnlint.toml"
+    config.write_text('docs-url = "https://docs.example.org/bn/"\n')
+    run = json.loads(
+        run_cli([models[0], "--format", "sarif", "--config", config], exit_code=1).stdout
+    )["runs"][0]
+    assert {rule["helpUri"] for rule in run["tool"]["driver"]["rules"]} == {
+        "https://docs.example.org/bn/BN003/",
+        "https://docs.example.org/bn/BN011/",
+    }
+
+
+def test_a_relative_docs_url_is_refused(run_cli, models: list[str], tmp_path: Path) -> None:
+    config = tmp_path / "bnlint.toml"
+    config.write_text('docs-url = "docs/rules/"\n')
+    result = run_cli([models[0], "--config", config], exit_code=2)
+    assert "docs-url must be an absolute http(s) URL" in result.stderr
+
+
+def test_baseline_state_on_every_result(run_cli, models: list[str], tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    run_cli([models[0], models[1], "--write-baseline", baseline, "-q"], exit_code=0)
+    data = json.loads(
+        run_cli(
+            [models[0], models[2], "--format", "sarif", "--baseline", baseline], exit_code=1
+        ).stdout
+    )
+    validate_sarif(data)
+    states = [(r["ruleId"], r["baselineState"]) for r in data["runs"][0]["results"]]
+    assert states[:2] == [("BN003", "unchanged"), ("BN011", "unchanged")]
+    assert {state for _, state in states[2:]} == {"new"}
+    absent = [r for r in data["runs"][0]["results"] if r["baselineState"] == "absent"]
+    assert absent == [], "resnet was not linted this time, so nothing of it is 'fixed'"
