@@ -99,7 +99,9 @@ def test_severity_override(project: Path, run_cli) -> None:
 
 def test_phase_from_config(project: Path, run_cli) -> None:
     (project / "bnlint.toml").write_text('phase = "training"\n')
-    result = run_cli([model_path(project), "--select", "BN003,BN011", "--format", "json"], exit_code=0)
+    result = run_cli(
+        [model_path(project), "--select", "BN003,BN011", "--format", "json"], exit_code=0
+    )
     assert codes(result) == []
 
 
@@ -117,8 +119,14 @@ def test_phase_from_config(project: Path, run_cli) -> None:
         ),
         ("[no-such-rule]\nx = 1\n", "unknown configuration key or rule table 'no-such-rule'"),
         ('[per-node-ignores]\n"(" = ["BN003"]\n', "bad regex"),
-        ('[missing-norm-before-activation]\nignore = ["head["]\n', "missing-norm-before-activation.ignore: bad regex"),
-        ('[missing-norm-before-activation]\nmin-normalized-fraction = "half"\n', "min-normalized-fraction must be float"),
+        (
+            '[missing-norm-before-activation]\nignore = ["head["]\n',
+            "missing-norm-before-activation.ignore: bad regex",
+        ),
+        (
+            '[missing-norm-before-activation]\nmin-normalized-fraction = "half"\n',
+            "min-normalized-fraction must be float",
+        ),
         ("select = [\n", "invalid TOML"),
     ],
 )

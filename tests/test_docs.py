@@ -12,7 +12,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_rule_table_is_current() -> None:
     text = README.read_text()
-    assert replace_table(text, rules_table()) == text, "README rule table is stale: run `make readme`"
+    assert replace_table(text, rules_table()) == text, (
+        "README rule table is stale: run `make readme`"
+    )
 
 
 def test_rule_table_lists_every_builtin_rule_once() -> None:
