@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bnlint._version import __version__
+from bnlint.report.json_report import SCHEMA_VERSION
 from tests.helpers import validate_report
 from tests.zoo import onnx_zoo
 
@@ -74,7 +75,7 @@ def test_exit_zero_keeps_unreadable_inputs_at_2(
 
 def test_json_output_matches_the_contract(run_cli, training_model: Path) -> None:
     data = run_cli([training_model, "--format", "json"], exit_code=1).json
-    assert data["schema_version"] == "1.0"
+    assert data["schema_version"] == SCHEMA_VERSION
     assert data["tool"] == {"name": "bnlint", "version": __version__}
     (model,) = data["models"]
     assert [f["code"] for f in model["findings"]] == ["BN003", "BN011"]
@@ -219,3 +220,28 @@ def test_real_executable_runs(training_model: Path) -> None:
     )
     assert result.returncode == 1, result.stderr
     validate_report(json.loads(result.stdout))
+
+
+def test_source_line_is_shown_under_the_finding(run_cli, tmp_path: Path) -> None:
+    import onnx
+
+    from tests.zoo.onnx_builder import GraphBuilder
+
+    g = GraphBuilder(opset=18)
+    x = g.input("x", [1, 3, 4, 4])
+    model = g.model([g.bn(g.conv(x, 2), name="bn", training=True)])
+    node = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    onnx.helper.set_metadata_props(
+        node,
+        {
+            "pkg.torch.onnx.stack_trace": 'File "/src/net.py", line 42, in forward\n    x = self.bn(x)'
+        },
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    lines = run_cli([path, "--select", "BN003"], exit_code=1).stdout.splitlines()
+    assert lines[1] == "  --> /src/net.py:42"
+    assert all(
+        "-->" not in line
+        for line in run_cli([path, "--select", "BN003", "-q"], exit_code=1).stdout.splitlines()
+    )

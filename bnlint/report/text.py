@@ -27,6 +27,15 @@ def finding_line(path: str, finding: Finding, color: bool = False) -> str:
     return f"{_paint(where, _BOLD, color)}{op} {code} {printable(finding.message, 2000)}"
 
 
+def source_location(finding: Finding) -> str | None:
+    """``file:line`` of the Python source behind the node, when the front end knows it."""
+    source_file = finding.location.get("source_file")
+    if not source_file:
+        return None
+    line = finding.location.get("source_line")
+    return printable(f"{source_file}:{line}" if line else source_file, None)
+
+
 def render(report: Report, options: RenderOptions) -> str:
     if options.statistics:
         return render_statistics(report, options)
@@ -34,6 +43,9 @@ def render(report: Report, options: RenderOptions) -> str:
     for model in report.models:
         for finding in model.findings:
             lines.append(finding_line(model.path, finding, options.color))
+            source = source_location(finding)
+            if source and not options.quiet:
+                lines.append(_paint(f"  --> {source}", _DIM, options.color))
             if finding.fix and not options.quiet:
                 lines.append(
                     _paint(f"  = help: {printable(finding.fix, 2000)}", _DIM, options.color)
