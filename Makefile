@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format clean readme
+.PHONY: demo test lint format clean readme docs
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache examples/models
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache examples/models site
 
 readme: $(STAMP)
 	$(BIN)/python -m bnlint.docgen --readme README.md
+
+# The documentation site, offline: regenerate the rule pages from the rule modules, then
+# build site/ with mkdocs' built-in theme (nothing is fetched, at build time or in a browser).
+docs: $(STAMP)
+	$(BIN)/python -m bnlint.docgen --docs docs
+	$(BIN)/python -m mkdocs build --strict

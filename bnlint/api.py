@@ -97,15 +97,21 @@ def lint_target(
     ``extras`` names report data (``bn_table``, ``neighborhood``) computed from the graph
     before it is dropped; the result never holds the graph, so it pickles small.
     """
-    from bnlint.engine import lint_graph
+    from bnlint.engine import applicable_rules, lint_graph
     from bnlint.loaders import LoadError, load_model
+    from bnlint.provenance import model_evidence
 
     settings, ruleset = resolver.resolve(target)
     try:
         graph = load_model(target, settings)
     except LoadError as error:
-        return ModelResult(path=target, status="error", error=error.problem)
-    return lint_graph(graph, settings, ruleset, debug=debug, extras=tuple(extras))
+        result = ModelResult(path=target, status="error", error=error.problem)
+        result.provenance = model_evidence(target, settings, read=False)
+        return result
+    result = lint_graph(graph, settings, ruleset, debug=debug, extras=tuple(extras))
+    rules_run = [rule.code for rule in applicable_rules(graph, settings, ruleset)[0]]
+    result.provenance = model_evidence(target, settings, graph, rules_run)
+    return result
 
 
 class WorkerError(Exception):
@@ -193,6 +199,9 @@ def lint(
     ``example_inputs=(tensor, …)``. ``extras`` names report data to compute per model
     (``bnlint.report.extras_for(["html"])`` gives what the HTML report shows).
     """
+    from bnlint.provenance import Invocation, collect
+
+    invocation = Invocation(kind="api")
     example_inputs = settings.pop("example_inputs", None)
     resolver = SettingsResolver(settings, config)
     if isinstance(target, (str, Path)):
@@ -200,16 +209,21 @@ def lint(
     elif isinstance(target, (list, tuple)):
         targets = list(target)
     else:
-        return Report(models=[_lint_object(target, resolver, example_inputs, tuple(extras))])
+        report = Report(models=[_lint_object(target, resolver, example_inputs, tuple(extras))])
+        report.provenance = collect(report, resolver, invocation)
+        return report
     paths = list(iter_targets(targets, resolver))
     jobs = resolver.resolve(paths[0])[0].jobs if paths else 1
-    return Report(models=lint_many(paths, resolver, jobs=jobs, extras=tuple(extras)))
+    report = Report(models=lint_many(paths, resolver, jobs=jobs, extras=tuple(extras)))
+    report.provenance = collect(report, resolver, invocation)
+    return report
 
 
 def _lint_object(
     model: Any, resolver: SettingsResolver, example_inputs: Any, extras: tuple[str, ...] = ()
 ) -> ModelResult:
-    from bnlint.engine import lint_graph
+    from bnlint.engine import applicable_rules, lint_graph
+    from bnlint.provenance import model_evidence
 
     settings, ruleset = resolver.resolve(Path.cwd())
     type_name = f"{type(model).__module__}.{type(model).__qualname__}"
@@ -221,4 +235,8 @@ def _lint_object(
         from bnlint.loaders.torch import graph_from_module
 
         graph = graph_from_module(model, example_inputs, settings)
-    return lint_graph(graph, settings, ruleset, extras=extras)
+    result = lint_graph(graph, settings, ruleset, extras=extras)
+    result.provenance = model_evidence(
+        "", settings, graph, [rule.code for rule in applicable_rules(graph, settings, ruleset)[0]]
+    )
+    return result

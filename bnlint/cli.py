@@ -20,6 +20,8 @@ from bnlint._version import __version__
 from bnlint.options import check_options, color_enabled, settings_from_options
 
 EXIT_USAGE = 2
+INVOCATION = "bnlint.argv"  # click Context.meta keys (shared by nested contexts)
+STARTED = "bnlint.started"
 
 
 class DefaultGroup(click.Group):
@@ -28,6 +30,12 @@ class DefaultGroup(click.Group):
     default_command = "check"
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # The arguments as invoked (not sys.argv, which is another program's under
+        # CliRunner or when main() is called from Python), for the report's provenance.
+        from bnlint.provenance import utc_now  # standard library only: --version stays fast
+
+        ctx.meta.setdefault(INVOCATION, ["bnlint", *args])
+        ctx.meta.setdefault(STARTED, utc_now())
         if not args:
             args = [self.default_command]
         elif args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
@@ -124,6 +132,13 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
     from bnlint.report.write import write_atomic
 
     settings, ruleset = resolver.resolve(options["config"] or os.getcwd())
+    argv = _invocation_argv()
+    if report.provenance is None:
+        from bnlint.provenance import Invocation, collect
+
+        invocation = Invocation("cli", argv)
+        invocation.started = click.get_current_context().meta.get(STARTED, invocation.started)
+        report.provenance = collect(report, resolver, invocation)
     fmt = options["output_format"] or settings.format
     fail_on = options["fail_on"] or settings.fail_on
     if options.get("baseline"):
@@ -142,7 +157,7 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
         statistics=options["statistics"],
         fail_on=fail_on,
         docs_url=settings.docs_url,
-        command=["bnlint", *sys.argv[1:]],
+        command=argv,
         rules=ruleset.rules,
     )
     text = render(report, fmt, render_options)
@@ -164,6 +179,13 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
     if code == 1 and (options["exit_zero"] or options.get("write_baseline")):
         code = 0
     sys.exit(code)
+
+
+def _invocation_argv() -> list[str]:
+    """``bnlint`` and the arguments this invocation was given (see DefaultGroup)."""
+    context = click.get_current_context(silent=True)
+    recorded = context.meta.get(INVOCATION) if context is not None else None
+    return list(recorded) if recorded else ["bnlint", *sys.argv[1:]]
 
 
 def _show_settings(resolver: Any, targets: list[str]) -> None:
@@ -216,11 +238,13 @@ def list_rules(output_format: str, rules_dirs: tuple[str, ...]) -> None:
 @click.argument("code")
 def explain(code: str) -> None:
     """Print a rule's documentation (by code or name)."""
-    from bnlint.registry import load_rules
+    from bnlint.registry import load_rules, redirect
 
     rule = load_rules().get(code)
     if rule is None:
         fail(f"unknown rule {code!r} (see `bnlint rules`)")
+    if redirect(code) != code.strip():
+        click.echo(f"bnlint: note: {code.strip()} was renamed to {rule.code}", err=True)
     import inspect
 
     header = f"# {rule.code} {rule.name}\n\nDefault severity: {rule.spec.severity.label}"

@@ -103,6 +103,9 @@ class ModelResult:
     error: str | None = None
     findings: list[Finding] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    # sha256, size, context and rules run, computed where the model was linted
+    # (bnlint.provenance.model_evidence); reporters show it through Report.provenance.
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +123,9 @@ class Report:
     # Set by --baseline (bnlint.report.baseline): the baseline file, counts of new and
     # unchanged findings, and the baseline entries no longer found ("fixed").
     baseline: dict[str, Any] | None = None
+    # What a reviewer needs to reproduce the run (bnlint.provenance.collect): file hashes,
+    # versions, resolved configuration, rules and options, command line, time.
+    provenance: dict[str, Any] | None = None
 
     @property
     def findings(self) -> list[Finding]:

@@ -29,6 +29,18 @@ PLUGIN_CODE = re.compile(r"^[A-Z]{2,4}\d{3}$")
 RULE_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 ENTRY_POINT_GROUP = "bnlint.rules"
 
+# Renamed rules, as ruff remaps codes: old code or old name -> current code. Selectors,
+# ignores, rule tables and `bnlint explain` accept the old spelling; the rule's pages keep
+# a redirect at the old URL (bnlint.docgen). A key here is retired for good: no rule may
+# take that code or name again (docs/versioning.md).
+REDIRECTS: dict[str, str] = {}
+
+
+def redirect(code_or_name: str) -> str:
+    """The current code for a renamed rule's old code or name; anything else unchanged."""
+    key = code_or_name.strip()
+    return REDIRECTS.get(key.upper(), REDIRECTS.get(key, key))
+
 
 class RegistryError(Exception):
     """A rule module is malformed or collides with another rule."""
@@ -120,7 +132,7 @@ class RuleSet:
         return iter(self.rules.values())
 
     def get(self, code_or_name: str) -> Rule | None:
-        key = code_or_name.strip()
+        key = redirect(code_or_name)
         if key.upper() in self.rules:
             return self.rules[key.upper()]
         return next((rule for rule in self.rules.values() if rule.name == key), None)
@@ -131,7 +143,7 @@ class RuleSet:
 
     def specificity(self, selector: str, rule: Rule) -> int | None:
         """How specifically ``selector`` names ``rule`` (None if it does not match)."""
-        text = selector.strip()
+        text = redirect(selector)
         if text.upper() == "ALL":
             return 0
         if text == rule.name or text.upper() == rule.code:
@@ -160,6 +172,12 @@ def _check_collisions(rules: list[Rule]) -> dict[str, Rule]:
     by_code: dict[str, Rule] = dict(DIAGNOSTICS)
     names = {rule.name: rule for rule in by_code.values()}
     for rule in rules:
+        for retired in (rule.code, rule.name):
+            if retired in REDIRECTS:
+                raise RegistryError(
+                    f"{rule.module}: {retired!r} was renamed to {REDIRECTS[retired]} and is "
+                    "never reused; choose another"
+                )
         if rule.code in by_code:
             other = by_code[rule.code]
             raise RegistryError(

@@ -192,3 +192,58 @@ def test_the_html_environment_escapes_and_refuses_undefined_names() -> None:
     assert env.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
     with pytest.raises(UndefinedError):
         env.from_string("{{ missing }}").render()
+
+
+def test_how_to_reproduce_names_the_command_inputs_and_versions(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import html as html_module
+    import json
+
+    folder = tmp_path / "a<b>c"  # the command line is user text: it must stay text
+    model = onnx_zoo.resnet_opset15(folder)
+    out = tmp_path / "report.html"
+    monkeypatch.chdir(tmp_path)
+    args = [f"a<b>c/{model.name}", "--phase", "inference", "--format", "json"]
+    result = run_cli([*args, "--report-html", out], exit_code=0)
+    page = out.read_text(encoding="utf-8")
+    section = page.split('<section id="provenance">', 1)[1].split("</section>", 1)[0]
+    assert "<b>" not in section and "a&lt;b&gt;c/resnet_opset15.onnx" in section
+    (reproduce,) = re.findall(r'<pre class="mono" id="reproduce">(.*?)</pre>', section, re.S)
+    steps = html_module.unescape(reproduce).splitlines()
+    command = f"bnlint 'a<b>c/{model.name}' --phase inference --format json --report-html {out}"
+    assert steps[-4:-2] == [f"cd {tmp_path}", command], "the exact command, from its folder"
+    assert f"# {hashlib.sha256(model.read_bytes()).hexdigest()}  a<b>c/{model.name}" in steps
+    assert any(step.startswith("pip install bnlint==") and "onnx==" in step for step in steps)
+    assert steps[-1] == "python -m bnlint.reproduce report.json"
+    (record,) = re.findall(r'<pre class="mono" id="provenance-json">(.*?)</pre>', section, re.S)
+    embedded = json.loads(html_module.unescape(record))
+    assert embedded["models"] == result.json["provenance"]["models"]
+    assert "phase" in section and "command line" in section, "changed settings and their origin"
+    assert 'href="#provenance">how to reproduce</a>' in page
+
+
+def test_provenance_strings_from_models_and_paths_are_inert(tmp_path: Path) -> None:
+    import html as html_module
+    import json
+
+    import onnx
+
+    from tests.zoo.onnx_builder import GraphBuilder
+
+    g = GraphBuilder(opset=15)
+    x = g.input("img\x1b[31m\u202e<b>", [1, 3, 8, 8])
+    y = g.relu(g.bn(g.conv(x, 4, name="conv", bias=False), name="bn"))
+    folder = tmp_path / "evil\u202efdp.x\x1b[2J"
+    folder.mkdir()
+    onnx.save(g.model([y]), str(folder / "m.onnx"))
+    report = bnlint.lint(str(folder / "m.onnx"))
+    for fmt in ("html", "markdown"):
+        text = render(report, fmt, RenderOptions())
+        assert "\x1b" not in text and "\u202e" not in text, fmt
+    page = render(report, "html", RenderOptions())
+    assert "img\\x1b[31m\\u202e&lt;b&gt;: float32 [1×3×8×8]" in page, "shown, as escapes"
+    assert "<b>" not in page.split('<section id="provenance">', 1)[1]
+    (record,) = re.findall(r'<pre class="mono" id="provenance-json">(.*?)</pre>', page, re.S)
+    assert json.loads(html_module.unescape(record)) == report.provenance

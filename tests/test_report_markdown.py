@@ -96,3 +96,21 @@ def test_report_md_option_writes_a_file_beside_the_terminal_output(run_cli, tmp_
     assert (
         "| 🔴 error | [BN003](https://bnlint.github.io/bnlint/rules/BN003/)" in summary.read_text()
     )
+
+
+def test_provenance_block_closes_the_summary(run_cli, tmp_path: Path) -> None:
+    import hashlib
+
+    from tests.zoo import onnx_zoo
+
+    model = onnx_zoo.resnet_opset15(tmp_path / "under_score")
+    summary = tmp_path / "summary.md"
+    run_cli([model, "--report-md", summary, "--target-dtype", "float16"], exit_code=0)
+    text = summary.read_text(encoding="utf-8")
+    block = text.split("<details><summary>Provenance: how to reproduce this report</summary>")[1]
+    assert block.index("</details>") > 0 and text.rstrip().endswith("</sub>")
+    assert "| Command | bnlint " in block and r"under\_score" in block
+    assert hashlib.sha256(model.read_bytes()).hexdigest() in block
+    assert "target-dtype = float16 (command line)" in block
+    rows = [line for line in block.splitlines() if line.startswith("| ")]
+    assert all(len(re.split(r"(?<!\\)\|", row)) in (4, 8) for row in rows), "tables stay intact"

@@ -80,7 +80,12 @@ def test_paths_inside_the_repository_are_relative_to_its_root(run_cli, tmp_path:
     run = json.loads(result.stdout)["runs"][0]
     validate_sarif(json.loads(result.stdout))
     artifact = run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
-    assert artifact == {"uri": "models/training/opset14_training_mode.onnx", "uriBaseId": "SRCROOT"}
+    assert artifact == {
+        "uri": "models/training/opset14_training_mode.onnx",
+        "uriBaseId": "SRCROOT",
+        "index": 0,
+    }
+    assert run["artifacts"][0]["location"] == {k: artifact[k] for k in ("uri", "uriBaseId")}
 
 
 def test_docs_url_setting_drives_help_uri(run_cli, models: list[str], tmp_path: Path) -> None:
@@ -116,3 +121,29 @@ def test_baseline_state_on_every_result(run_cli, models: list[str], tmp_path: Pa
     assert {state for _, state in states[2:]} == {"new"}
     absent = [r for r in data["runs"][0]["results"] if r["baselineState"] == "absent"]
     assert absent == [], "resnet was not linted this time, so nothing of it is 'fixed'"
+
+
+def test_artifacts_carry_hashes_and_the_invocation_its_command(run_cli, models: list[str]) -> None:
+    import hashlib
+
+    args = [*models, "--format", "sarif"]
+    data = json.loads(run_cli(args, exit_code=2).stdout)
+    validate_sarif(data)
+    run = data["runs"][0]
+    readable = [p for p in models if not p.endswith("corrupt.onnx")]  # refused: not hashed
+    hashes = {hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in readable}
+    assert {a["hashes"]["sha-256"] for a in run["artifacts"]} == hashes
+    for artifact, path in zip(run["artifacts"], readable, strict=True):
+        assert artifact["length"] == Path(path).stat().st_size
+    for result in run["results"]:
+        location = result["locations"][0]["physicalLocation"]["artifactLocation"]
+        target = run["artifacts"][location["index"]]["location"]
+        assert target == {k: v for k, v in location.items() if k != "index"}
+    invocation = run["invocations"][0]
+    assert invocation["arguments"] == [str(a) for a in args]
+    assert invocation["commandLine"].startswith("bnlint ") and invocation["commandLine"].endswith(
+        "--format sarif"
+    )
+    assert invocation["startTimeUtc"] <= invocation["endTimeUtc"]
+    assert invocation["workingDirectory"]["uri"].startswith("file://")
+    assert run["properties"]["provenance"]["models"][0]["sha256"] in hashes

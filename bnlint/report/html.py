@@ -3,11 +3,14 @@
 ``templates/report.html.j2`` with the CSS and JavaScript partials inlined. The Jinja2
 environment autoescapes everything (``autoescape=True``: the template names end in ``.j2``,
 which ``select_autoescape`` would not escape) and nothing is ever marked safe, so every
-string from a model is text. A Content-Security-Policy meta tag forbids any network load
+string from a model is text; before escaping, :func:`visible` shows control and bidi
+characters as escapes, so a name cannot recolour a terminal that prints the file or
+reorder what a reader sees. A Content-Security-Policy meta tag forbids any network load
 and allows only the report's own style and script, by hash. The findings table is plain
 HTML: with JavaScript off every finding is listed; the script adds sorting, filtering and
 search. Per-model data computed while the graph was alive comes from ``ModelResult.extras``:
-``bn_table``, ``neighborhood`` and, when verification ran, ``fold``.
+``bn_table``, ``neighborhood`` and, when verification ran, ``fold``. The "How to reproduce"
+section shows ``Report.provenance`` (:mod:`bnlint.report.provenance_view`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from bnlint.report.html_svg import (
     range_chart,
     typical_level,
 )
-from bnlint.report.view import ModelView, base_context, environment, short_path
+from bnlint.report.provenance_view import provenance_view
+from bnlint.report.sanitize import display_path as short_path
+from bnlint.report.sanitize import printable
+from bnlint.report.view import ModelView, base_context, environment
 
 BN_COLUMNS = (("gamma", "γ (scale)", False), ("var", "running variance", True))
 BN_COLUMNS += (("scale", "folded scale γ/√(var+ε)", False),)
@@ -168,12 +174,23 @@ def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
     context["bn"] = {model.index: _bn_rows(model) for model in context["models"]}
     context["fold"] = {model.index: _fold_rows(model) for model in context["models"]}
     context["codes"] = sorted(context["rules"])
+    context["provenance"] = provenance_view(report)
     context["title"] = options.extra.get("title", "bnlint report")
     return context
 
 
+def visible(value: Any) -> Any:
+    """Jinja ``finalize``: every printed string keeps its newlines, but control characters
+    (ANSI escapes, carriage returns), bidi overrides and invisible characters from model
+    names or paths are shown as ``\\xNN``/``\\uNNNN`` escapes (then HTML-escaped)."""
+    if isinstance(value, str):
+        return "\n".join(printable(line, None) for line in value.split("\n"))
+    return value
+
+
 def render(report: Report, options: RenderOptions) -> str:
     env = environment(autoescape=True)
+    env.finalize = visible  # set before any template is compiled
     env.filters["short_path"] = short_path
     env.filters["num"] = number
     style = env.get_template("report.css").render()

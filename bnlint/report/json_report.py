@@ -9,7 +9,8 @@ from bnlint._version import __version__
 from bnlint.findings import Report
 from bnlint.report import RenderOptions
 
-SCHEMA_VERSION = "1.0"
+# 1.1: optional top-level ``provenance`` (docs/json-schema.md has the schema changelog).
+SCHEMA_VERSION = "1.1"
 
 
 def report_dict(report: Report) -> dict[str, Any]:
@@ -27,6 +28,8 @@ def report_dict(report: Report) -> dict[str, Any]:
     }
     if report.baseline is not None:  # --baseline: findings carry baseline_state too
         data["baseline"] = report.baseline
+    if report.provenance is not None:  # what a reviewer needs to reproduce the run
+        data["provenance"] = report.provenance
     return data
 
 

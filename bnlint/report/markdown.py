@@ -5,7 +5,8 @@ on every model string: Markdown and HTML specials are neutralised (``\\ ` * _ [ 
 are backslash-escaped, ``& < >`` become entities), control and bidi characters are shown
 as escapes, newlines become ``<br>`` so a table row never breaks. A report longer than
 ``MAX_CHARS`` (a pull-request comment holds 65,536) keeps as many findings as fit and says
-how many it left out.
+how many it left out. A collapsed "Provenance" block closes the report: command line,
+versions, configuration and each model's sha256 (:mod:`bnlint.report.provenance_view`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from urllib.parse import quote
 from bnlint.findings import Report
 from bnlint.report import RenderOptions
 from bnlint.report.catalog import rule_docs
+from bnlint.report.provenance_view import provenance_view
+from bnlint.report.sanitize import display_path as short_path
 from bnlint.report.sanitize import printable
-from bnlint.report.view import base_context, environment, short_path
+from bnlint.report.view import base_context, environment
 
 MAX_CHARS = 60_000
 _SPECIAL = re.compile(r"([\\`*_\[\]|~$#])")
@@ -54,6 +57,7 @@ def render(report: Report, options: RenderOptions) -> str:
     template = _environment().get_template("report.md.j2")
     context = base_context(report, options)
     context["rules"] = rule_docs(report, options)
+    context["provenance"] = provenance_view(report)
     findings = context["findings"]
 
     def attempt(shown: int) -> str:

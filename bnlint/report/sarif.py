@@ -4,6 +4,12 @@ Results sit at the model file (an ``artifactLocation`` relative to the repositor
 ``%SRCROOT%``) with the node or module path as a logical location. Each rule carries its
 documentation and an absolute ``helpUri``. With ``--baseline`` every result has a
 ``baselineState`` and the fixed findings follow as ``absent`` results.
+
+Provenance: each model file is a ``run.artifacts`` entry with its ``sha-256`` hash and
+``length`` (results point at it by ``index``); the invocation has the exact command line,
+its arguments, the working directory and the UTC start and end; the whole provenance
+object (versions, resolved configuration, rules and options, verification) is the run's
+``provenance`` property.
 """
 
 from __future__ import annotations
@@ -63,15 +69,24 @@ def _logical(finding: Finding) -> list[dict[str, Any]]:
     return []
 
 
-def _location(path: str, finding: Finding | None) -> dict[str, Any]:
-    location: dict[str, Any] = {"physicalLocation": {"artifactLocation": _artifact(path)}}
+def _location(
+    path: str, finding: Finding | None, artifacts: dict[str, int] | None = None
+) -> dict[str, Any]:
+    artifact = _artifact(path)
+    if artifacts is not None and path in artifacts:
+        artifact["index"] = artifacts[path]
+    location: dict[str, Any] = {"physicalLocation": {"artifactLocation": artifact}}
     if finding is not None and _logical(finding):
         location["logicalLocations"] = _logical(finding)
     return location
 
 
 def _result(
-    path: str, finding: Finding, entry: dict[str, Any], index: dict[str, int]
+    path: str,
+    finding: Finding,
+    entry: dict[str, Any],
+    index: dict[str, int],
+    artifacts: dict[str, int],
 ) -> dict[str, Any]:
     text = finding.message
     if finding.fix:
@@ -81,7 +96,7 @@ def _result(
         "ruleIndex": index[finding.code],
         "level": LEVELS[finding.severity.label],
         "message": {"text": text},
-        "locations": [_location(path, finding)],
+        "locations": [_location(path, finding, artifacts)],
         "partialFingerprints": {"bnlint/v1": entry["fingerprint"]},
         "properties": {
             "severity": finding.severity.label,
@@ -130,16 +145,28 @@ def _fixed_result(entry: dict[str, Any], index: dict[str, int]) -> dict[str, Any
     return result
 
 
-def sarif_dict(report: Report, options: RenderOptions) -> dict[str, Any]:
-    docs = rule_docs(report, options)
-    index = {code: position for position, code in enumerate(docs)}
-    results = [
-        _result(model.path, finding, entry, index)
-        for model in report.models
-        for finding, entry in model_entries(model)
-    ]
-    if report.baseline is not None:
-        results += [_fixed_result(entry, index) for entry in report.baseline["fixed"]]
+def _artifacts(report: Report) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One artifact per model file with its hash and length (from the provenance)."""
+    entries = (report.provenance or {}).get("models") or []
+    artifacts: list[dict[str, Any]] = []
+    positions: dict[str, int] = {}
+    for entry in entries:
+        path = entry.get("path")
+        if not path or path in positions or not entry.get("sha256"):
+            continue
+        positions[path] = len(artifacts)
+        artifacts.append(
+            {
+                "location": _artifact(path),
+                "length": entry["size"],
+                "hashes": {"sha-256": entry["sha256"]},
+                "roles": ["analysisTarget"],
+            }
+        )
+    return artifacts, positions
+
+
+def _invocation(report: Report, options: RenderOptions) -> dict[str, Any]:
     notifications = [
         {
             "level": "error",
@@ -152,29 +179,52 @@ def sarif_dict(report: Report, options: RenderOptions) -> dict[str, Any]:
     invocation: dict[str, Any] = {"executionSuccessful": not report.unreadable}
     if notifications:
         invocation["toolExecutionNotifications"] = notifications
-    if options.command:
+    provenance = report.provenance or {}
+    called = provenance.get("invocation") or {}
+    if called.get("argv"):
+        invocation["commandLine"] = called["command_line"]
+        invocation["arguments"] = list(called["argv"][1:])
+    elif options.command:
         invocation["commandLine"] = " ".join(options.command)
+    if provenance:
+        invocation["startTimeUtc"] = provenance["started"]
+        invocation["endTimeUtc"] = provenance["finished"]
+        directory = Path(called.get("working_directory") or Path.cwd())
+        invocation["workingDirectory"] = {"uri": directory.as_uri().rstrip("/") + "/"}
+    return invocation
+
+
+def sarif_dict(report: Report, options: RenderOptions) -> dict[str, Any]:
+    docs = rule_docs(report, options)
+    index = {code: position for position, code in enumerate(docs)}
+    artifacts, positions = _artifacts(report)
+    results = [
+        _result(model.path, finding, entry, index, positions)
+        for model in report.models
+        for finding, entry in model_entries(model)
+    ]
+    if report.baseline is not None:
+        results += [_fixed_result(entry, index) for entry in report.baseline["fixed"]]
     root = project_root(Path.cwd())
-    return {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "bnlint",
-                        "version": __version__,
-                        "semanticVersion": __version__,
-                        "informationUri": options.docs_url or DEFAULT_DOCS_URL,
-                        "rules": [_rule(doc) for doc in docs.values()],
-                    }
-                },
-                "originalUriBaseIds": {ROOT_ID: {"uri": root.as_uri().rstrip("/") + "/"}},
-                "invocations": [invocation],
-                "results": results,
+    run: dict[str, Any] = {
+        "tool": {
+            "driver": {
+                "name": "bnlint",
+                "version": __version__,
+                "semanticVersion": __version__,
+                "informationUri": options.docs_url or DEFAULT_DOCS_URL,
+                "rules": [_rule(doc) for doc in docs.values()],
             }
-        ],
+        },
+        "originalUriBaseIds": {ROOT_ID: {"uri": root.as_uri().rstrip("/") + "/"}},
+        "invocations": [_invocation(report, options)],
+        "results": results,
     }
+    if artifacts:
+        run["artifacts"] = artifacts
+    if report.provenance is not None:
+        run["properties"] = {"provenance": report.provenance}
+    return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
 
 
 def render(report: Report, options: RenderOptions) -> str:
