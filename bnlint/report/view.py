@@ -112,5 +112,5 @@ def short_path(path: str) -> str:
     """A model path as people read it: relative to the working directory when inside it."""
     try:
         return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except (ValueError, OSError):
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop on Python 3.10
         return path
