@@ -367,6 +367,11 @@ def validate_against_rules(settings: Settings, ruleset: Any) -> Settings:
     for code in settings.severity:
         if ruleset.get(code) is None:
             raise ConfigError(where, f"severity override for unknown rule {code!r}")
+    # Keyed by the current code, so an override written under a renamed code still applies.
+    settings = replace(
+        settings,
+        severity={ruleset.get(code).code: level for code, level in settings.severity.items()},
+    )
     options: dict[str, dict[str, Any]] = {}
     for key, table in settings.rule_options.items():
         rule = ruleset.get(key)

@@ -84,3 +84,10 @@ def test_no_rule_may_take_a_retired_code_or_name(
         load_rules((str(write_plugin(tmp_path / "b", code="XYZ099", name="fine")),))
     with pytest.raises(RegistryError, match="'small-batch' was renamed to BN002"):
         load_rules((str(write_plugin(tmp_path / "c", code="XYZ100", name="small-batch")),))
+
+
+@pytest.mark.usefixtures("renamed")
+def test_severity_override_under_an_old_code_applies(run_cli, training_model: Path) -> None:
+    (training_model.parent / "bnlint.toml").write_text('[severity]\nBN099 = "info"\n')
+    result = run_cli([training_model, "--select", "BN003", "--format", "json"], exit_code=0)
+    assert [(f["code"], f["severity"]) for f in result.json["models"][0]["findings"]] == [("BN003", "info")]
