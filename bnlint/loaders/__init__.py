@@ -86,15 +86,63 @@ def is_entry_point(target: str) -> bool:
     return bool(module) and factory.isidentifier()
 
 
+def read_head(path: Path, info: os.stat_result, size: int = 16) -> bytes:
+    """The first bytes of the file ``check_regular_file`` vetted, opened without blocking.
+
+    ``O_NONBLOCK`` keeps a FIFO swapped in after the ``stat`` from blocking the open, and
+    the descriptor's own ``fstat`` must be the same regular file.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        raise LoadError(path, f"cannot open: {error.strerror or error}") from None
+    try:
+        opened = os.fstat(descriptor)
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+            info.st_dev,
+            info.st_ino,
+        ):
+            raise LoadError(path, "the file changed between stat and open; refusing it")
+        return os.read(descriptor, size)
+    except OSError as error:
+        raise LoadError(path, f"cannot read: {error.strerror or error}") from None
+    finally:
+        os.close(descriptor)
+
+
 def load_model(target: str, settings: Settings) -> ModelGraph:
-    """Load any supported input; raises :class:`LoadError` with a one-line problem."""
+    """Load any supported input; raises :class:`LoadError` with a one-line problem.
+
+    A file is attacker-controlled data: whatever a reader raises on it (a malformed
+    structure no check anticipated, memory exhausted under a limit) is this file's error,
+    so the other files on the command line are still linted.
+    """
     if is_entry_point(target):
         return _torch_loader().load_entry_point(target, settings)
     path = Path(target)
     info = check_regular_file(path)
-    with path.open("rb") as handle:
-        head = handle.read(16)
-    kind = sniff_format(path, head)
+    kind = sniff_format(path, read_head(path, info))
+    try:
+        graph = _load_file(path, kind, info, settings)
+        from bnlint.loaders.strings import check_graph_strings
+
+        check_graph_strings(graph)
+        return graph
+    except LoadError:
+        raise
+    except MemoryError:
+        raise LoadError(path, "ran out of memory while reading it") from None
+    except RecursionError:
+        raise LoadError(path, "structure nested too deeply to read") from None
+    except Exception as error:
+        detail = " ".join(str(error).split())[:300]
+        raise LoadError(
+            path, f"cannot read it: {type(error).__name__}: {detail} (reader error; please report)"
+        ) from error
+
+
+def _load_file(path: Path, kind: str, info: os.stat_result, settings: Settings) -> ModelGraph:
     if kind == "onnx":
         if info.st_size > ONNX_MAX_BYTES:
             raise LoadError(

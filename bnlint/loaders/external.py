@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
+from bnlint.graph import UnreadableParameter
 from bnlint.loaders import LoadError
 
 
@@ -65,6 +66,9 @@ class ExternalDataResolver:
         )
 
     def resolve(self, tensor: str, entries: dict[str, str], nbytes: int | None) -> ExternalRef:
+        if not all(type(k) is str and type(v) is str for k, v in entries.items()):
+            # protobuf hands back bytes for a string field that is not valid UTF-8
+            raise self._fail(tensor, str(entries.get("location")), "entries are not UTF-8 text")
         location = entries.get("location", "")
         if not location:
             raise self._fail(tensor, location, "no location given")
@@ -106,7 +110,10 @@ class ExternalDataResolver:
 
     def _file_size(self, tensor: str, location: str, real: Path) -> int:
         if real not in self._sizes:
-            info = os.stat(real)
+            try:
+                info = os.stat(real)
+            except OSError as error:
+                raise self._fail(tensor, location, f"cannot stat: {error.strerror}") from None
             if not stat.S_ISREG(info.st_mode):
                 raise self._fail(tensor, location, "not a regular file")
             if info.st_nlink > 1:
@@ -116,24 +123,34 @@ class ExternalDataResolver:
 
 
 def lazy_reader(
-    ref: ExternalRef, dtype: np.dtype, shape: tuple[int, ...]
+    ref: ExternalRef, dtype: np.dtype, shape: tuple[int, ...], tensor: str = ""
 ) -> Callable[[], np.ndarray]:
-    """A loader that maps exactly the tensor's bytes when first called."""
+    """A loader that maps exactly the tensor's bytes when first called.
+
+    The file is checked again when mapped: one that shrank since validation would make a
+    read of the mapping past its end kill the process with SIGBUS.
+    """
 
     def read() -> np.ndarray:
         if ref.length == 0:
             return np.zeros(shape, dtype=dtype)
-        with open(ref.file, "rb") as handle:
-            start = ref.offset - ref.offset % mmap.ALLOCATIONGRANULARITY
-            mapped = mmap.mmap(
-                handle.fileno(),
-                ref.offset + ref.length - start,
-                offset=start,
-                access=mmap.ACCESS_READ,
+        try:
+            with open(ref.file, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                if not stat.S_ISREG(info.st_mode) or info.st_size < ref.offset + ref.length:
+                    raise ValueError(f"{ref.file.name} changed since it was validated")
+                start = ref.offset - ref.offset % mmap.ALLOCATIONGRANULARITY
+                mapped = mmap.mmap(
+                    handle.fileno(),
+                    ref.offset + ref.length - start,
+                    offset=start,
+                    access=mmap.ACCESS_READ,
+                )
+            array = np.frombuffer(
+                mapped, dtype=dtype, count=ref.length // dtype.itemsize, offset=ref.offset - start
             )
-        array = np.frombuffer(
-            mapped, dtype=dtype, count=ref.length // dtype.itemsize, offset=ref.offset - start
-        )
-        return array.reshape(shape)
+            return array.reshape(shape)
+        except (OSError, ValueError) as error:
+            raise UnreadableParameter(tensor or ref.file.name, f"external data: {error}") from None
 
     return read

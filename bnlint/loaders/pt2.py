@@ -20,6 +20,10 @@ from bnlint.loaders.torch_aten import AtenCall, AtenGraphBuilder, Ref
 from bnlint.loaders.torch_modules import ModuleRecord
 from bnlint.loaders.torch_ops import HOP_CONTROL_FLOW
 
+DEFAULT_MAX_NODES = 2_000_000  # Settings.max_nodes
+# What a program with the wrong JSON types in the wrong places raises while it is read.
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
+
 
 def is_pt2(archive: ZipArchive) -> bool:
     if archive.has("archive_format"):
@@ -31,7 +35,8 @@ def is_pt2(archive: ZipArchive) -> bool:
 
 
 def load(path: Path, settings: Any, archive: ZipArchive | None = None) -> ModelGraph:
-    return Pt2Reader(archive or ZipArchive(path), path).build()
+    max_nodes = getattr(settings, "max_nodes", DEFAULT_MAX_NODES)
+    return Pt2Reader(archive or ZipArchive(path), path, max_nodes).build()
 
 
 def module_path(text: str) -> str:
@@ -120,9 +125,10 @@ def _output_names(outputs: list[dict[str, Any]]) -> list[str]:
 
 
 class Pt2Reader:
-    def __init__(self, archive: ZipArchive, path: Path) -> None:
+    def __init__(self, archive: ZipArchive, path: Path, max_nodes: int = DEFAULT_MAX_NODES) -> None:
         self.archive = archive
         self.path = path
+        self.max_nodes = max_nodes
         self.big_endian = False
 
     def _json(self, relative: str) -> dict[str, Any]:
@@ -148,7 +154,14 @@ class Pt2Reader:
             self.big_endian = self.archive.read("byteorder", limit=16).strip() == b"big"
         try:
             return self._build(program, name, models)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            IndexError,
+            OverflowError,
+        ) as error:
             raise LoadError(
                 self.path, f"malformed torch.export program: {type(error).__name__}: {error}"
             ) from None
@@ -165,6 +178,11 @@ class Pt2Reader:
             facts.partial.append(f"archive holds programs {models}; only {name!r} was read")
         module = program["graph_module"]
         body, signature = module["graph"], module["signature"]
+        if len(body["nodes"]) > self.max_nodes:
+            raise LoadError(
+                self.path,
+                f"{len(body['nodes'])} nodes exceed the limit of {self.max_nodes} (max-nodes)",
+            )
         rename, user_inputs = self._signature(signature)
         requires_grad: dict[str, bool] = {}
         self._payloads(
@@ -256,6 +274,7 @@ class Pt2Reader:
                 _ints(meta["strides"]),
                 int(meta.get("storage_offset", {}).get("as_int", 0)),
                 self.big_endian,
+                tensor=fqn,
             )
             graph.params.add(fqn, loader, shape=tuple(sizes), dtype=dtype)
             record = graph.tensor(fqn)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlint.graph import GraphFacts, ModelGraph
+from bnlint.graph import GraphFacts, ModelGraph, UnreadableParameter
 from bnlint.loaders import LoadError
 from bnlint.loaders.torch_modules import add_module_nodes, records_from_tensor_names
 
@@ -52,7 +52,7 @@ def load(path: Path, settings: Any) -> ModelGraph:
                 )
                 for name in names
             }
-    except (SafetensorError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError, TypeError, OverflowError) as error:
         raise LoadError(path, f"not a valid safetensors file: {error}") from None
     facts = GraphFacts(
         format="safetensors", default_phase=None, has_edges=False, has_modules=False, mode=None
@@ -74,12 +74,15 @@ def load(path: Path, settings: Any) -> ModelGraph:
 
 def _loader(path: Path, name: str, code: str):
     def load_tensor() -> np.ndarray:
-        if code == "BF16":
-            return _bfloat16(path, name)
-        from safetensors import safe_open
+        try:
+            if code == "BF16":
+                return _bfloat16(path, name)
+            from safetensors import safe_open
 
-        with safe_open(str(path), framework="numpy") as handle:
-            return handle.get_tensor(name)
+            with safe_open(str(path), framework="numpy") as handle:
+                return handle.get_tensor(name)
+        except Exception as error:  # the file changed or lies about a tensor: BN901, not BN902
+            raise UnreadableParameter(name, f"cannot be read: {error}") from None
 
     return load_tensor
 

@@ -1,22 +1,35 @@
 """Reading PyTorch zip archives without PyTorch: members, sizes, and tensors as NumPy.
 
 Shared by the ``.pt2`` and TorchScript readers. Nothing here unpickles or executes:
-tensors are raw little-endian bytes laid out by (sizes, strides, storage offset).
+tensors are raw little-endian bytes laid out by (sizes, strides, storage offset). Every
+size an archive declares is checked before anything is read or allocated: the central
+directory against the file (zip bombs), each member against its limit, each tensor view
+against its member.
 """
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from bnlint.graph import UnreadableParameter
 from bnlint.loaders import LoadError
 
-MAX_JSON_BYTES = 1024**3  # a program description larger than this is not a model we read
-_BOMB_MIN_BYTES = 64 * 1024**2
-_BOMB_RATIO = 200  # torch stores members uncompressed; this ratio only comes from crafting
+MAX_JSON_BYTES = 256 * 1024**2  # a program description larger than this is not a model we read
+# torch stores tensors uncompressed (code and debug info deflate about 3:1), so an archive
+# that expands to 100 times its size, or to more than MAX_EXPANDED_BYTES, only comes from
+# crafting; the floor keeps tiny archives of compressible text readable.
+MAX_EXPANSION_RATIO = 100
+EXPANSION_FLOOR_BYTES = 16 * 1024**2
+MAX_EXPANDED_BYTES = 1024**4
+MAX_MEMBERS = 1_000_000
+# A tensor view may repeat its storage (stride 0, e.g. an expanded tensor); copying it out
+# is allowed while the copy stays this small, or no larger than the bytes it reads.
+MAX_EXPANDED_TENSOR_BYTES = 64 * 1024**2
 
 # torch.export's ScalarType enum (torch/_export/serde/schema.py) -> dtype name
 DTYPE_BY_ENUM = {
@@ -67,6 +80,21 @@ def numpy_dtype(name: str, big_endian: bool = False) -> np.dtype | None:
     return base.newbyteorder(">" if big_endian else "<")
 
 
+def view_bytes(
+    dtype: np.dtype, sizes: Sequence[int], strides: Sequence[int], offset: int
+) -> tuple[int, int]:
+    """(storage bytes a view reads, bytes its copy occupies); ValueError if it is invalid."""
+    if len(sizes) != len(strides) or any(s < 0 for s in sizes) or any(s < 0 for s in strides):
+        raise ValueError(f"invalid tensor layout sizes={list(sizes)} strides={list(strides)}")
+    if offset < 0:
+        raise ValueError(f"negative storage offset {offset}")
+    numel = math.prod(sizes)
+    if numel == 0:
+        return 0, 0
+    last = offset + sum((size - 1) * stride for size, stride in zip(sizes, strides, strict=True))
+    return (last + 1) * dtype.itemsize, numel * dtype.itemsize
+
+
 def strided_array(
     raw: bytes,
     dtype_name: str,
@@ -79,17 +107,18 @@ def strided_array(
     dtype = numpy_dtype(dtype_name, big_endian)
     if dtype is None:
         raise ValueError(f"unsupported dtype {dtype_name}")
-    if len(sizes) != len(strides) or any(s < 0 for s in sizes) or any(s < 0 for s in strides):
-        raise ValueError(f"invalid tensor layout sizes={list(sizes)} strides={list(strides)}")
+    needed, copied = view_bytes(dtype, sizes, strides, offset)
     count = len(raw) // dtype.itemsize
-    if all(sizes):
-        last = offset + sum(
-            (size - 1) * stride for size, stride in zip(sizes, strides, strict=True)
+    if needed > count * dtype.itemsize:
+        raise ValueError(
+            f"tensor of shape {tuple(sizes)} needs {needed} bytes but the storage holds "
+            f"{count * dtype.itemsize}"
         )
-        if offset < 0 or last >= count:
-            raise ValueError(
-                f"tensor of shape {tuple(sizes)} needs element {last} but the storage holds {count}"
-            )
+    if copied > max(needed, MAX_EXPANDED_TENSOR_BYTES):
+        raise ValueError(
+            f"tensor of shape {tuple(sizes)} repeats {needed} stored bytes into {copied}; "
+            "refusing to expand it"
+        )
     storage = np.frombuffer(raw, dtype=dtype, count=count)
     view = np.lib.stride_tricks.as_strided(
         storage[offset:] if all(sizes) else storage[:0],
@@ -111,8 +140,9 @@ class ZipArchive:
         try:
             with zipfile.ZipFile(path) as archive:
                 self.infos = {info.filename: info for info in archive.infolist()}
-        except (zipfile.BadZipFile, OSError, ValueError) as error:
+        except Exception as error:  # zipfile raises many types on crafted central directories
             raise LoadError(path, f"not a readable zip archive: {error}") from None
+        self._check_expansion()
         prefixes = {name.split("/", 1)[0] for name in self.infos if "/" in name}
         self.prefix = sorted(prefixes)[0] if len(prefixes) == 1 else None
         if self.prefix is None:
@@ -120,6 +150,28 @@ class ZipArchive:
                 if name.endswith(("/data.pkl", "/archive_format", "/version")):
                     self.prefix = name.split("/", 1)[0]
                     break
+
+    def _check_expansion(self) -> None:
+        """Refuse a zip bomb from its central directory, before reading any member."""
+        if len(self.infos) > MAX_MEMBERS:
+            raise LoadError(self.path, f"zip archive with {len(self.infos)} members")
+        size = self.path.stat().st_size
+        expanded = sum(info.file_size for info in self.infos.values())
+        limit = min(max(MAX_EXPANSION_RATIO * size, EXPANSION_FLOOR_BYTES), MAX_EXPANDED_BYTES)
+        if expanded > limit:
+            raise LoadError(
+                self.path,
+                f"zip archive of {size} bytes declares {expanded} bytes of members "
+                f"(over {MAX_EXPANSION_RATIO} times its size or {MAX_EXPANDED_BYTES}): "
+                "refusing a likely zip bomb",
+            )
+        for info in self.infos.values():
+            if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+                raise LoadError(
+                    self.path,
+                    f"archive member {info.filename!r} is stored uncompressed but declares "
+                    f"{info.file_size} bytes in {info.compress_size}",
+                )
 
     def member(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative
@@ -145,7 +197,10 @@ class ZipArchive:
             raise LoadError(
                 self.path, f"archive member {name!r} is {info.file_size} bytes (limit {limit})"
             )
-        if info.file_size > _BOMB_MIN_BYTES and info.file_size > _BOMB_RATIO * info.compress_size:
+        if (
+            info.file_size > EXPANSION_FLOOR_BYTES
+            and info.file_size > MAX_EXPANSION_RATIO * info.compress_size
+        ):
             raise LoadError(
                 self.path,
                 f"archive member {name!r} expands {info.compress_size} bytes to "
@@ -153,9 +208,10 @@ class ZipArchive:
             )
         try:
             with zipfile.ZipFile(self.path) as archive, archive.open(info) as handle:
-                data = handle.read(limit + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-            raise LoadError(self.path, f"cannot read archive member {name!r}: {error}") from None
+                data = handle.read(info.file_size + 1)
+        except Exception as error:  # zlib.error, NotImplementedError, encrypted members …
+            problem = f"{type(error).__name__}: {error}"
+            raise LoadError(self.path, f"cannot read archive member {name!r}: {problem}") from None
         if len(data) != info.file_size:
             raise LoadError(self.path, f"archive member {name!r} is truncated or corrupt")
         return data
@@ -168,21 +224,32 @@ class ZipArchive:
         strides: Sequence[int],
         offset: int,
         big_endian: bool = False,
+        tensor: str | None = None,
     ) -> Callable[[], np.ndarray]:
-        """A zero-argument loader for one tensor stored in ``relative`` (read on demand)."""
+        """A zero-argument loader for one tensor stored in ``relative`` (read on demand).
+
+        Every size is checked against the member before a byte is read or allocated; any
+        problem is an :class:`UnreadableParameter` naming ``tensor`` (BN901, not a crash).
+        """
         sizes, strides = tuple(sizes), tuple(strides)
-        dtype = numpy_dtype(dtype_name)
-        itemsize = dtype.itemsize if dtype is not None else 1
-        needed = offset + 1 + sum((n - 1) * s for n, s in zip(sizes, strides, strict=False))
-        limit = max(needed * itemsize, 0) if all(sizes) else 0
+        name = tensor or relative
 
         def load() -> np.ndarray:
-            if relative and self.has(relative) and self.size(relative) < limit:
-                raise ValueError(
-                    f"{self.member(relative)} holds {self.size(relative)} bytes, "
-                    f"fewer than the {limit} its tensor of shape {sizes} needs"
-                )
-            raw = self.read(relative, limit=max(self.size(relative), 0)) if relative else b""
-            return strided_array(raw, dtype_name, sizes, strides, offset, big_endian)
+            try:
+                dtype = numpy_dtype(dtype_name)
+                if dtype is None:
+                    raise ValueError(f"unsupported dtype {dtype_name}")
+                needed, _ = view_bytes(dtype, sizes, strides, offset)
+                stored = self.size(relative) if relative and self.has(relative) else 0
+                if stored < needed:
+                    raise ValueError(
+                        f"{self.member(relative)} holds {stored} bytes, fewer than the "
+                        f"{needed} its tensor of shape {sizes} needs"
+                    )
+                raw = self.read(relative, limit=stored) if needed else b""
+                return strided_array(raw, dtype_name, sizes, strides, offset, big_endian)
+            except (ValueError, TypeError, OverflowError, LoadError) as error:
+                problem = error.problem if isinstance(error, LoadError) else str(error)
+                raise UnreadableParameter(name, problem) from None
 
         return load

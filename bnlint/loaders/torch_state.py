@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bnlint.graph import GraphFacts, ModelGraph
-from bnlint.loaders import LoadError
+from bnlint.loaders import ZIP_MAGIC, LoadError
+from bnlint.loaders.safe_pickle import RestrictedUnpickler, StorageRef
+from bnlint.loaders.torch_archive import ZipArchive
 from bnlint.loaders.torch_modules import add_module_nodes, records_from_tensor_names
+from bnlint.loaders.torchscript import MAX_PICKLE_BYTES
 
 CHECKPOINT_KEYS = (
     "state_dict",
@@ -32,6 +36,7 @@ CHECKPOINT_KEYS = (
     "params",
 )
 _PREFIXES = ("module.", "model.", "_orig_mod.")
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 REFUSAL = (
     "holds pickled Python objects{what}, not a plain state dict; unpickling them would run "
@@ -44,12 +49,17 @@ REFUSAL = (
 def load(path: Path, settings: Any) -> ModelGraph:
     import torch
 
+    check_storage_sizes(path)
     trusted = bool(getattr(settings, "trust_model_code", False))
     try:
-        if trusted:
-            loaded = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns about odd pickle protocols and the like: a crafted file must not be
+        # able to print to the terminal; what matters becomes the one error line below.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if trusted:
+                loaded = torch.load(path, map_location="cpu", weights_only=False)
+            else:
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         names = sorted(set(_GLOBAL.findall(str(error))))
         what = f" ({', '.join(names[:3])})" if names else ""
@@ -73,6 +83,78 @@ def load(path: Path, settings: Any) -> ModelGraph:
     if arch:
         return _with_arch(path, state, arch, settings)
     return state_dict_graph(path, state, key)
+
+
+def check_storage_sizes(path: Path) -> None:
+    """Refuse storages whose declared size the file cannot hold, before torch allocates them.
+
+    ``torch.load`` allocates each storage at the size the pickle declares and only then
+    reads its bytes. The pickle is first read here with the inert unpickler (nothing is
+    imported or called) to compare each declaration with the bytes really present. When
+    the pickle is not one torch wrote, torch.load itself refuses it.
+    """
+    with path.open("rb") as handle:
+        zipped = handle.read(4) == ZIP_MAGIC
+    if zipped:
+        archive = ZipArchive(path)  # refuses a zip bomb from its central directory
+        refs = _storages(lambda: [archive.read("data.pkl", limit=MAX_PICKLE_BYTES)])
+        for ref in refs:
+            member = f"data/{ref.key}"
+            _check(path, [ref], archive.size(member) if archive.has(member) else 0)
+    else:
+        with path.open("rb") as handle:
+            refs = _storages(lambda: _legacy_pickles(handle))
+        _check(path, refs, path.stat().st_size)
+
+
+def _storages(read: Any) -> list[StorageRef]:
+    """Storages referenced by the last pickle ``read()`` yields; none if it is not torch's."""
+    try:
+        *_, data = read()
+        unpickler = RestrictedUnpickler(data)
+        unpickler.load()
+    except LoadError:
+        raise
+    except Exception:
+        return []
+    unique: dict[str, StorageRef] = {}  # views of one storage reference it several times
+    for ref in unpickler.storages:
+        if ref.key not in unique or (ref.numel or 0) > (unique[ref.key].numel or 0):
+            unique[ref.key] = ref
+    return list(unique.values())
+
+
+def _legacy_pickles(handle: Any) -> list[Any]:
+    """A pre-1.6 ``torch.save`` file: magic, version and sys info, then the object."""
+    headers = [RestrictedUnpickler(handle).load() for _ in range(3)]
+    if headers[0] != LEGACY_MAGIC:
+        raise ValueError("not a legacy torch.save file")
+    return [handle]
+
+
+def _check(path: Path, refs: list[StorageRef], available: int) -> None:
+    declared = sum((ref.numel or 0) * _ITEMSIZE.get(ref.dtype or "", 1) for ref in refs)
+    if declared > available:
+        keys = ", ".join(repr(ref.key) for ref in refs[:3]) + (" …" if len(refs) > 3 else "")
+        raise LoadError(
+            path,
+            f"storage {keys} declares {declared} bytes but the file holds {available}: "
+            "refusing to allocate it",
+        )
+
+
+_ITEMSIZE = {
+    "bool": 1,
+    "uint8": 1,
+    "int8": 1,
+    "int16": 2,
+    "float16": 2,
+    "bfloat16": 2,
+    "int32": 4,
+    "float32": 4,
+    "int64": 8,
+    "float64": 8,
+}
 
 
 def find_state_dict(loaded: Any) -> tuple[dict[str, Any] | None, str | None]:

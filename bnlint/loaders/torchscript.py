@@ -24,6 +24,11 @@ from bnlint.loaders.torch_archive import ZipArchive
 from bnlint.loaders.torch_modules import ModuleRecord, add_module_nodes
 
 MAX_PICKLE_BYTES = 512 * 1024**2
+MAX_SOURCE_BYTES = 8 * 1024**2  # one class file of TorchScript; real ones are kilobytes
+# Module paths walked per distinct module object: sharing a submodule is legal, but a
+# tree that shares at every level describes exponentially many paths.
+_PATHS_PER_MODULE = 10
+_PATHS_FLOOR = 10_000
 _MANGLE = re.compile(r"\.___torch_mangle_\d+")
 _BN_ARGS = ("input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps")
 _CONV_ARGS = (
@@ -61,7 +66,7 @@ def safe_unpickle(archive: ZipArchive, member: str, path: Path) -> Any:
         raise
     except (pickle.UnpicklingError, EOFError, RecursionError, MemoryError) as error:
         raise LoadError(path, f"cannot parse {member}: {type(error).__name__}: {error}") from None
-    except (TypeError, ValueError, AttributeError, IndexError, KeyError) as error:
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError, OverflowError) as error:
         raise LoadError(path, f"malformed {member}: {type(error).__name__}: {error}") from None
 
 
@@ -143,6 +148,9 @@ class TorchScriptReader:
         self.path = path
         self.big_endian = False
         self._sources: dict[str, str | None] = {}
+        self._classes: dict[str, ClassInfo] = {}
+        self._walked = 0
+        self._distinct: set[int] = set()
         self.graph: ModelGraph | None = None
 
     def build(self) -> ModelGraph:
@@ -172,12 +180,17 @@ class TorchScriptReader:
         return graph.finalize()
 
     def _class_info(self, qualname: str) -> ClassInfo:
+        if qualname not in self._classes:
+            self._classes[qualname] = self._parse_class_info(qualname)
+        return self._classes[qualname]
+
+    def _parse_class_info(self, qualname: str) -> ClassInfo:
         module, _, class_name = qualname.rpartition(".")
         member = "code/" + module.replace(".", "/") + ".py"
         if member not in self._sources:
             try:
                 text = (
-                    self.archive.read(member, limit=64 * 1024**2)
+                    self.archive.read(member, limit=MAX_SOURCE_BYTES)
                     if self.archive.has(member)
                     else None
                 )
@@ -197,6 +210,14 @@ class TorchScriptReader:
     ) -> None:
         if depth > 100:
             raise LoadError(self.path, "module tree deeper than 100 levels")
+        self._walked += 1
+        self._distinct.add(id(obj))
+        if self._walked > _PATHS_FLOOR + _PATHS_PER_MODULE * len(self._distinct):
+            raise LoadError(
+                self.path,
+                f"module tree reaches {len(self._distinct)} modules through more than "
+                f"{self._walked} paths (submodules shared at every level)",
+            )
         info = self._class_info(obj.qualname)
         record = ModuleRecord(path=path, qualname=demangle(obj.qualname))
         record.constants.update(info.constants)
@@ -258,6 +279,7 @@ class TorchScriptReader:
             tensor.stride,
             tensor.offset,
             self.big_endian,
+            tensor=fqn,
         )
         graph.params.add(fqn, loader, shape=tensor.size, dtype=dtype)
         record = graph.tensor(fqn)

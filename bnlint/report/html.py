@@ -31,9 +31,8 @@ from bnlint.report.html_svg import (
     typical_level,
 )
 from bnlint.report.provenance_view import provenance_view
-from bnlint.report.sanitize import display_path as short_path
 from bnlint.report.sanitize import printable
-from bnlint.report.view import ModelView, base_context, environment
+from bnlint.report.view import ModelView, base_context, environment, short_path
 
 BN_COLUMNS = (("gamma", "γ (scale)", False), ("var", "running variance", True))
 BN_COLUMNS += (("scale", "folded scale γ/√(var+ε)", False),)

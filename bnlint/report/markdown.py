@@ -19,9 +19,8 @@ from bnlint.findings import Report
 from bnlint.report import RenderOptions
 from bnlint.report.catalog import rule_docs
 from bnlint.report.provenance_view import provenance_view
-from bnlint.report.sanitize import display_path as short_path
 from bnlint.report.sanitize import printable
-from bnlint.report.view import base_context, environment
+from bnlint.report.view import base_context, environment, short_path
 
 MAX_CHARS = 60_000
 _SPECIAL = re.compile(r"([\\`*_\[\]|~$#])")

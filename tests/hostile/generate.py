@@ -10,7 +10,9 @@
   unpickles both).
 - ``pt2_traversal``: a ``.pt2`` whose weight ``path_name`` climbs out of the archive.
 
-``python -m tests.hostile.generate FOLDER`` writes them all (markers next to them).
+``python -m tests.hostile.generate FOLDER`` writes every hostile case: these payloads,
+one file per bad-input class from :mod:`tests.hostile.bad_inputs` and the resource attacks
+of :mod:`tests.hostile.archives`, each in its own folder (:func:`all_cases`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from tests.hostile import archives
+from tests.hostile.bad_inputs import BUILDERS
+from tests.hostile.case import HostileCase, linted, refused
 
 
 class _Exec:
@@ -189,6 +195,44 @@ def generate(folder: Path) -> dict[str, tuple[Path, Path]]:
     return made
 
 
+TRUST = "--trust-model-code"
+PAYLOAD_EXPECTATIONS: dict[str, Callable[[Path], HostileCase]] = {
+    "pickle": lambda path: refused(path, TRUST),
+    "torch_zip": lambda path: refused(path, TRUST),
+    "torchscript": lambda path: linted(path, "BN005", "BN901"),
+    "torchscript_pickle": lambda path: refused(path, "does not hold a TorchScript module"),
+    "pt2": lambda path: refused(path, TRUST),
+    "pt2_traversal": lambda path: refused(path, "not a file of this archive"),
+}
+
+
+def all_cases(folder: Path) -> dict[str, HostileCase]:
+    """Every hostile case, each in ``folder/<name>/``; no marker exists afterwards."""
+    cases: dict[str, HostileCase] = {}
+
+    def place(name: str) -> Path:
+        (where := folder / name).mkdir(parents=True)
+        return where
+
+    for name, build in BUILDERS.items():
+        cases[name] = build(place(name))
+    for name, generator in GENERATORS.items():
+        where = place(name)
+        marker = where / "MARKER"
+        case = PAYLOAD_EXPECTATIONS[name](generator(where, marker))
+        case.marker, case.torch, case.expected_seconds = marker, True, 6.0
+        cases[name] = case
+    for name, build in archives.SIMPLE.items():
+        cases[name] = build(place(name))
+    clean = _clean_pt2(place("stride_bomb"))
+    cases["stride_bomb"] = archives.stride_bomb(clean.parent, clean)
+    clean.unlink()
+    for name, case in cases.items():
+        if case.marker is not None and case.marker.exists():
+            raise RuntimeError(f"generating {name} executed its own payload")
+    return cases
+
+
 if __name__ == "__main__":
-    for name, (path, marker) in generate(Path(sys.argv[1])).items():
-        print(f"{name}: {path} (marker {marker})")
+    for name, case in all_cases(Path(sys.argv[1])).items():
+        print(f"{name}: {case.outcome} {case.path}")
