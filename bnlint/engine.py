@@ -10,10 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bnlint._perf import gc_paused
 from bnlint.config import Settings
 from bnlint.diagnostics import diagnostic
 from bnlint.findings import Finding, ModelResult
 from bnlint.graph import ModelGraph, UnreadableParameter
+from bnlint.graph_checks import structure_findings
 from bnlint.registry import RuleSet
 from bnlint.rule import Rule, RuleContext
 
@@ -57,9 +59,20 @@ def run_rules(
     debug: Callable[[str], None] | None = None,
 ) -> list[Finding]:
     """All findings for ``graph`` after selection, severity overrides and ignores, sorted."""
+    with gc_paused():
+        return _run_rules(graph, settings, ruleset, debug)
+
+
+def _run_rules(
+    graph: ModelGraph,
+    settings: Settings,
+    ruleset: RuleSet,
+    debug: Callable[[str], None] | None,
+) -> list[Finding]:
     rules, blocked = applicable_rules(graph, settings, ruleset)
     phase = effective_phase(graph, settings)
-    findings: list[Finding] = []
+    # Cycles and dangling inputs are reported up front; every rule walk is bounded anyway.
+    findings: list[Finding] = structure_findings(graph, settings.docs_url)
     for rule in rules:
         context = RuleContext(
             rule=rule,

@@ -260,6 +260,8 @@ def _channel_mismatch(
 
 def _forward(graph: ModelGraph, bn: Node) -> FoldVerdict | str | None:
     """The forward fold into the single following Conv, or why it is not exact (a string)."""
+    if not bn.outputs or not bn.outputs[0]:
+        return None  # no output to follow (e.g. a graph recovered without its edges)
     consumers = graph.consumers(bn.outputs[0])
     if len(consumers) != 1 or consumers[0].op != "conv":
         return None

@@ -61,13 +61,12 @@ def _fold_onnx(
     from bnlint.fold_onnx import fold_model
     from bnlint.loaders import LoadError
     from bnlint.loaders.onnx import build_graph
-    from bnlint.onnx_io import FoldIOError, materialize
+    from bnlint.onnx_io import FoldIOError
     from bnlint.verify_numeric import verify_records
 
     model = graph.extras["onnx_model"]
     try:
         folded_model, records = fold_model(model, graph, keep)
-        reference_model = materialize(model, graph) if numeric else None
     except FoldIOError as error:
         raise FoldError(str(error)) from None
     settings = SimpleNamespace(input_shapes=dict(input_shapes or {}))
@@ -75,7 +74,19 @@ def _fold_onnx(
         folded_graph = build_graph(folded_model, Path(graph.path), settings)
     except LoadError as error:
         raise FoldError(f"the folded model cannot be read back: {error.problem}") from None
-    runners = _onnx_runners(reference_model, folded_model) if numeric else (None, None)
+    runners = (None, None)
+    if numeric:
+        from bnlint.runtime_onnx import graph_arrays
+
+        # Weights reach ONNX Runtime as arrays: the original's straight from the loaded
+        # file (memory-mapped), rewritten ones from the folded model.
+        original, rewritten = graph_arrays(graph), graph.extras.get("fold_rewritten", ())
+        folded_arrays = graph_arrays(folded_graph)
+
+        def folded_weights(name: str) -> Any:
+            return folded_arrays(name) if name in rewritten else original(name)
+
+        runners = _onnx_runners(model, folded_model, original, folded_weights)
     verification = verify_records(
         graph,
         folded_graph,
@@ -90,14 +101,14 @@ def _fold_onnx(
     return FoldResult(verification, folded_model, "onnx")
 
 
-def _onnx_runners(reference: Any, folded: Any):
+def _onnx_runners(reference: Any, folded: Any, reference_arrays=None, folded_arrays=None):
     from bnlint.runtime_onnx import OnnxRunner
 
     def reference_runner(names: Sequence[str]) -> OnnxRunner:
-        return OnnxRunner(reference, extra_outputs=names)
+        return OnnxRunner(reference, extra_outputs=names, arrays=reference_arrays)
 
     def folded_runner(names: Sequence[str]) -> OnnxRunner:
-        return OnnxRunner(folded, extra_outputs=names)
+        return OnnxRunner(folded, extra_outputs=names, arrays=folded_arrays)
 
     return reference_runner, folded_runner
 

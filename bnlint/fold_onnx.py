@@ -14,12 +14,12 @@ dtype. Constant plumbing and initializers that only fed removed nodes are droppe
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Iterable
 
 import numpy as np
-from onnx import ModelProto, NodeProto, helper
+from onnx import AttributeProto, ModelProto, NodeProto, helper
 
+from bnlint.bn_arrays import affine_terms
 from bnlint.fold import FoldRecord, FoldVerdict, plan
 from bnlint.fold_math import BNAffine, fold_bias, fold_weight, forward_fold
 from bnlint.graph import ModelGraph, Node
@@ -43,6 +43,7 @@ def fold_model(
             records.append(_not_folded(verdict, "kept", "left in place by --keep"))
         else:
             records.append(rewriter.apply(verdict))
+    graph.extras["fold_rewritten"] = frozenset(rewriter.written)
     return rewriter.finish(records), records
 
 
@@ -58,15 +59,21 @@ def _not_folded(verdict: FoldVerdict, code: str | None = None, reason: str | Non
     )
 
 
-def _read_names(nodes: Iterable[NodeProto | None]) -> Iterator[str]:
+def _read_set(nodes: Iterable[NodeProto | None]) -> set[str]:
     """Every tensor name read by ``nodes`` and by all bodies nested in them."""
+    read: set[str] = set()
     for node in nodes:
         if node is None:
             continue
-        yield from (name for name in node.input if name)
-        for attribute in node.attribute:
-            for body in [attribute.g] if attribute.HasField("g") else attribute.graphs:
-                yield from _read_names(body.node)
+        read.update(node.input)
+        if len(node.attribute):
+            for attribute in node.attribute:
+                if attribute.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+                    bodies = [attribute.g] if attribute.HasField("g") else attribute.graphs
+                    for body in bodies:
+                        read |= _read_set(body.node)
+    read.discard("")
+    return read
 
 
 class _Rewriter:
@@ -76,11 +83,14 @@ class _Rewriter:
         self.nodes: list[NodeProto | None] = list(model.graph.node)
         self.initializers = {t.name: i for i, t in enumerate(model.graph.initializer)}
         self.declared_inputs = {value.name for value in model.graph.input}
-        self.names = set(self.initializers) | self.declared_inputs
-        self.names.update(o for node in model.graph.node for o in node.output)
+        # Every tensor name in use (the graph's table also holds each node's outputs).
+        self.names = set(self.initializers) | self.declared_inputs | set(graph.tensors)
         self.targets: set[int] = set()
+        self.written: set[str] = set()  # initializers given new values
         self.dropped_values: set[str] = set()
         self.live_before = self._live_nodes()
+        # Every complete BN's (mult, shift), computed for all BNs at once.
+        self.affines = affine_terms(graph)
 
     # -- one BN -----------------------------------------------------------------------------
     def apply(self, verdict: FoldVerdict) -> FoldRecord:
@@ -97,8 +107,13 @@ class _Rewriter:
                 "target-absorbs-another-bn",
                 f"{producer.display_name!r} already absorbs another BN in this fold",
             )
-        params = [self.graph.param(bn.input(role)) for role in ("scale", "bias", "mean", "var")]
-        affine = BNAffine.from_params(*params, eps=float(bn.attrs.get("eps", 1e-5)))
+        terms = self.affines.get(bn.id)
+        if terms is not None:
+            affine = BNAffine(mult=terms[0], shift=terms[1])
+        else:
+            roles = ("scale", "bias", "mean", "var")
+            params = [self.graph.param(bn.input(role)) for role in roles]
+            affine = BNAffine.from_params(*params, eps=float(bn.attrs.get("eps", 1e-5)))
         dtype = self._dtype(bn, producer)
         fold = {
             "conv": self._conv,
@@ -198,6 +213,7 @@ class _Rewriter:
         if sole_reader and current in self.initializers and current not in self.declared_inputs:
             tensor = to_tensor(values, dtype, current)
             self.model.graph.initializer[self.initializers[current]].CopyFrom(tensor)
+            self.written.add(current)
             return
         base = current or f"{node.name or node.source_op}.{('weight', 'bias')[slot == 2]}"
         name = self._new_tensor(f"{base}_bnfold", values, dtype)
@@ -207,6 +223,7 @@ class _Rewriter:
 
     def _new_tensor(self, base: str, values: np.ndarray, dtype: str) -> str:
         name = self._unique(base)
+        self.written.add(name)
         self.model.graph.initializer.append(to_tensor(values, dtype, name))
         self.initializers[name] = len(self.model.graph.initializer) - 1
         return name
@@ -228,9 +245,11 @@ class _Rewriter:
 
     # -- finishing ---------------------------------------------------------------------------
     def _live_nodes(self) -> set[int]:
-        read = set(_read_names(self.nodes)) | {o.name for o in self.model.graph.output}
+        read = _read_set(self.nodes) | {o.name for o in self.model.graph.output}
         return {
-            i for i, node in enumerate(self.nodes) if node is not None and set(node.output) & read
+            i
+            for i, node in enumerate(self.nodes)
+            if node is not None and any(name in read for name in node.output)
         }
 
     def finish(self, records: list[FoldRecord]) -> ModelProto:
@@ -244,7 +263,7 @@ class _Rewriter:
                 kept.append(node)
         del graph.node[:]
         graph.node.extend(kept)
-        read = set(_read_names(graph.node)) | {o.name for o in graph.output}
+        read = _read_set(graph.node) | {o.name for o in graph.output}
         unused = {t.name for t in graph.initializer} - read
         initializers = [t for t in graph.initializer if t.name not in unused]
         del graph.initializer[:]
@@ -255,23 +274,21 @@ class _Rewriter:
         values = [v for v in graph.value_info if v.name not in self.dropped_values]
         del graph.value_info[:]
         graph.value_info.extend(values)
-        for position, record in enumerate(records):
+        for record in records:  # records are this fold's own: updated in place
             if record.status == "folded":
-                records[position] = replace(
-                    record,
-                    target_index=positions.get(record.target_index),
-                    add_index=positions.get(record.add_index),
-                )
+                record.target_index = positions.get(record.target_index)
+                record.add_index = positions.get(record.add_index)
         return self.model
 
     def _drop_dead_nodes(self) -> None:
         """Remove nodes that fed only what the fold removed (e.g. a zero-bias plumbing chain)."""
+        targets = self._target_positions()
         while True:
             live_now = self._live_nodes()
             dead = [
                 i
                 for i in self.live_before - live_now
-                if self.nodes[i] is not None and i not in self._target_positions()
+                if self.nodes[i] is not None and i not in targets
             ]
             if not dead:
                 return

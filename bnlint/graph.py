@@ -7,13 +7,32 @@ Loaders (``bnlint.loaders``) build it; rules only read it. Nodes carry a canonic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-import numpy as np
+from bnlint.params import ParamStore, UnreadableParameter
+
+if TYPE_CHECKING:
+    import networkx as nx
+    import numpy as np
+
+__all__ = [
+    "CANONICAL_OPS",
+    "FOLD_PRODUCER_OPS",
+    "NORM_OPS",
+    "ROLES",
+    "BatchSize",
+    "GraphFacts",
+    "Location",
+    "ModelGraph",
+    "Node",
+    "ParamStore",
+    "Shape",
+    "Tensor",
+    "UnreadableParameter",
+]
 
 CANONICAL_OPS = frozenset(
     {
@@ -62,6 +81,9 @@ ROLES: dict[str, tuple[str, ...]] = {
     "rms_norm": ("input", "scale"),
 }
 
+_ROLE_INDEX = {op: {role: i for i, role in enumerate(roles)} for op, roles in ROLES.items()}
+_NO_ROLES: dict[str, int] = {}
+
 Shape = tuple[int | str | None, ...]
 
 
@@ -102,12 +124,12 @@ class Node:
 
     def input(self, role: str) -> str | None:
         """The tensor name bound to ``role`` (``weight``, ``mean`` …), or None if absent."""
-        roles = ROLES.get(self.op)
-        if roles is None or role not in roles:
+        index = _ROLE_INDEX.get(self.op, _NO_ROLES).get(role)
+        if index is None:
             return None
-        index = roles.index(role)
-        if index < len(self.inputs) and self.inputs[index]:
-            return self.inputs[index]
+        inputs = self.inputs
+        if index < len(inputs) and inputs[index]:
+            return inputs[index]
         return None
 
     @property
@@ -151,107 +173,6 @@ class GraphFacts:
     unsupported: list[str] = field(default_factory=list)
 
 
-class UnreadableParameter(Exception):
-    """A parameter's data cannot be read (corrupt, truncated, inconsistent with its shape)."""
-
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(f"tensor {name!r} {problem}")
-        self.name = name
-        self.problem = problem
-
-
-class ParamStore:
-    """Parameter arrays by tensor name, materialised only when a rule asks for one."""
-
-    def __init__(self) -> None:
-        self._loaders: dict[str, Callable[[], np.ndarray]] = {}
-        self._cache: dict[str, np.ndarray] = {}
-        self._shapes: dict[str, tuple[int, ...]] = {}
-        self._dtypes: dict[str, str] = {}
-        # Bulk sources (e.g. a model's initializers): name -> opaque record, described and
-        # materialised on demand, so registering 60,000 tensors costs one dict build.
-        self._sources: dict[str, Any] = {}
-        self._describe: Callable[[Any], tuple[tuple[int, ...], str | None]] | None = None
-        self._materialise: Callable[[Any], np.ndarray] | None = None
-
-    def add_sources(
-        self,
-        sources: dict[str, Any],
-        describe: Callable[[Any], tuple[tuple[int, ...], str | None]],
-        materialise: Callable[[Any], np.ndarray],
-    ) -> None:
-        """Register many lazily described parameters at once (one describer per store)."""
-        self._sources.update(sources)
-        self._describe, self._materialise = describe, materialise
-
-    def _described(self, name: str) -> bool:
-        source = self._sources.get(name)
-        if source is None or self._describe is None:
-            return False
-        shape, dtype = self._describe(source)
-        self._shapes[name] = tuple(shape)
-        if dtype is not None:
-            self._dtypes[name] = dtype
-        return True
-
-    def add(
-        self,
-        name: str,
-        value: np.ndarray | Callable[[], np.ndarray],
-        *,
-        shape: tuple[int, ...] | None = None,
-        dtype: str | None = None,
-    ) -> None:
-        if isinstance(value, np.ndarray):
-            self._cache[name] = value
-            self._shapes[name] = tuple(value.shape)
-            self._dtypes[name] = value.dtype.name
-        else:
-            self._loaders[name] = value
-            self._cache.pop(name, None)
-            if shape is not None:
-                self._shapes[name] = tuple(shape)
-            if dtype is not None:
-                self._dtypes[name] = dtype
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._cache or name in self._loaders or name in self._sources
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self.names()
-
-    def names(self) -> list[str]:
-        return list(dict.fromkeys([*self._cache, *self._loaders, *self._sources]))
-
-    def get(self, name: str) -> np.ndarray:
-        """The array for ``name``; raises KeyError if it is not a parameter."""
-        if name not in self._cache:
-            if name in self._loaders:
-                array = self._loaders[name]()
-            elif name in self._sources and self._materialise is not None:
-                array = self._materialise(self._sources[name])
-            else:
-                raise KeyError(name)
-            self._cache[name] = array
-            self._shapes[name] = tuple(array.shape)
-            # Keep the stored dtype (bfloat16 is decoded to float32 but stays bfloat16).
-            self._dtypes.setdefault(name, array.dtype.name)
-        return self._cache[name]
-
-    def shape(self, name: str) -> tuple[int, ...] | None:
-        if name not in self._shapes and not self._described(name):
-            return None
-        return self._shapes.get(name)
-
-    def dtype(self, name: str) -> str | None:
-        if name not in self._dtypes and name not in self._shapes:
-            self._described(name)
-        return self._dtypes.get(name)
-
-    def loaded_names(self) -> list[str]:
-        return list(self._cache)
-
-
 class ModelGraph:
     """A networkx MultiDiGraph of :class:`Node` plus a tensor table and lazy parameters.
 
@@ -264,8 +185,12 @@ class ModelGraph:
         self.path = str(path)
         self.facts = facts
         self._nx: nx.MultiDiGraph | None = None
-        # Loaders may defer shape inference until a rule first asks for a shape.
-        self.shape_provider: Callable[[], dict[str, tuple[Shape | None, str | None]]] | None = None
+        # Loaders may defer shape inference until a rule first asks for a shape. The
+        # provider returns a mapping name -> (shape, dtype), consulted name by name.
+        self.shape_provider: Callable[[], Mapping[str, tuple[Shape | None, str | None]]] | None = (
+            None
+        )
+        self._inferred: Mapping[str, tuple[Shape | None, str | None]] | None = None
         self.tensors: dict[str, Tensor] = {}
         self.params = ParamStore()
         self.graph_inputs: list[str] = []
@@ -295,15 +220,27 @@ class ModelGraph:
     ) -> Node:
         if op not in CANONICAL_OPS:
             raise ValueError(f"unknown canonical op {op!r}")
-        node = Node(len(self._nodes), op, source_op, name, list(inputs), list(outputs), **fields)
+        node_id = len(self._nodes)
+        node = Node(node_id, op, source_op, name, list(inputs), list(outputs), **fields)
         self._nodes.append(node)
-        self._by_op.setdefault(op, []).append(node)
+        by_op = self._by_op.get(op)
+        if by_op is None:
+            self._by_op[op] = [node]
+        else:
+            by_op.append(node)
+        tensors = self.tensors
         for tensor_name in node.inputs:
             if tensor_name:
-                self.tensor(tensor_name).consumers.append(node.id)
+                record = tensors.get(tensor_name)
+                if record is None:
+                    record = tensors[tensor_name] = Tensor(tensor_name)
+                record.consumers.append(node_id)
         for tensor_name in node.outputs:
             if tensor_name:
-                self.tensor(tensor_name).producer = node.id
+                record = tensors.get(tensor_name)
+                if record is None:
+                    record = tensors[tensor_name] = Tensor(tensor_name)
+                record.producer = node_id
         return node
 
     def finalize(self) -> ModelGraph:
@@ -313,9 +250,14 @@ class ModelGraph:
 
     @property
     def nx(self) -> nx.MultiDiGraph:
-        """The networkx view: node ids with a ``node`` attribute, edges keyed by tensor name."""
+        """The networkx view: node ids with a ``node`` attribute, edges keyed by tensor name.
+
+        Built (and networkx imported) on first use: no rule needs it to lint.
+        """
         if self._nx is None:
-            graph = nx.MultiDiGraph()
+            import networkx
+
+            graph = networkx.MultiDiGraph()
             graph.add_nodes_from((node.id, {"node": node}) for node in self._nodes)
             graph.add_edges_from(
                 (record.producer, consumer, name)
@@ -326,20 +268,21 @@ class ModelGraph:
             self._nx = graph
         return self._nx
 
-    def _load_shapes(self) -> bool:
-        """Run the deferred shape provider once; True if it ran now."""
-        provider, self.shape_provider = self.shape_provider, None
-        if provider is None:
-            return False
-        for name, (shape, dtype) in provider().items():
-            record = self.tensors.get(name)
-            if record is None:
-                continue
-            if record.shape is None and shape is not None:
-                record.shape = shape
-            if record.dtype is None and dtype is not None:
-                record.dtype = dtype
-        return True
+    def _inferred_type(self, record: Tensor) -> None:
+        """Fill ``record``'s unknown shape and dtype from deferred shape inference."""
+        if self._inferred is None:
+            provider, self.shape_provider = self.shape_provider, None
+            if provider is None:
+                return
+            self._inferred = provider()
+        found = self._inferred.get(record.name)
+        if found is None:
+            return
+        shape, dtype = found
+        if record.shape is None and shape is not None:
+            record.shape = shape
+        if record.dtype is None and dtype is not None:
+            record.dtype = dtype
 
     # -- queries (rules) ---------------------------------------------------------------
     @property
@@ -403,11 +346,13 @@ class ModelGraph:
             return None
         param_shape = self.params.shape(tensor_name)
         if param_shape is not None:
-            return tuple(param_shape)
+            return param_shape
         record = self.tensors.get(tensor_name)
-        if record is not None and record.shape is None and self._load_shapes():
-            record = self.tensors.get(tensor_name)
-        return record.shape if record is not None else None
+        if record is None:
+            return None
+        if record.shape is None and (self._inferred is not None or self.shape_provider):
+            self._inferred_type(record)
+        return record.shape
 
     def dtype(self, tensor_name: str | None) -> str | None:
         if not tensor_name:
@@ -416,9 +361,11 @@ class ModelGraph:
         if param_dtype is not None:
             return param_dtype
         record = self.tensors.get(tensor_name)
-        if record is not None and record.dtype is None and self._load_shapes():
-            record = self.tensors.get(tensor_name)
-        return record.dtype if record is not None else None
+        if record is None:
+            return None
+        if record.dtype is None and (self._inferred is not None or self.shape_provider):
+            self._inferred_type(record)
+        return record.dtype
 
     def is_constant(self, tensor_name: str | None) -> bool:
         """True when the tensor is a parameter that no runtime input can replace."""

@@ -9,7 +9,7 @@ passes the set it can see through.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,8 +48,7 @@ TRANSPARENT_OPS = VALUE_OPS | LAYOUT_OPS | {"dropout"}
 ELEMENTWISE_CONST_OPS = frozenset({"add", "sub", "mul", "div"})
 
 
-@dataclass(frozen=True)
-class Walk:
+class Walk(NamedTuple):
     """Where a walk stopped: ``node`` (None at a graph input or the hop limit) and the
     transparent nodes passed on the way, nearest first."""
 
@@ -94,8 +93,9 @@ def _passable_input(
     if accept is not None and not accept(node):
         return None
     if node.op in through:
-        return data_input(node)
-    if constants:
+        inputs = node.inputs
+        return inputs[0] if inputs and inputs[0] else None
+    if constants and node.op in ELEMENTWISE_CONST_OPS:
         pair = constant_operand(graph, node)
         if pair is not None:
             return pair[0]
@@ -117,11 +117,12 @@ def walk_back(
     op with one constant operand (bias Add, scale Mul) is seen through as well; ``accept``
     can veto seeing through a particular node (e.g. a reshape that moves the last axis).
     """
-    ops = frozenset(through)
+    ops = through if type(through) is frozenset else frozenset(through)
     passed: list[Node] = []
     current = tensor
+    producer = graph.producer
     for _ in range(max_hops):
-        node = graph.producer(current)
+        node = producer(current)
         if node is None:
             return Walk(None, tuple(passed), current)
         upstream = _passable_input(graph, node, ops, constants, accept)
@@ -146,18 +147,21 @@ def walk_forward(
     transparent nodes passed, nearest first); a branch ending at a graph output without
     such a consumer yields ``Walk(None, …, tensor)``. Bounded by ``max_hops`` per branch.
     """
-    ops = frozenset(through)
+    ops = through if type(through) is frozenset else frozenset(through)
     stack: list[tuple[str, tuple[Node, ...]]] = [(tensor, ())] if tensor else []
     seen: set[str] = set()
+    tensors, nodes = graph.tensors, graph.nodes
     while stack:
         current, passed = stack.pop()
         if current in seen:
             continue
         seen.add(current)
-        consumers = graph.consumers(current)
-        if is_graph_output(graph, current) or not consumers:
+        record = tensors.get(current)
+        ids = dict.fromkeys(record.consumers) if record is not None else ()
+        if (record is not None and record.is_graph_output) or not ids:
             yield Walk(None, passed, current)
-        for node in consumers:
+        for node_id in ids:
+            node = nodes[node_id]
             passable = _passable_input(graph, node, ops, constants)
             if passable == current and len(passed) < max_hops and node.outputs:
                 stack.extend((out, (*passed, node)) for out in node.outputs if out)
@@ -247,21 +251,23 @@ def pooled_tensors(graph: ModelGraph) -> frozenset[str]:
     if cached is not None:
         return cached
     pooled: set[str] = set()
+    params, shape = graph.params, graph.shape
     for node in graph.nodes:
         outputs = [name for name in node.outputs if name]
         if not outputs:
             continue
-        data = [name for name in node.inputs if name and not is_param(graph, name)]
+        data = [name for name in node.inputs if name and name not in params]
+        op = node.op
         if (
-            _is_global_pool(graph, node)
-            or _collapses_to_features(graph, node)
+            (op == "pool" and _is_global_pool(graph, node))
+            or (op in ("flatten", "reshape") and _collapses_to_features(graph, node))
             or (data and all(name in pooled for name in data))
         ):
             pooled.update(outputs)
             continue
         for name in outputs:
-            dims = spatial_dims(graph, name)
-            if dims and all(d == 1 for d in dims):
+            dims = shape(name)
+            if dims is not None and len(dims) >= 3 and all(d == 1 for d in dims[2:]):
                 pooled.add(name)
     result = graph.extras["pooled_tensors"] = frozenset(pooled)
     return result

@@ -10,7 +10,7 @@ couples samples.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,27 +35,48 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
+ArrayProvider = Callable[[str], "np.ndarray | None"]
+IN_MEMORY = "__bnlint_in_memory__"  # the location of initializers handed to ORT as arrays
+SPLIT_MIN_BYTES = 4096  # smaller initializers stay inside the serialized model
+
+
 class OnnxRunner:
-    """One inference session over an in-memory model (external data already inlined)."""
+    """One inference session over an in-memory model.
 
-    def __init__(self, model: ModelProto, *, extra_outputs: Sequence[str] = ()) -> None:
+    Large initializers are not serialized into the session: they are handed to ONNX
+    Runtime as arrays (``SessionOptions.add_external_initializers``), taken from ``arrays``
+    when given (a ModelGraph's parameters: memory-mapped, external data read through the
+    validated resolver) or from the tensor's own bytes. A 100 MB model is then neither
+    copied nor serialized to create a session, and external data never has to be inlined.
+    """
+
+    def __init__(
+        self,
+        model: ModelProto,
+        *,
+        extra_outputs: Sequence[str] = (),
+        arrays: ArrayProvider | None = None,
+    ) -> None:
         ort = _onnxruntime()
-        from onnx import ModelProto, ValueInfoProto
-
         self._model = model
+        self._arrays = arrays
         declared = {value.name for value in model.graph.output}
         inputs = {value.name for value in model.graph.input}
         self._extra = [n for n in dict.fromkeys(extra_outputs) if n not in declared | inputs]
-        if self._extra:
-            probed = ModelProto()
-            probed.CopyFrom(model)
-            probed.graph.output.extend(ValueInfoProto(name=name) for name in self._extra)
-            model = probed
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.log_severity_level = 3
         try:
-            self._session = _session(ort, model, options)
+            light, names, values = _split_weights(ort, model, arrays)
+            from onnx import ValueInfoProto
+
+            light.graph.output.extend(ValueInfoProto(name=name) for name in self._extra)
+            if names:
+                options.add_external_initializers(names, values)
+            self._values = values  # the session reads these buffers: keep them alive
+            self._session = _session(ort, light, options)
+        except RunnerUnavailable:
+            raise
         except Exception as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise RunnerUnavailable(f"onnxruntime cannot load the model: {message}") from None
@@ -85,7 +106,62 @@ class OnnxRunner:
 
     def probe(self, names: Sequence[str]) -> OnnxRunner:
         """A runner over the same model that also outputs the intermediate tensors ``names``."""
-        return OnnxRunner(self._model, extra_outputs=[*self._extra, *names])
+        return OnnxRunner(self._model, extra_outputs=[*self._extra, *names], arrays=self._arrays)
+
+
+def _repeated(field: Any) -> bool:
+    found = getattr(field, "is_repeated", None)
+    return bool(found) if found is not None else getattr(field, "label", None) == 3
+
+
+def _copy_fields(target: Any, source: Any, skip: str) -> None:
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if _repeated(field):
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
+def _split_weights(ort: Any, model: ModelProto, arrays: ArrayProvider | None):
+    """(model without its large initializers' data, their names, their OrtValues)."""
+    from onnx import ModelProto, TensorProto
+
+    from bnlint.loaders.onnx_types import numpy_dtype
+
+    light = ModelProto()
+    _copy_fields(light, model, "graph")
+    _copy_fields(light.graph, model.graph, "initializer")
+    names, values = [], []
+    for tensor in model.graph.initializer:
+        external = tensor.data_location == TensorProto.EXTERNAL
+        dtype = numpy_dtype(tensor.data_type)
+        if dtype is None or (not external and tensor.ByteSize() < SPLIT_MIN_BYTES):
+            if external:
+                raise RunnerUnavailable(f"external tensor {tensor.name!r} has no readable type")
+            light.graph.initializer.append(tensor)
+            continue
+        array = arrays(tensor.name) if arrays is not None else None
+        dims = tuple(tensor.dims)
+        if array is None or array.shape != dims or array.dtype != dtype:
+            if external:
+                raise RunnerUnavailable(f"external tensor {tensor.name!r} could not be read")
+            if not tensor.raw_data:
+                light.graph.initializer.append(tensor)
+                continue
+            array = np.frombuffer(tensor.raw_data, dtype=dtype).reshape(dims)
+        stub = light.graph.initializer.add()
+        stub.name, stub.data_type = tensor.name, tensor.data_type
+        stub.dims.extend(dims)
+        stub.data_location = TensorProto.EXTERNAL
+        entry = stub.external_data.add()
+        entry.key, entry.value = "location", IN_MEMORY
+        names.append(tensor.name)
+        values.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array)))
+    return light, names, values
 
 
 def _session(ort: Any, model: ModelProto, options: Any) -> Any:
@@ -122,17 +198,41 @@ def _dtype(ort_type: str) -> str:
 
 
 def runner_for_graph(graph: ModelGraph) -> OnnxRunner:
-    """The ``ModelGraph.runner_factory`` of ONNX graphs: a session over the loaded model."""
-    from bnlint.onnx_io import FoldIOError, materialize
-
+    """The ``ModelGraph.runner_factory`` of ONNX graphs: a session over the loaded model,
+    its weights (external data included) read through the graph's parameters."""
     model = graph.extras.get("onnx_model")
     if model is None:
         raise RunnerUnavailable("the ONNX model is not available to run")
-    _onnxruntime()  # fail fast, before materialising external data
-    try:
-        return OnnxRunner(materialize(model, graph))
-    except FoldIOError as error:
-        raise RunnerUnavailable(str(error)) from None
+    _onnxruntime()  # fail fast, before reading any weights
+    if _external_in_bodies(model.graph):
+        raise RunnerUnavailable("external data inside If/Loop/Scan bodies is not supported")
+    return OnnxRunner(model, arrays=graph_arrays(graph))
+
+
+def graph_arrays(graph: ModelGraph) -> ArrayProvider:
+    """A provider of ``graph``'s parameter arrays (None for names it cannot read)."""
+
+    def read(name: str) -> np.ndarray | None:
+        try:
+            return graph.params.get(name) if name in graph.params else None
+        except Exception:
+            return None
+
+    return read
+
+
+def _external_in_bodies(graph: Any) -> bool:
+    from onnx import TensorProto
+
+    for node in graph.node:
+        for attribute in node.attribute:
+            bodies = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
+            for body in bodies:
+                if any(t.data_location == TensorProto.EXTERNAL for t in body.initializer):
+                    return True
+                if _external_in_bodies(body):
+                    return True
+    return False
 
 
 def make_feeds(

@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from bnlint.graph import ModelGraph, Node, UnreadableParameter
+from bnlint.graph import ModelGraph, Node
+from bnlint.weight_stats import (  # noqa: F401  (re-exported: rules import them from here)
+    absmax_cache_key,
+    load_param,
+    weight_channel_absmax,
+)
 
 BN_ROLES = ("scale", "bias", "mean", "var")
 # A BatchNorm parameter with more elements than this is not a per-channel vector; it is
@@ -110,20 +115,6 @@ class BNParams:
             return beta - self.mean * scale
 
 
-def load_param(graph: ModelGraph, name: str) -> np.ndarray:
-    """``graph.param(name)``; any failure to read becomes :class:`UnreadableParameter`,
-    which the engine reports as BN901 naming the tensor and the rule."""
-    try:
-        array = graph.param(name)
-    except UnreadableParameter:
-        raise
-    except Exception as error:
-        raise UnreadableParameter(name, f"cannot be read: {error}") from None
-    if array is None:
-        raise UnreadableParameter(name, "is not a parameter")
-    return array
-
-
 def read_float64(graph: ModelGraph, name: str | None) -> tuple[np.ndarray | None, str | None]:
     """A parameter as a flat float64 array, or (None, why) when it cannot be read."""
     if not name or name not in graph.params:
@@ -147,20 +138,30 @@ def bn_dtype(graph: ModelGraph, bn: Node) -> str | None:
 
 
 def bn_params(graph: ModelGraph, bn: Node) -> BNParams:
-    """The parameters of ``bn`` (cached on the graph, so several rules share one read)."""
+    """The parameters of ``bn`` (cached on the graph, so several rules share one read).
+
+    When :func:`bnlint.bn_arrays.bn_arrays` has read every BN at once, the arrays are
+    read-only views of its tables; otherwise each parameter is read here.
+    """
     cache = graph.extras.setdefault(_CACHE_KEY, {})
-    if bn.id not in cache:
+    found = cache.get(bn.id)
+    if found is None:
         # Dtypes first: decoding may widen a stored dtype (bfloat16 is read as float32).
         dtype = bn_dtype(graph, bn)
         param_dtype = graph.dtype(bn.input("var")) or graph.dtype(bn.input("scale"))
         arrays: dict[str, np.ndarray | None] = {}
         unreadable: dict[str, str] = {}
-        for role in BN_ROLES:
-            array, why = read_float64(graph, bn.input(role))
-            arrays[role] = array
-            if why is not None:
-                unreadable[role] = why
-        cache[bn.id] = BNParams(
+        table = graph.extras.get("bn_arrays")
+        row = table.rows.get(bn.id) if table is not None else None
+        if row is not None and table.exact[row]:
+            arrays = {role: table.values_of(role, row) for role in BN_ROLES}
+        else:
+            for role in BN_ROLES:
+                array, why = read_float64(graph, bn.input(role))
+                arrays[role] = array
+                if why is not None:
+                    unreadable[role] = why
+        found = cache[bn.id] = BNParams(
             node=bn,
             eps=float(bn.attrs.get("eps", 1e-5)),
             dtype=dtype,
@@ -168,7 +169,7 @@ def bn_params(graph: ModelGraph, bn: Node) -> BNParams:
             unreadable=unreadable,
             **arrays,
         )
-    return cache[bn.id]
+    return found
 
 
 def channels(mask: np.ndarray, limit: int = 8) -> list[int]:
@@ -220,25 +221,6 @@ def describe(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _weight_channel_absmax(weight: np.ndarray, kind: str, producer: Node) -> np.ndarray | None:
-    """max |W| per output channel of a producer weight, in float64 (None if shapes disagree)."""
-    if weight.ndim < 2:
-        return None
-    magnitude = np.abs(weight)
-    if kind == "conv":
-        return magnitude.reshape(weight.shape[0], -1).max(axis=1).astype(np.float64)
-    if kind == "conv_transpose":
-        groups = int(producer.attrs.get("groups", 1) or 1)
-        if weight.shape[0] % groups:
-            return None
-        grouped = magnitude.reshape(groups, weight.shape[0] // groups, weight.shape[1], -1)
-        return grouped.max(axis=(1, 3)).ravel().astype(np.float64)
-    if kind == "gemm":
-        axis = 1 if producer.attrs.get("transB") else 0
-        return magnitude.max(axis=axis).astype(np.float64)
-    return magnitude.reshape(-1, weight.shape[-1]).max(axis=0).astype(np.float64)
-
-
 def folded_weight_absmax(
     graph: ModelGraph, kind: str, producer: Node, scale: np.ndarray
 ) -> np.ndarray | None:
@@ -252,18 +234,18 @@ def folded_weight_absmax(
     weight_name = producer.input("weight")
     if weight_name is None or weight_name not in graph.params:
         return None
-    weight = np.asarray(load_param(graph, weight_name))
-    if weight.dtype.kind != "f" or weight.ndim < 2:
-        return None
     magnitude = np.abs(scale)
     if kind == "forward_conv":
+        weight = np.asarray(load_param(graph, weight_name))
+        if weight.dtype.kind != "f" or weight.ndim < 2:
+            return None
         if weight.shape[1] != scale.size:
             return None
         per_input = np.abs(weight).reshape(weight.shape[0], weight.shape[1], -1).max(axis=2)
         with np.errstate(over="ignore", invalid="ignore"):
             return (per_input.astype(np.float64) * magnitude[None, :]).max(axis=1)
-    per_channel = _weight_channel_absmax(
-        weight, "matmul" if kind == "matmul_add" else kind, producer
+    per_channel = weight_channel_absmax(
+        graph, weight_name, "matmul" if kind == "matmul_add" else kind, producer
     )
     if per_channel is None or per_channel.size != scale.size:
         return None

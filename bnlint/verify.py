@@ -149,6 +149,8 @@ def _close(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """|actual - expected| with equal non-finite values (inf == inf, nan == nan) counted as 0."""
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(actual - expected)
+    if np.isfinite(diff).all():
+        return diff  # equal values already give 0; the masks below only matter for inf/nan
     same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
     diff = np.where(same, 0.0, diff)
     return np.where(np.isnan(diff), np.inf, diff)
@@ -159,9 +161,13 @@ def weight_errors(actual: np.ndarray, expected: np.ndarray, family: str, groups:
     if actual.shape != expected.shape:
         return np.full(channel_rows(expected, family, groups).shape[0], np.inf)
     rows_e = channel_rows(expected, family, groups)
-    diff = channel_rows(_close(actual, expected), family, groups).max(axis=1)
-    finite = np.where(np.isfinite(rows_e), np.abs(rows_e), 0.0)
-    scale = finite.max(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = channel_rows(np.abs(actual - expected), family, groups).max(axis=1)
+    if not np.isfinite(diff).all():  # an inf or nan somewhere: equal ones count as 0
+        diff = channel_rows(_close(actual, expected), family, groups).max(axis=1)
+    scale = np.maximum(rows_e.max(axis=1), -rows_e.min(axis=1))  # max |expected| per row
+    if not np.isfinite(scale).all():
+        scale = np.where(np.isfinite(rows_e), np.abs(rows_e), 0.0).max(axis=1)
     floor = scale.max() if scale.size and scale.max() > 0 else 1.0
     with np.errstate(invalid="ignore", divide="ignore"):
         return diff / np.where(scale > 0, scale, floor)

@@ -24,8 +24,12 @@ from bnlint.fold import FoldRecord
 from bnlint.graph import ModelGraph
 from bnlint.runtime import RunnerUnavailable
 from bnlint.verify import check_algebra, unit_roundoff
+from bnlint.verify_batch import batch_conv_algebra
 
 FLOAT32_TOLERANCE = 2e-6
+# Above this many nodes the numeric level runs each fold on its own (bnlint.verify_local):
+# ONNX Runtime's session cost grows faster than linearly with the size of the graph.
+LOCAL_NODES = 4096
 
 
 def numeric_tolerance(dtype: str | None, scale: float = 1.0) -> float:
@@ -57,11 +61,19 @@ class TensorError:
 
 
 def tensor_error(name: str, reference: np.ndarray, actual: np.ndarray) -> TensorError:
+    reference, actual = np.asarray(reference), np.asarray(actual)
+    dtype = reference.dtype.name
+    if reference.shape != actual.shape:
+        return TensorError(name, float("inf"), 0.0, dtype)
+    if reference.dtype.kind == "f" and actual.dtype.kind == "f":
+        # All finite (the usual case): the same numbers without the masking passes.
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(np.subtract(reference, actual, dtype=np.float64))
+        if np.isfinite(diff).all() and np.isfinite(reference).all():
+            largest = float(np.abs(reference).max(initial=0.0))
+            return TensorError(name, float(diff.max(initial=0.0)), largest, dtype)
     ref = np.asarray(reference, dtype=np.float64)
     got = np.asarray(actual, dtype=np.float64)
-    dtype = np.asarray(reference).dtype.name
-    if ref.shape != got.shape:
-        return TensorError(name, float("inf"), 0.0, dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(ref - got)
     same = (ref == got) | (np.isnan(ref) & np.isnan(got))
@@ -98,6 +110,9 @@ class Verification:
     numeric_ran: bool = False
     numeric_skipped: str | None = None
     tolerance_scale: float = 1.0
+    # "model": both models ran end to end; "per-fold": each fold ran on its own (large
+    # graphs, see bnlint.verify_local), with no end-to-end comparison of the outputs.
+    numeric_scope: str = "model"
 
     @property
     def wrong(self) -> list[FoldRecord]:
@@ -153,19 +168,26 @@ def verify_records(
         for node in folded.nodes
         if node.subgraph is None and node.location is not None
     }
+    batched = batch_conv_algebra(
+        original,
+        folded,
+        [
+            (index, record, top_level[record.target_index])
+            for index, record in enumerate(records)
+            if record.status == "folded" and record.target_index in top_level
+        ],
+    )
     for index, record in enumerate(records):
         if record.status != "folded" or record.target_index not in top_level:
             continue
         target = top_level[record.target_index]
         add = top_level.get(record.add_index) if record.add_index is not None else None
-        algebra = check_algebra(original, record, folded, target, add)
-        records[index] = replace(
-            record,
-            algebra=algebra,
-            problem=record.problem or (None if algebra.ok else algebra.problem),
-            target_name=target.display_name,
-            target_op=target.source_op,
-        )
+        algebra = batched.get(index) or check_algebra(original, record, folded, target, add)
+        # Records belong to this verification (made by the fold or the audit): set in place.
+        record.algebra = algebra
+        record.problem = record.problem or (None if algebra.ok else algebra.problem)
+        record.target_name = target.display_name
+        record.target_op = target.source_op
     dtype = _output_dtype(original)
     result = Verification(
         records,
@@ -176,7 +198,12 @@ def verify_records(
         result.numeric_skipped = "no runtime for this model format"
         return result
     try:
-        _numeric(result, reference_runner, folded_runner, input_shapes, seed)
+        if len(original) > LOCAL_NODES and "onnx_model" in folded.extras:
+            from bnlint.verify_local import verify_per_fold
+
+            verify_per_fold(result, original, folded, input_shapes, seed)
+        else:
+            _numeric(result, reference_runner, folded_runner, input_shapes, seed)
     except RunnerUnavailable as error:
         result.numeric_skipped = str(error)
     return result

@@ -78,6 +78,8 @@ def record_evidence(record: FoldRecord, verification: Verification) -> dict[str,
         evidence["output_max_abs_error"] = worst.max_abs
         evidence["output_max_rel_error"] = worst.rel
     evidence["numeric_ran"] = verification.numeric_ran
+    if verification.numeric_scope != "model":
+        evidence["numeric_scope"] = verification.numeric_scope  # each fold run on its own
     return evidence
 
 

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from bnlint import bn_screens as screens
 from bnlint.graph import ModelGraph, Node
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
 from bnlint.stats import BNParams, bn_params, float_format
@@ -76,10 +77,13 @@ def _is_default_affine(params: BNParams) -> bool:
 
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
     bns = graph.nodes_of("batch_norm")
+    candidates = screens.untrained(graph)  # every BN this rule could report, vectorised
     untrained = []
     for bn in bns:
         if bn.attrs.get("track_running_stats") is False:
             continue  # no running statistics at all: BN004's finding
+        if bn.id not in candidates:
+            continue
         params = bn_params(graph, bn)
         if params.has_statistics and _is_initial(params):
             untrained.append((bn, params))

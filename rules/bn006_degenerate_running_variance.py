@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from bnlint import bn_screens as screens
 from bnlint.graph import ModelGraph
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
 from bnlint.stats import BN_ROLES, BNParams, bn_params, channel_summary, describe, float_format
@@ -124,7 +125,10 @@ def _dead_channels(params: BNParams) -> dict[str, Any]:
 
 
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
+    candidates = screens.degenerate(graph)  # every BN this rule could report, vectorised
     for bn in graph.nodes_of("batch_norm"):
+        if bn.id not in candidates:
+            continue
         params = bn_params(graph, bn)
         messages, evidence = _errors(params)
         dead = _dead_channels(params)

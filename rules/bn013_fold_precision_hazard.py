@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from bnlint import bn_screens as screens
 from bnlint.fold import plan
 from bnlint.graph import ModelGraph
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
@@ -128,9 +129,12 @@ def _target(ctx: RuleContext, model_dtype: str | None) -> tuple[FloatFormat, str
 
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
     verdicts = {verdict.bn.id: verdict for verdict in plan(graph)}
+    candidates = screens.fold_hazards(graph, verdicts, ctx.target_dtype)  # None: all BNs
     for bn in graph.nodes_of("batch_norm"):
         if bn.attrs.get("training"):
             continue  # batch statistics, not these parameters, are used (BN003)
+        if candidates is not None and bn.id not in candidates:
+            continue
         params = bn_params(graph, bn)
         scale = params.folded_scale()
         if scale is None or scale.size == 0:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from functools import lru_cache
 
 import numpy as np
 
@@ -73,10 +74,16 @@ def _groups(bns: list[Node]) -> list[tuple[float, list[Node]]]:
     return sorted(groups, key=lambda group: -len(group[1]))
 
 
+@lru_cache(maxsize=1024)
+def _rounds_to_zero(dtype: str, eps: float) -> bool:
+    fmt = float_format(dtype)
+    return fmt is not None and eps > 0 and float(fmt.round(eps)) == 0.0
+
+
 def _dtype_problem(graph: ModelGraph, bn: Node, eps: float, ctx: RuleContext) -> str | None:
     for dtype, origin in ((ctx.target_dtype, "target dtype"), (bn_dtype(graph, bn), "dtype")):
         fmt = float_format(dtype)
-        if fmt is not None and eps > 0 and float(fmt.round(eps)) == 0.0:
+        if fmt is not None and _rounds_to_zero(fmt.name, eps):
             return (
                 f"eps {eps:g} rounds to 0 in the {origin} {fmt.name} (smallest value "
                 f"{fmt.min_subnormal:.3g}), so nothing keeps var + eps away from 0"

@@ -1,8 +1,9 @@
 """ONNX front end: a ModelProto (opset 1 to newest) into a ModelGraph.
 
-The file is parsed without its external data. Embedded parameters are registered in bulk
-and decoded only when a rule reads one; external data is validated up front and then
-memory-mapped on demand; shape inference runs only when a rule first asks for a shape.
+The file is parsed from a memory map, without its external data (``onnx_file``). Embedded
+parameters are registered in bulk and decoded only when a rule reads one (large ones as
+views of the mapped file); external data is validated up front and then read on demand;
+shape inference runs only when a rule first asks for a shape (``onnx_shapes``).
 If/Loop/Scan bodies are flattened into the same graph, and constant plumbing feeding
 parameters is evaluated (see ``onnx_const``).
 """
@@ -17,15 +18,23 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
+from bnlint._perf import gc_paused
 from bnlint.graph import BatchSize, GraphFacts, Location, ModelGraph
 from bnlint.loaders import LoadError
 from bnlint.loaders.external import ExternalDataResolver, lazy_reader
-from bnlint.loaders.onnx_const import EVALUATORS, MAX_FOLD_BYTES, SHAPE_ONLY, evaluate
+from bnlint.loaders.onnx_const import EVALUATORS
+from bnlint.loaders.onnx_file import MappedModel, MappedTensor, is_protobuf_path, read_mapped
 from bnlint.loaders.onnx_ops import STANDARD_DOMAINS, canonical_op, normalize
+from bnlint.loaders.onnx_plumbing import ConstantPlumbing
 from bnlint.loaders.onnx_scope import Scope, exporter_metadata, legacy_module_path
-from bnlint.loaders.onnx_shapes import infer_types, type_of
-from bnlint.loaders.onnx_tensors import attributes, constant_value, describe, read_embedded
-from bnlint.loaders.onnx_types import dtype_name, numpy_dtype, numpy_dtype_by_name
+from bnlint.loaders.onnx_shapes import infer_types, needs_data_prop, type_of
+from bnlint.loaders.onnx_tensors import (
+    describe,
+    external_rows,
+    read_attributes,
+    read_embedded,
+)
+from bnlint.loaders.onnx_types import dtype_name, numpy_dtype
 
 # Ops whose first output has the dtype of their first input (for cheap dtype propagation).
 _SAME_DTYPE = frozenset(
@@ -61,10 +70,19 @@ _SAME_DTYPE = frozenset(
 
 def parse(path: Path) -> ModelProto:
     """Parse an ONNX file (binary protobuf, or ONNX text for ``.onnxtxt``)."""
+    return _read(path).model
+
+
+def _read(path: Path) -> MappedModel:
     try:
         if path.suffix == ".onnxtxt":
-            return onnx.parser.parse_model(path.read_text(encoding="utf-8"))
-        model = onnx.load_model(str(path), load_external_data=False)
+            text = path.read_text(encoding="utf-8")
+            found = MappedModel(onnx.parser.parse_model(text), None, {})
+        elif is_protobuf_path(path):
+            found = read_mapped(path)
+        else:  # a text or JSON serialization, chosen by onnx from the suffix
+            model = onnx.load_model(str(path), load_external_data=False)
+            found = MappedModel(model, None, {})
     except DecodeError:
         problem = "not a valid ONNX model: protobuf parse error (truncated or corrupt)"
         raise LoadError(path, problem) from None
@@ -72,20 +90,43 @@ def parse(path: Path) -> ModelProto:
         raise LoadError(path, f"not a valid ONNX text model: {error}") from None
     except (OSError, RuntimeError, ValueError) as error:
         raise LoadError(path, f"cannot read ONNX model: {error}") from None
+    model = found.model
     if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
         raise LoadError(path, "not an ONNX model (no graph, no IR version)")
-    return model
+    return found
 
 
 def load(path: Path, settings: Any) -> ModelGraph:
-    return build_graph(parse(path), path, settings)
+    found = _read(path)
+    graph = build_graph(
+        found.model, path, settings, raw_ranges=found.raw_ranges, buffer=found.buffer
+    )
+    if found.buffer is not None:
+        graph.extras["file_buffer"] = found.buffer  # the file's bytes, mapped (e.g. to hash)
+    return graph
 
 
-def build_graph(model: ModelProto, path: Path, settings: Any) -> ModelGraph:
-    """A ModelGraph from an in-memory ModelProto (used by the file loader and the API)."""
+def build_graph(
+    model: ModelProto,
+    path: Path,
+    settings: Any,
+    *,
+    raw_ranges: dict[str, tuple[int, int]] | None = None,
+    buffer: Any = None,
+) -> ModelGraph:
+    """A ModelGraph from an in-memory ModelProto (used by the file loader and the API).
+
+    ``raw_ranges`` locates top-level initializers' raw bytes in ``buffer`` (the mapped
+    file), so weights are read without copying.
+    """
     if model.functions:
         model = _inline_functions(model, path)
-    graph = _Builder(model, path, settings).build()
+        raw_ranges = None
+    builder = _Builder(model, path, settings)
+    if raw_ranges and buffer is not None:
+        builder.mapped = (buffer, raw_ranges)
+    with gc_paused():
+        graph = builder.build()
     # Fold and verify (bnlint.fold_api) and dynamic checks run the model itself; keeping a
     # reference costs nothing, and a session is only created when a check asks for one.
     graph.extras["onnx_model"] = model
@@ -139,7 +180,7 @@ def body_path(
     return f"{parent}/{node_name(node, index)}.{attribute.name}{suffix}".lstrip("/")
 
 
-class _Builder:
+class _Builder(ConstantPlumbing):
     def __init__(self, model: ModelProto, path: Path, settings: Any) -> None:
         self.model = model
         self.path = path
@@ -156,6 +197,10 @@ class _Builder:
         self.resolver = ExternalDataResolver(path, getattr(settings, "allowed_data_roots", ()))
         self.max_depth = getattr(settings, "max_subgraph_depth", 32)
         self.input_shapes = dict(getattr(settings, "input_shapes", {}) or {})
+        self.file = str(path)
+        self.mapped: tuple[Any, dict[str, tuple[int, int]]] | None = None
+        self.op_types: set[tuple[str, str]] = set()  # (domain, op type), for shape inference
+        self.has_bodies = False
 
     def build(self) -> ModelGraph:
         max_nodes = getattr(self.settings, "max_nodes", 2_000_000)
@@ -165,21 +210,38 @@ class _Builder:
         self._graph(self.model.graph, Scope(None, ""), top=True)
         self._record_batch_sizes()
         model, shapes = self.model, self.input_shapes
-        self.graph.shape_provider = lambda: infer_types(model, shapes, body_path)
+        data_prop, bodies = needs_data_prop(self.op_types), self.has_bodies
+        self.graph.shape_provider = lambda: infer_types(
+            model, shapes, body_path, data_prop=data_prop, has_bodies=bodies
+        )
         return self.graph.finalize()
 
     # -- parameters ------------------------------------------------------------------
-    def _add_initializers(self, initializers, scope: Scope) -> set[str]:
-        names, embedded = set(), {}
-        for tensor in initializers:
-            names.add(tensor.name)
-            key = scope.define(tensor.name)
+    def _add_initializers(self, initializers, scope: Scope) -> set[str] | dict[str, Any]:
+        """Register a graph's initializers; returns their (unscoped) names."""
+        if not len(initializers):
+            return set()
+        by_name = {tensor.name: tensor for tensor in initializers}
+        external = [t for t in by_name.values() if t.data_location == TensorProto.EXTERNAL]
+        if scope.parent is None and not external:
+            sources: dict[str, Any] = by_name
+            if self.mapped is not None:
+                buffer, ranges = self.mapped
+                sources = {
+                    name: MappedTensor(tensor, buffer, *ranges[name]) if name in ranges else tensor
+                    for name, tensor in by_name.items()
+                }
+            self.graph.params.add_sources(sources, describe, read_embedded)
+            return by_name
+        embedded = {}
+        for name, tensor in by_name.items():
+            key = scope.define(name)
             if tensor.data_location == TensorProto.EXTERNAL:
                 self._add_external(tensor, key)
             else:
                 embedded[key] = tensor
         self.graph.params.add_sources(embedded, describe, read_embedded)
-        return names
+        return by_name
 
     def _add_external(self, tensor: TensorProto, key: str) -> None:
         dims = tuple(int(d) for d in tensor.dims)
@@ -190,12 +252,18 @@ class _Builder:
         entries = {entry.key: entry.value for entry in tensor.external_data}
         nbytes = int(np.prod(dims, dtype=object)) * dtype.itemsize
         ref = self.resolver.resolve(tensor.name, entries, nbytes)
-        self.graph.params.add(key, lazy_reader(ref, dtype, dims), shape=dims, dtype=dtype.name)
+        self.graph.params.add(
+            key,
+            lazy_reader(ref, dtype, dims),
+            shape=dims,
+            dtype=dtype.name,
+            rows=external_rows(ref, dtype, dims),
+        )
 
     # -- graphs ------------------------------------------------------------------------
     def _graph(self, graph: GraphProto, scope: Scope, top: bool) -> None:
         initializer_names = self._add_initializers(graph.initializer, scope)
-        if graph.sparse_initializer:
+        if len(graph.sparse_initializer):
             self.graph.facts.unsupported.append("sparse initializers")
         for position, value in enumerate(graph.input):
             if value.name in initializer_names:
@@ -235,56 +303,69 @@ class _Builder:
 
     def _node(self, node: NodeProto, index: int, scope: Scope) -> None:
         top = scope.parent is None
-        inputs = list(node.input) if top else [scope.key(n) if n else "" for n in node.input]
-        if node.domain in ("", "ai.onnx") and self._fold(node, inputs, scope):
+        op_type, domain = node.op_type, node.domain
+        self.op_types.add((domain, op_type))
+        inputs = list(node.input)
+        if not top:
+            inputs = [scope.key(n) if n else "" for n in inputs]
+        standard = domain in ("", "ai.onnx")
+        foldable = standard and (op_type in EVALUATORS or op_type == "Constant")
+        if foldable and self._fold(node, inputs, scope):
             return
-        params = self.graph.params
-        weight_is_param = len(inputs) > 1 and inputs[1] in params
-        op, implied = canonical_op(node.op_type, node.domain, weight_is_param)
-        if node.domain not in STANDARD_DOMAINS:
-            self.graph.facts.unsupported.append(f"{node.domain}::{node.op_type}")
-        attrs = attributes(node)
+        graph = self.graph
+        weight_is_param = len(inputs) > 1 and inputs[1] in graph.params
+        op, implied = canonical_op(op_type, domain, weight_is_param)
+        if not standard and domain not in STANDARD_DOMAINS:
+            graph.facts.unsupported.append(f"{domain}::{op_type}")
+        attribute_protos = node.attribute
+        attrs, has_bodies = (
+            read_attributes(attribute_protos) if len(attribute_protos) else ({}, False)
+        )
         if implied:
             attrs.update(implied)
-        attrs = normalize(op, node.op_type, attrs, list(node.output), self.opset)
-        outputs = list(node.output) if top else [scope.define(n) if n else "" for n in node.output]
-        name = node_name(node, index)
-        meta = exporter_metadata(node)
-        if meta.exported_in_training and op == "batch_norm":
-            attrs["exported_in_training"] = True
-        module_path = meta.module_path or (legacy_module_path(name) if self.from_torch else None)
-        location = Location(
-            file=str(self.path),
-            node_index=index,
-            subgraph=scope.path or None,
-            source_file=meta.source_file,
-            source_line=meta.source_line,
-        )
-        self.graph.add_node(
+        outputs = list(node.output)
+        attrs = normalize(op, op_type, attrs, outputs, self.opset)
+        if not top:
+            outputs = [scope.define(n) if n else "" for n in outputs]
+        name = node.name or f"<{op_type}#{index}>"
+        if len(node.metadata_props):
+            meta = exporter_metadata(node)
+            if meta.exported_in_training and op == "batch_norm":
+                attrs["exported_in_training"] = True
+            module_path = meta.module_path
+            source_file, source_line = meta.source_file, meta.source_line
+        else:
+            module_path, source_file, source_line = None, None, None
+        if module_path is None and self.from_torch:
+            module_path = legacy_module_path(name)
+        subgraph = scope.path or None
+        location = Location(self.file, index, subgraph, source_file, source_line)
+        graph.add_node(
             op,
-            node.op_type,
+            op_type,
             name,
             inputs,
             outputs,
             attrs=attrs,
             scope=module_path,
             location=location,
-            subgraph=scope.path or None,
+            subgraph=subgraph,
         )
-        self._propagate_dtype(op, node, inputs, outputs, attrs)
-        for attribute in node.attribute:
-            for number, body in enumerate(_bodies(attribute)):
-                child = Scope(scope, body_path(scope.path, node, index, attribute, number))
-                self._graph(body, child, top=False)
+        if outputs and outputs[0]:
+            self._propagate_dtype(op, op_type, inputs, outputs, attrs)
+        if has_bodies:
+            for attribute in attribute_protos:
+                for number, body in enumerate(_bodies(attribute)):
+                    self.has_bodies = True
+                    child = Scope(scope, body_path(scope.path, node, index, attribute, number))
+                    self._graph(body, child, top=False)
 
-    def _propagate_dtype(self, op: str, node: NodeProto, inputs, outputs, attrs) -> None:
+    def _propagate_dtype(self, op: str, op_type: str, inputs, outputs, attrs) -> None:
         """Output dtypes without shape inference, for the ops that keep their input's dtype."""
-        if not outputs or not outputs[0]:
-            return
-        record = self.graph.tensor(outputs[0])
+        record = self.graph.tensors[outputs[0]]
         if record.dtype is not None:
             return
-        if op == "cast" and node.op_type == "Cast" and "to" in attrs:
+        if op == "cast" and op_type == "Cast" and "to" in attrs:
             record.dtype = dtype_name(attrs["to"])
         elif op in _SAME_DTYPE and inputs and inputs[0]:
             source = self.graph.tensors.get(inputs[0])
@@ -294,79 +375,6 @@ class _Builder:
                 else (self.graph.params.dtype(inputs[0]))
             )
 
-    # -- constant plumbing -------------------------------------------------------------
-    def _fold(self, node: NodeProto, inputs: list[str], scope: Scope) -> bool:
-        """Evaluate a constant node; True when it became parameters instead of a node."""
-        op_type = node.op_type
-        if op_type == "Constant":
-            value = constant_value(node)
-            if value is None:
-                return False
-            self._define_constant(scope, node.output[0], value)
-            return True
-        if op_type not in EVALUATORS or not inputs or not all(node.output):
-            return False
-        present = [name for name in inputs if name]
-        if op_type == "Identity" and self.graph.is_constant(present[0]):
-            self._alias(scope, node.output[0], present[0])
-            return True
-        values = self._fold_inputs(op_type, inputs, present)
-        if values is None:
-            return False
-        outputs = evaluate(op_type, values, attributes(node), self.opset)
-        if outputs is None or len(outputs) != len(node.output):
-            return False
-        for name, value in zip(node.output, outputs, strict=True):
-            self._define_constant(scope, name, value)
-        return True
-
-    def _fold_inputs(self, op_type: str, inputs: list[str], present: list[str]) -> list | None:
-        """The values an evaluator needs, or None when the node is not constant."""
-        graph, params = self.graph, self.graph.params
-
-        def small(name: str) -> bool:
-            shape = params.shape(name)
-            return shape is not None and int(np.prod(shape, dtype=object)) * 8 <= MAX_FOLD_BYTES
-
-        if op_type in SHAPE_ONLY:
-            shape = graph.shape(present[0]) if present[0] in params else self._static(present[0])
-            if shape is None or not all(isinstance(d, int) for d in shape):
-                return None
-            return [_ShapeOnly(shape)]
-        if op_type == "CastLike" and len(present) == 2:
-            # Only the target's dtype matters (dynamo casts a zero bias like the activation).
-            target = numpy_dtype_by_name(graph.dtype(present[1]))
-            if target is None or not graph.is_constant(present[0]) or not small(present[0]):
-                return None
-            return [params.get(present[0]), np.zeros(0, dtype=target)]
-        if not all(graph.is_constant(name) and small(name) for name in present):
-            return None
-        try:
-            return [params.get(name) if name else None for name in inputs]
-        except Exception:  # an unreadable tensor stays a node; rules see it as non-constant
-            return None
-
-    def _static(self, name: str) -> tuple | None:
-        """A runtime tensor's shape if it is known without running inference."""
-        record = self.graph.tensors.get(name)
-        if record is not None and record.shape is not None:
-            return record.shape
-        return self.graph.shape(name)
-
-    def _define_constant(self, scope: Scope, name: str, value: np.ndarray) -> None:
-        key = scope.define(name)
-        self.graph.params.add(key, value)
-        record = self.graph.tensor(key)
-        record.shape, record.dtype, record.is_param = tuple(value.shape), value.dtype.name, True
-
-    def _alias(self, scope: Scope, name: str, source: str) -> None:
-        key = scope.define(name)
-        params = self.graph.params
-        params.add(
-            key, lambda: params.get(source), shape=params.shape(source), dtype=params.dtype(source)
-        )
-        self.graph.tensor(key).is_param = True
-
     def _record_batch_sizes(self) -> None:
         for position, name in enumerate(self.graph.graph_inputs):
             shape = self.graph.tensors[name].shape
@@ -374,12 +382,3 @@ class _Builder:
             source = "--input-shape" if given else f"input shape of {name!r}"
             if shape and isinstance(shape[0], int) and shape[0] > 0:
                 self.graph.facts.batch_sizes[name] = BatchSize(shape[0], source)
-
-
-class _ShapeOnly:
-    """Stands in for a tensor whose values are unknown but whose shape is static."""
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.shape = shape
-        self.size = int(np.prod(shape, dtype=np.int64))
-        self.ndim = len(shape)

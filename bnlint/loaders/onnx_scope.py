@@ -21,7 +21,9 @@ class Scope:
         self.names: dict[str, str] = {}
 
     def define(self, name: str) -> str:
-        key = name if self.parent is None else f"{self.path}::{name}"
+        if self.parent is None:
+            return name  # top-level names map to themselves; nothing to remember
+        key = f"{self.path}::{name}"
         self.names[name] = key
         return key
 
@@ -32,9 +34,6 @@ class Scope:
                 return scope.names[name]
             scope = scope.parent
         return name
-
-
-_STACK_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 
 @dataclass(frozen=True)
@@ -51,24 +50,32 @@ def exporter_metadata(node: NodeProto) -> ExporterMetadata:
     """Module path, user source line and train-mode export marker from node metadata.
 
     ``pkg.torch.onnx.name_scopes`` is a list literal of module paths from the root, ending
-    with the FX node's own name; ``pkg.torch.onnx.stack_trace`` starts at the user's
-    ``forward`` line; a BN exported from a module in train mode keeps the name of the
-    functional batch-norm op in ``namespace`` even though the exporter gave it eval semantics.
+    with the FX node's own name; ``pkg.torch.onnx.stack_trace`` lists frames outermost
+    first, so the source line is its last frame outside torch: the user's line that
+    called the module, as the PyTorch front end reports it (a line inside torch helps
+    nobody, so a trace entirely inside torch gives none). A BN exported from a module in
+    train mode keeps the name of the functional batch-norm op in ``namespace`` even though
+    the exporter gave it eval semantics.
     """
     if not node.metadata_props:
         return ExporterMetadata()
     props = {prop.key: prop.value for prop in node.metadata_props}
     module_path = None
+    scopes = props.get("pkg.torch.onnx.name_scopes")
     try:
-        names = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "None"))
-    except (ValueError, SyntaxError):
+        names = ast.literal_eval(scopes) if scopes else None
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         names = None
     if isinstance(names, list) and len(names) >= 2 and names[-2]:
         module_path = str(names[-2])
     source_file, source_line = None, None
-    match = _STACK_FRAME.search(props.get("pkg.torch.onnx.stack_trace", ""))
-    if match:
-        source_file, source_line = match.group(1), int(match.group(2))
+    trace = props.get("pkg.torch.onnx.stack_trace")
+    if trace:
+        from bnlint.loaders.torch_aten import user_frame
+
+        frame = user_frame(trace)
+        if frame is not None:
+            source_file, source_line = frame
     training = "_native_batch_norm_legit_functional" in props.get("namespace", "")
     return ExporterMetadata(module_path, source_file, source_line, training)
 

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnx import AttributeProto, NodeProto, TensorProto, numpy_helper
 
 from bnlint.graph import UnreadableParameter
 from bnlint.loaders.onnx_const import MAX_FOLD_BYTES
+from bnlint.loaders.onnx_file import MappedTensor
 from bnlint.loaders.onnx_types import dtype_name, numpy_dtype
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from bnlint.loaders.external import ExternalRef
+
+
+_GRAPH_KINDS = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
 
 
 def attributes(node: NodeProto) -> dict[str, Any]:
     """Scalar, list, string and small tensor attributes (graphs are handled by the builder)."""
+    return read_attributes(node.attribute)[0]
+
+
+def read_attributes(protos: Any) -> tuple[dict[str, Any], bool]:
+    """(the values of :func:`attributes`, whether any attribute holds a graph body)."""
     values: dict[str, Any] = {}
-    for attribute in node.attribute:
+    bodies = False
+    for attribute in protos:
         kind = attribute.type
-        if kind == AttributeProto.FLOAT:
+        if kind in _GRAPH_KINDS:
+            bodies = True
+        elif kind == AttributeProto.FLOAT:
             values[attribute.name] = attribute.f
         elif kind == AttributeProto.INT:
             values[attribute.name] = attribute.i
@@ -32,7 +49,7 @@ def attributes(node: NodeProto) -> dict[str, Any]:
             values[attribute.name] = [s.decode("utf-8", "replace") for s in attribute.strings]
         elif kind == AttributeProto.TENSOR and attribute.t.ByteSize() <= MAX_FOLD_BYTES:
             values[attribute.name] = tensor_value(attribute.t)
-    return values
+    return values, bodies
 
 
 def constant_value(node: NodeProto) -> np.ndarray | None:
@@ -59,32 +76,83 @@ def tensor_value(tensor: TensorProto) -> np.ndarray | None:
         return None
 
 
-def describe(tensor: TensorProto) -> tuple[tuple[int, ...], str | None]:
+def describe(record: TensorProto | MappedTensor) -> tuple[tuple[int, ...], str | None]:
+    tensor = record.tensor if type(record) is MappedTensor else record
     return tuple(tensor.dims), dtype_name(tensor.data_type)
 
 
-def read_embedded(tensor: TensorProto) -> np.ndarray:
-    """An embedded initializer as an array; checks its declared size before allocating."""
+def read_embedded(record: TensorProto | MappedTensor) -> np.ndarray:
+    """An embedded initializer as an array; checks its declared size before allocating.
+
+    Raw little-endian data of a NumPy dtype is viewed in place (``np.frombuffer``, read
+    only): in the memory-mapped file when its byte range is known, else in the bytes
+    protobuf returns; every other encoding goes through ``onnx.numpy_helper``.
+    """
+    if type(record) is MappedTensor:
+        return _read_mapped(record)
+    tensor = record
     dims = tuple(tensor.dims)
     if any(d < 0 for d in dims):
         raise UnreadableParameter(tensor.name, f"negative dimension in {dims}")
     if tensor.data_location == TensorProto.EXTERNAL:
         raise UnreadableParameter(tensor.name, "external data was not resolved")
-    dtype = numpy_dtype(tensor.data_type)
-    if tensor.raw_data and (dtype is not None or tensor.data_type == TensorProto.BFLOAT16):
+    data_type = tensor.data_type
+    dtype = numpy_dtype(data_type)
+    raw = tensor.raw_data
+    if raw and (dtype is not None or data_type == TensorProto.BFLOAT16):
         itemsize = 2 if dtype is None else dtype.itemsize
         expected = math.prod(dims) * itemsize
-        if expected != len(tensor.raw_data):
+        if expected != len(raw):
             raise UnreadableParameter(
                 tensor.name,
-                f"declares {dims} ({expected} bytes) but holds {len(tensor.raw_data)} bytes",
+                f"declares {dims} ({expected} bytes) but holds {len(raw)} bytes",
             )
+        if dtype is not None and dtype.kind in "fiubc":
+            return np.frombuffer(raw, dtype=dtype).reshape(dims)
     try:
-        if tensor.data_type == TensorProto.BFLOAT16:
+        if data_type == TensorProto.BFLOAT16:
             return _bfloat16_to_float32(tensor)
         return numpy_helper.to_array(tensor)
     except Exception as error:
         raise UnreadableParameter(tensor.name, f"cannot be decoded: {error}") from None
+
+
+def _read_mapped(record: MappedTensor) -> np.ndarray:
+    tensor = record.tensor
+    dtype = numpy_dtype(tensor.data_type)
+    if dtype is None or dtype.kind not in "fiubc":
+        return read_embedded(tensor)
+    dims = tuple(tensor.dims)
+    if any(d < 0 for d in dims):
+        raise UnreadableParameter(tensor.name, f"negative dimension in {dims}")
+    expected = math.prod(dims) * dtype.itemsize
+    if expected != record.length:
+        raise UnreadableParameter(
+            tensor.name, f"declares {dims} ({expected} bytes) but holds {record.length} bytes"
+        )
+    count = record.length // dtype.itemsize
+    return np.frombuffer(record.buffer, dtype=dtype, count=count, offset=record.offset).reshape(
+        dims
+    )
+
+
+def external_rows(
+    ref: ExternalRef, dtype: np.dtype, shape: tuple[int, ...]
+) -> Callable[[int, int], np.ndarray]:
+    """A reader of rows ``[start, stop)`` of an external tensor (axis 0), each call reading
+    only those bytes into a fresh array: large tensors are reduced block by block."""
+    row_bytes = math.prod(shape[1:]) * dtype.itemsize
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        block = np.empty((stop - start, *shape[1:]), dtype=dtype)
+        with open(ref.file, "rb") as handle:
+            handle.seek(ref.offset + start * row_bytes)
+            view = memoryview(block).cast("B")
+            if handle.readinto(view) != block.nbytes:
+                raise UnreadableParameter(str(ref.file), "external data ended early")
+        return block
+
+    return rows
 
 
 def _bfloat16_to_float32(tensor: TensorProto) -> np.ndarray:
