@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format clean readme docs
+.PHONY: demo test lint format clean readme docs fuzz bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,24 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# The long fuzz run: 50,000 randomised mutants of ONNX models and PyTorch archives (the test
+# suite runs ~240 derandomised ones). FUZZ_SEED picks the run; Hypothesis prints the counts.
+FUZZ_EXAMPLES ?= 50000
+FUZZ_SEED ?= 0
+fuzz: $(STAMP)
+	BNLINT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) BNLINT_FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m pytest \
+		tests/test_fuzz.py -k "not real_executable" -p no:cacheprovider \
+		--hypothesis-show-statistics $(PYTEST_ARGS)
+
+# bnlint against the cost of reading each model, with peer tools side by side (several
+# minutes on 2 cores): rewrites the "Performance and scale" and "Fold and verify" sections
+# of BENCHMARKS.md. Models are generated into benchmarks/models/ (git-ignored).
+# BENCH_ARGS="--reps 1 --skip-peers --no-write" for a quick look.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python benchmarks/scale.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/fold_compare.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -91,11 +91,13 @@ def lint_target(
     resolver: SettingsResolver,
     debug: Callable[[str], None] | None = None,
     extras: tuple[str, ...] = (),
+    hash_files: bool = True,
 ) -> ModelResult:
     """Load and lint one input; a load failure becomes an ``error`` result, never a raise.
 
     ``extras`` names report data (``bn_table``, ``neighborhood``) computed from the graph
     before it is dropped; the result never holds the graph, so it pickles small.
+    ``hash_files=False`` skips the sha256 of the model for outputs that do not show it.
     """
     from bnlint.engine import applicable_rules, lint_graph
     from bnlint.loaders import LoadError, load_model
@@ -110,7 +112,7 @@ def lint_target(
         return result
     result = lint_graph(graph, settings, ruleset, debug=debug, extras=tuple(extras))
     rules_run = [rule.code for rule in applicable_rules(graph, settings, ruleset)[0]]
-    result.provenance = model_evidence(target, settings, graph, rules_run)
+    result.provenance = model_evidence(target, settings, graph, rules_run, read=hash_files)
     return result
 
 
@@ -126,9 +128,9 @@ def _worker_init(cli_values: dict[str, Any], config: str | Path | None, debug: b
     _worker["debug"] = (lambda text: print(text, file=sys.stderr)) if debug else None
 
 
-def _worker_lint(target: str, extras: tuple[str, ...]) -> ModelResult:
+def _worker_lint(target: str, extras: tuple[str, ...], hash_files: bool) -> ModelResult:
     try:
-        return lint_target(target, _worker["resolver"], _worker["debug"], extras)
+        return lint_target(target, _worker["resolver"], _worker["debug"], extras, hash_files)
     except Exception as error:
         raise WorkerError(f"{target}: {type(error).__name__}: {error}") from None
 
@@ -141,6 +143,7 @@ def lint_many(
     extras: tuple[str, ...] = (),
     debug: Callable[[str], None] | None = None,
     on_result: Callable[[ModelResult], None] | None = None,
+    hash_files: bool = True,
 ) -> list[ModelResult]:
     """Lint ``targets``, in ``jobs`` worker processes when > 1 (0: one per CPU).
 
@@ -152,7 +155,7 @@ def lint_many(
     if jobs <= 1:
         results = []
         for target in targets:
-            results.append(lint_target(target, resolver, debug, extras))
+            results.append(lint_target(target, resolver, debug, extras, hash_files))
             if on_result is not None:
                 on_result(results[-1])
         return results
@@ -161,12 +164,7 @@ def lint_many(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    # forkserver: workers fork from a clean server process, never from this one (which
-    # may hold threads, e.g. torch's); spawn where forkserver does not exist.
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["bnlint.api", "bnlint.engine", "bnlint.loaders"])
+    context = _pool_context(multiprocessing)
     ordered: list[ModelResult | None] = [None] * len(targets)
     pool = ProcessPoolExecutor(
         max_workers=jobs,
@@ -175,7 +173,10 @@ def lint_many(
         initargs=(resolver.cli_values, resolver.config, debug is not None),
     )
     try:
-        futures = {pool.submit(_worker_lint, t, tuple(extras)): i for i, t in enumerate(targets)}
+        futures = {
+            pool.submit(_worker_lint, t, tuple(extras), hash_files): i
+            for i, t in enumerate(targets)
+        }
         for future in as_completed(futures):
             ordered[futures[future]] = result = future.result()
             if on_result is not None:
@@ -183,6 +184,29 @@ def lint_many(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return [result for result in ordered if result is not None]
+
+
+def _pool_context(multiprocessing: Any) -> Any:
+    """How worker processes start.
+
+    ``fork`` is cheapest (workers inherit the imported engine) but unsafe once another
+    thread exists (torch starts some), so it is used only from a single-threaded process
+    without torch; otherwise workers fork from a clean forkserver, or spawn where that is
+    missing.
+    """
+    import threading
+
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1 and "torch" not in sys.modules:
+        import bnlint.engine  # preloaded, so each worker starts warm
+        import bnlint.loaders.onnx  # noqa: F401
+
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["bnlint.api", "bnlint.engine", "bnlint.loaders"])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def lint(

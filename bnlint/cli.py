@@ -95,6 +95,7 @@ def check(paths: Sequence[str], **options: Any) -> None:
                 resolver,
                 jobs=run_settings.jobs,
                 extras=extras_for(formats),
+                hash_files=formats != ["text"] or bool(options.get("baseline")),
                 debug=_debug_printer(debug),
                 on_result=lambda result: progress.advance(result.path),
             )

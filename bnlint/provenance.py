@@ -223,7 +223,11 @@ def model_evidence(
     ``read=False`` for an input bnlint refused: its size is recorded but it is not hashed,
     since refusing (a sparse 2 GiB file, say) must not cost a read of the whole file.
     """
-    digest = file_digest(target) if read else None
+    buffer = graph.extras.get("file_buffer") if graph is not None else None
+    if read and buffer is not None:  # the loader already mapped the file: hash that, no re-read
+        digest = {"sha256": hashlib.sha256(buffer).hexdigest(), "size": len(buffer)}
+    else:
+        digest = file_digest(target) if read else None
     evidence: dict[str, Any] = {
         "sha256": digest["sha256"] if digest else None,
         "size": digest["size"] if digest else _size(target),

@@ -71,6 +71,7 @@ def test_json_report_records_files_settings_context_and_command(
     run_cli, project: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(project["config"].parent)
+    monkeypatch.delenv("CI", raising=False)  # the suite itself runs with CI=true in CI
     monkeypatch.setenv("GITHUB_SHA", "0123abcd")
     monkeypatch.setenv("GITHUB_TOKEN", "must-never-appear")
     args = ["models", "--phase", "inference", "--format", "json"]

@@ -90,4 +90,6 @@ def test_no_rule_may_take_a_retired_code_or_name(
 def test_severity_override_under_an_old_code_applies(run_cli, training_model: Path) -> None:
     (training_model.parent / "bnlint.toml").write_text('[severity]\nBN099 = "info"\n')
     result = run_cli([training_model, "--select", "BN003", "--format", "json"], exit_code=0)
-    assert [(f["code"], f["severity"]) for f in result.json["models"][0]["findings"]] == [("BN003", "info")]
+    assert [(f["code"], f["severity"]) for f in result.json["models"][0]["findings"]] == [
+        ("BN003", "info")
+    ]
