@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -107,6 +108,8 @@ def lint_target(
     try:
         graph = load_model(target, settings)
     except LoadError as error:
+        if debug is not None and error.__cause__ is not None:  # the reader's own failure
+            debug("".join(traceback.format_exception(error.__cause__)))
         result = ModelResult(path=target, status="error", error=error.problem)
         result.provenance = model_evidence(target, settings, read=False)
         return result

@@ -105,11 +105,16 @@ def check(paths: Sequence[str], **options: Any) -> None:
     except (ConfigError, RegistryError, click.BadParameter) as error:
         if debug:
             traceback.print_exc()
-        fail(str(error))
+        from bnlint.report.sanitize import printable
+
+        fail(printable(str(error), 1000))
     except Exception as error:  # an internal failure still ends in one line and exit 2
         if debug:
             traceback.print_exc()
-        fail(f"internal error: {type(error).__name__}: {error} (rerun with --debug)")
+        from bnlint.report.sanitize import printable
+
+        problem = printable(f"{type(error).__name__}: {error}", 500)
+        fail(f"internal error: {problem} (rerun with --debug)")
     _emit(report, options, resolver)
 
 

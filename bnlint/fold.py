@@ -211,11 +211,9 @@ def _backward(graph: ModelGraph, bn: Node, channels: int | None) -> FoldVerdict:
     if mismatch is not None:
         return _fail(bn, "channel-mismatch", mismatch, producer=producer, channels=channels)
     notes = []
-    sharers = [n for n in graph.consumers(weight) if n.id != producer.id]
-    if sharers:
-        notes.append(
-            f"weight {weight!r} is shared with {len(sharers)} other node(s); folding clones it"
-        )
+    sharers = _distinct_consumers(graph, weight) - 1
+    if sharers > 0:
+        notes.append(f"weight {weight!r} is shared with {sharers} other node(s); folding clones it")
     return FoldVerdict(
         bn=bn,
         foldable=True,
@@ -225,6 +223,17 @@ def _backward(graph: ModelGraph, bn: Node, channels: int | None) -> FoldVerdict:
         notes=tuple(notes),
         channels=channels,
     )
+
+
+def _distinct_consumers(graph: ModelGraph, tensor: str | None) -> int:
+    """How many nodes read ``tensor``, memoised: thousands of convs may share one weight."""
+    if tensor is None:
+        return 0
+    counts = graph.extras.setdefault("fold_consumer_counts", {})
+    if tensor not in counts:
+        record = graph.tensors.get(tensor)
+        counts[tensor] = len(set(record.consumers)) if record is not None else 0
+    return counts[tensor]
 
 
 def output_channels(graph: ModelGraph, producer: Node, kind: str) -> int | None:

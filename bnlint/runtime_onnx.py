@@ -9,6 +9,7 @@ couples samples.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "onnxruntime is not installed (pip install 'bnlint[ort]')"
 PROBE_EXTENT = 32  # size given to symbolic non-batch dimensions
+MAX_FEED_BYTES = 256 * 1024**2  # a probe input larger than this is refused, never allocated
 
 
 def _onnxruntime() -> Any:
@@ -257,7 +259,13 @@ def make_feeds(
                 dim if isinstance(dim, int) and dim >= 0 else (batch if axis == 0 else PROBE_EXTENT)
                 for axis, dim in enumerate(spec.shape)
             )
-        feeds[spec.name] = random_array(rng, tuple(int(d) for d in shape), spec.dtype)
+        dims = tuple(int(d) for d in shape)
+        if any(d < 0 for d in dims) or math.prod(dims) * 8 > MAX_FEED_BYTES:
+            raise RunnerUnavailable(
+                f"input {spec.name!r} of shape {dims} is too large to probe; "
+                "give a smaller one with --input-shape"
+            )
+        feeds[spec.name] = random_array(rng, dims, spec.dtype)
     return feeds
 
 

@@ -44,7 +44,8 @@ def weight_channel_absmax(
     key = absmax_cache_key(weight_name, kind, producer)
     cache = graph.extras.setdefault(ABSMAX_KEY, {})
     if key not in cache:
-        cache[key] = _channel_absmax(graph, weight_name, kind, key[2] or 1, key[3])
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf weights are evidence
+            cache[key] = _channel_absmax(graph, weight_name, kind, key[2] or 1, key[3])
     return cache[key]
 
 

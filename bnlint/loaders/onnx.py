@@ -254,7 +254,7 @@ class _Builder(ConstantPlumbing):
         ref = self.resolver.resolve(tensor.name, entries, nbytes)
         self.graph.params.add(
             key,
-            lazy_reader(ref, dtype, dims),
+            lazy_reader(ref, dtype, dims, key),
             shape=dims,
             dtype=dtype.name,
             rows=external_rows(ref, dtype, dims),
@@ -324,7 +324,13 @@ class _Builder(ConstantPlumbing):
         if implied:
             attrs.update(implied)
         outputs = list(node.output)
-        attrs = normalize(op, op_type, attrs, outputs, self.opset)
+        try:
+            attrs = normalize(op, op_type, attrs, outputs, self.opset)
+        except (TypeError, ValueError, OverflowError) as error:
+            where = node.name or f"<{op_type}#{index}>"
+            raise LoadError(
+                self.path, f"node {where!r} ({op_type}): an attribute has the wrong type: {error}"
+            ) from None
         if not top:
             outputs = [scope.define(n) if n else "" for n in outputs]
         name = node.name or f"<{op_type}#{index}>"

@@ -50,7 +50,11 @@ def _shape(inputs, attrs, opset):
 
 
 def _gather(inputs, attrs, opset):
-    return [np.take(inputs[0], inputs[1].astype(np.int64), axis=attrs.get("axis", 0))]
+    data, indices = inputs[0], inputs[1].astype(np.int64)
+    axis = attrs.get("axis", 0) % max(data.ndim, 1)
+    shape = (*data.shape[:axis], *indices.shape, *data.shape[axis + 1 :])
+    _check_result_size(shape, data.dtype.itemsize)
+    return [np.take(data, indices, axis=axis)]
 
 
 def _reshape(inputs, attrs, opset):
@@ -108,8 +112,16 @@ def _cast(inputs, attrs, opset):
     return [inputs[0].astype(dtype)]
 
 
+def _check_result_size(shape: tuple[int, ...], itemsize: int) -> None:
+    """Refuse before allocating: constants too large to be plumbing are never folded."""
+    if int(np.prod(shape, dtype=object)) * itemsize > MAX_FOLD_BYTES:
+        raise ValueError("result too large to fold")
+
+
 def _binary(function: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Evaluator:
     def evaluate(inputs, attrs, opset):
+        dtype = np.result_type(inputs[0], inputs[1])
+        _check_result_size(np.broadcast_shapes(inputs[0].shape, inputs[1].shape), dtype.itemsize)
         result = function(inputs[0], inputs[1])
         return [np.asarray(result).astype(np.result_type(inputs[0], inputs[1]))]
 
@@ -154,6 +166,18 @@ EVALUATORS: dict[str, Evaluator] = {
 SHAPE_ONLY = frozenset({"Shape", "Size"})
 
 
+# An evaluator given hostile values fails with one of these; the node then stays a node.
+_EVALUATION_ERRORS = (
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    MemoryError,
+)
+
+
 def evaluate(
     op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any], opset: int
 ) -> list[np.ndarray] | None:
@@ -164,7 +188,15 @@ def evaluate(
     try:
         with np.errstate(all="ignore"):
             outputs = evaluator(list(inputs), attrs, opset)
-    except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError):
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+        MemoryError,
+    ):
         return None
     if any(np.asarray(output).nbytes > MAX_FOLD_BYTES for output in outputs):
         return None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from onnx import NodeProto
 
+from bnlint.graph import UnreadableParameter
 from bnlint.loaders.onnx_const import EVALUATORS, MAX_FOLD_BYTES, SHAPE_ONLY, evaluate
 from bnlint.loaders.onnx_scope import Scope
 from bnlint.loaders.onnx_tensors import attributes, constant_value
@@ -39,6 +40,8 @@ class ConstantPlumbing:
         if op_type not in EVALUATORS or not inputs or not all(node.output):
             return False
         present = [name for name in inputs if name]
+        if not present:
+            return False
         if op_type == "Identity" and self.graph.is_constant(present[0]):
             self._alias(scope, node.output[0], present[0])
             return True
@@ -70,7 +73,10 @@ class ConstantPlumbing:
             target = numpy_dtype_by_name(graph.dtype(present[1]))
             if target is None or not graph.is_constant(present[0]) or not small(present[0]):
                 return None
-            return [params.get(present[0]), np.zeros(0, dtype=target)]
+            try:
+                return [params.get(present[0]), np.zeros(0, dtype=target)]
+            except UnreadableParameter:
+                return None
         if not all(graph.is_constant(name) and small(name) for name in present):
             return None
         try:

@@ -14,13 +14,15 @@ import xml.etree.ElementTree as ET
 
 from bnlint.findings import Finding, ModelResult, Report, Severity, json_safe
 from bnlint.report import RenderOptions
+from bnlint.report.sanitize import printable
 
 # Characters XML 1.0 cannot carry, even escaped.
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def xml_text(text: object) -> str:
-    return _INVALID_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    """Model strings as XML text: characters XML forbids and invisible ones escaped."""
+    return _INVALID_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", printable(text, None))
 
 
 def _fails(finding: Finding, fail_on: str) -> bool:
