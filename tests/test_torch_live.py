@@ -132,17 +132,22 @@ def test_module_tree_when_no_tracer_works(monkeypatch: pytest.MonkeyPatch) -> No
     assert "BN011" in partial.evidence["rules_not_run"]
 
 
-def test_runner_matches_eval_model() -> None:
+def test_runner_runs_a_private_copy_in_the_recorded_modes() -> None:
+    import copy
+
     model, example = resnet(train=True)
+    buffers = {name: value.clone() for name, value in model.state_dict().items()}
     graph = graph_from_module(model, example, SETTINGS)
     runner = graph.runner_factory()
     [output] = runner.run({runner.inputs[0].name: example[0].numpy()})
-    reference = torch_models.build("resnet_small").eval()
     with torch.no_grad():
-        expected = reference(example[0]).numpy()
+        expected = copy.deepcopy(model)(example[0]).numpy()  # train mode: batch statistics
+        in_eval = copy.deepcopy(model).eval()(example[0]).numpy()
     np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-6)
-    assert graph.extras["torch_module"] is model
-    assert model.training  # the runner ran its own eval copy
+    assert not np.allclose(output, in_eval, rtol=1e-3), "sanity: the two modes differ here"
+    assert graph.extras["torch_module"] is model and model.training
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, buffers[name]), f"{name} changed: the runner touched the model"
 
 
 def test_not_a_module_is_a_load_error() -> None:

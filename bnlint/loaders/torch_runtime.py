@@ -50,7 +50,8 @@ class TorchRunner:
             private = copy.deepcopy(module)
         except Exception as error:
             raise RunnerUnavailable(f"the model cannot be copied to run it: {error}") from None
-        private.eval()
+        # Each module keeps the mode it was recorded in: a model served after `model.eval()`
+        # with one BN switched back to train mode must run exactly like that (BN018).
         names = list(input_names or [])
         names += [f"input_{i}" for i in range(len(names), len(example_inputs))]
         specs = []

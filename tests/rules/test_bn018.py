@@ -61,6 +61,14 @@ def torch_bn_without_running_stats():
     return model.eval()
 
 
+def torch_mixed_modes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.BatchNorm2d(4))
+    model.eval()
+    model[3].train()  # e.g. a freeze helper that re-enabled one layer
+    return model
+
+
 POSITIVE = [
     Case(
         "opset15-training-mode",
@@ -90,6 +98,13 @@ POSITIVE = [
         "torch-bn-without-running-stats",
         torch_bn_without_running_stats,
         ["1"],
+        settings={**VERIFY, "example_inputs": (torch.randn(2, 3, 6, 6),)},
+        evidence={"located_by": "mode"},
+    ),
+    Case(
+        "torch-one-bn-back-in-train-mode",
+        torch_mixed_modes,
+        ["3"],
         settings={**VERIFY, "example_inputs": (torch.randn(2, 3, 6, 6),)},
         evidence={"located_by": "mode"},
     ),
