@@ -157,14 +157,14 @@ def fold(
         if debug:
             traceback.print_exc()
         _fail(f"internal error: {type(error).__name__}: {error} (rerun with --debug)")
-    _report_fold(result, ctx, graph, output_format)
+    _report_fold(result, ctx, graph, output_format, resolver)
     if not result.verification.ok:
         click.echo("bnlint: fold failed verification; nothing written", err=True)
         sys.exit(1)
     _write(result, graph, source, target)
 
 
-def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str) -> None:
+def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str, resolver: Any) -> None:
     from bnlint.findings import ModelResult, Report
     from bnlint.verify_report import fold_table, format_table, record_findings
 
@@ -180,9 +180,14 @@ def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str) -> None:
             )
         )
     if output_format == "json":
+        from bnlint.cli import _invocation_argv
+        from bnlint.provenance import Invocation, collect, model_evidence
         from bnlint.report.json_report import report_dict
 
-        report = Report([ModelResult(graph.path, graph.facts.format, findings=findings)])
+        model = ModelResult(graph.path, graph.facts.format, findings=findings)
+        model.provenance = model_evidence(graph.path, resolver.resolve(graph.path)[0], graph)
+        report = Report([model])
+        report.provenance = collect(report, resolver, Invocation("cli", _invocation_argv()))
         import json
 
         click.echo(json.dumps(report_dict(report), indent=2, allow_nan=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,10 @@ def test_fold_json_report_has_one_verdict_per_bn(tmp_path, run_cli) -> None:
     result = run_cli(["fold", source, "-o", tmp_path / "out.onnx", "--format", "json"])
     verdicts = {f["node"]: f["evidence"]["verdict"] for f in result.json["models"][0]["findings"]}
     assert verdicts == {"bn_a": "folded-correctly", "bn_b": "not-folded", "bn_c": "not-folded"}
+    provenance = result.json["provenance"]
+    assert provenance["invocation"]["argv"][:2] == ["bnlint", "fold"]
+    (model,) = provenance["models"]
+    assert model["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
 
 
 def test_fold_refuses_to_overwrite_its_input(tmp_path, run_cli) -> None:
