@@ -16,8 +16,32 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bnlint.config_keys import (
+    FAIL_ON,
+    FORMATS,
+    KEYS,
+    PATH_KEYS,
+    REGEX_OPTIONS,
+    check_regexes,
+    coerce_value,
+    parse_shape,
+    same_kind,
+)
 from bnlint.findings import Severity
-from bnlint.rule import DEFAULT_DOCS_URL, PHASES, TARGET_DTYPES
+from bnlint.rule import DEFAULT_DOCS_URL
+
+__all__ = [
+    "FAIL_ON",
+    "FORMATS",
+    "ConfigError",
+    "FileConfig",
+    "Settings",
+    "find_config",
+    "load_file_config",
+    "parse_shape",
+    "resolve_settings",
+    "validate_against_rules",
+]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,8 +49,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 CONFIG_FILES = (".bnlint.toml", "bnlint.toml", "pyproject.toml")
-FAIL_ON = ("error", "warning", "info", "never")
-FORMATS = ("text", "json", "sarif", "github", "gitlab", "junit", "markdown", "html")
 DEFAULT_INCLUDE = ("*.onnx", "*.pt2", "*.pt", "*.pth", "*.ckpt", "*.safetensors")
 DEFAULT_EXCLUDE = (
     ".git",
@@ -115,138 +137,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# key in file -> (Settings field, parser)
-def _str_list(value: Any, key: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{key} must be a list of strings")
-    return tuple(value)
-
-
-def _choice(options: tuple[str, ...]):
-    def parse(value: Any, key: str) -> str:
-        if value not in options:
-            raise ValueError(f"{key} must be one of {', '.join(options)}, not {value!r}")
-        return value
-
-    return parse
-
-
-def _positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key} must be a positive integer, not {value!r}")
-    return value
-
-
-def _string(value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string")
-    return value
-
-
-def _non_negative_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{key} must be a non-negative integer, not {value!r}")
-    return value
-
-
-def _absolute_url(value: Any, key: str) -> str:
-    # Reports are read as CI artifacts and job summaries, where relative links break.
-    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError(f"{key} must be an absolute http(s) URL, not {value!r}")
-    return value
-
-
-def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """``NAME:1x3x224x224`` (or a bare ``1x3x224x224`` for the first input)."""
-    name, _, dims = text.rpartition(":")
-    parts = [part for part in re.split(r"[x,×]", dims.strip()) if part]
-    if not parts or not all(part.isdigit() for part in parts):
-        raise ValueError(f"input shape {text!r} is not NAME:1x3x224x224")
-    return name.strip(), tuple(int(part) for part in parts)
-
-
-def _shapes(value: Any, key: str) -> dict[str, tuple[int, ...]]:
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, list):
-        return dict(parse_shape(item) for item in _str_list(value, key))
-    if isinstance(value, dict):
-        shapes = {}
-        for name, dims in value.items():
-            if isinstance(dims, str):
-                shapes[name] = parse_shape(f"{name}:{dims}")[1]
-            elif isinstance(dims, list) and all(isinstance(d, int) and d > 0 for d in dims):
-                shapes[name] = tuple(dims)
-            else:
-                raise ValueError(f"{key}.{name} must be a list of positive integers")
-        return shapes
-    raise ValueError(f"{key} must be a list of NAME:1x3x224x224 strings or a table")
-
-
-def _severities(value: Any, key: str) -> dict[str, Severity]:
-    if not isinstance(value, dict):
-        raise ValueError(f"{key} must be a table of CODE = severity")
-    return {code.upper(): Severity.parse(level) for code, level in value.items()}
-
-
-def _ignore_table(value: Any, key: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    if not isinstance(value, dict):
-        raise ValueError(f"{key} must be a table of pattern = [codes]")
-    return tuple(
-        (pattern, _str_list(codes, f"{key}.{pattern}")) for pattern, codes in value.items()
-    )
-
-
-_KEYS: dict[str, tuple[str, Any]] = {
-    "select": ("select", _str_list),
-    "extend-select": ("extend_select", _str_list),
-    "ignore": ("ignore", _str_list),
-    "severity": ("severity", _severities),
-    "fail-on": ("fail_on", _choice(FAIL_ON)),
-    "format": ("format", _choice(FORMATS)),
-    "phase": ("phase", _choice(PHASES)),
-    "train-batch-size": ("train_batch_size", _positive_int),
-    "input-shape": ("input_shapes", _shapes),
-    "target-dtype": ("target_dtype", _choice(TARGET_DTYPES)),
-    "per-model-ignores": ("per_model_ignores", _ignore_table),
-    "per-node-ignores": ("per_node_ignores", _ignore_table),
-    "allowed-data-roots": ("allowed_data_roots", _str_list),
-    "docs-url": ("docs_url", _absolute_url),
-    "include": ("include", _str_list),
-    "exclude": ("exclude", _str_list),
-    "rules-dir": ("rules_dirs", _str_list),
-    "max-nodes": ("max_nodes", _positive_int),
-    "max-subgraph-depth": ("max_subgraph_depth", _positive_int),
-    "arch": ("arch", _string),
-    "jobs": ("jobs", _non_negative_int),
-}
-_PATH_KEYS = {"allowed-data-roots", "rules-dir"}
-
-
-_FIELD_PARSERS = {field_name: (key, parser) for key, (field_name, parser) in _KEYS.items()}
-
-
-def _listify(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_listify(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _listify(item) for key, item in value.items()}
-    return value
-
-
-def coerce_value(field_name: str, value: Any) -> Any:
-    """Validate a command-line or API value with the same parser as the config key."""
-    if field_name not in _FIELD_PARSERS or value is None:
-        return value
-    key, parser = _FIELD_PARSERS[field_name]
-    try:
-        return parser(_listify(value), key)
-    except ValueError as error:
-        raise ConfigError(None, str(error)) from None
-
-
 def find_config(start: Path) -> Path | None:
     """The nearest configuration file at or above ``start`` (a folder)."""
     folder = start.resolve()
@@ -307,17 +197,17 @@ def load_file_config(path: Path, _seen: tuple[Path, ...] = ()) -> FileConfig:
         parent = load_file_config((path.parent / target), (*_seen, path))
         base = FileConfig(path, dict(parent.values), dict(parent.rule_tables))
     for key, value in table.items():
-        if isinstance(value, dict) and key not in _KEYS:
+        if isinstance(value, dict) and key not in KEYS:
             base.rule_tables[key] = value  # checked against the rule set later
             continue
-        if key not in _KEYS:
+        if key not in KEYS:
             raise ConfigError(path, f"unknown configuration key {key!r}")
-        field_name, parser = _KEYS[key]
+        field_name, parser = KEYS[key]
         try:
             parsed = parser(value, key)
         except ValueError as error:
             raise ConfigError(path, str(error)) from None
-        if key in _PATH_KEYS:
+        if key in PATH_KEYS:
             parsed = tuple(str((path.parent / item).resolve()) for item in parsed)
         if key == "per-model-ignores":
             parsed = tuple((str(path.parent / glob), codes) for glob, codes in parsed)
@@ -337,7 +227,10 @@ def resolve_settings(
         origins.update({key: str(file_config.path) for key in file_config.values})
         values["rule_options"] = file_config.rule_tables
     for key, raw in cli_values.items():
-        value = coerce_value(key, raw)
+        try:
+            value = coerce_value(key, raw)
+        except ValueError as error:
+            raise ConfigError(None, str(error)) from None
         if key == "extend_select" or key == "ignore":
             values[key] = tuple(values.get(key, ())) + tuple(value)
         elif key == "input_shapes":
@@ -384,10 +277,13 @@ def validate_against_rules(settings: Settings, ruleset: Any) -> Settings:
                     where, f"unknown option {option!r} for {rule.name} (known: {known})"
                 )
             default = rule.spec.options[option]
-            if default is not None and not _same_kind(default, value):
+            if default is not None and not same_kind(default, value):
                 raise ConfigError(where, f"{rule.name}.{option} must be {type(default).__name__}")
             if option in REGEX_OPTIONS:
-                _check_regexes(where, f"{rule.name}.{option}", value)
+                try:
+                    check_regexes(f"{rule.name}.{option}", value)
+                except ValueError as error:
+                    raise ConfigError(where, str(error)) from None
         options[rule.name] = dict(table)
     for pattern, _ in settings.per_node_ignores:
         try:
@@ -395,27 +291,3 @@ def validate_against_rules(settings: Settings, ruleset: Any) -> Settings:
         except re.error as error:
             raise ConfigError(where, f"per-node-ignores: bad regex {pattern!r}: {error}") from None
     return replace(settings, rule_options=options)
-
-
-# Rule options holding regular expressions (on node names or module paths).
-REGEX_OPTIONS = frozenset({"ignore"})
-
-
-def _check_regexes(where: str, key: str, patterns: Any) -> None:
-    for pattern in patterns:
-        if not isinstance(pattern, str):
-            raise ConfigError(where, f"{key} must be a list of regular expressions")
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise ConfigError(where, f"{key}: bad regex {pattern!r}: {error}") from None
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float))
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, list)
-    return isinstance(value, type(default))

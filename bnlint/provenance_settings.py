@@ -25,7 +25,7 @@ FLAG_FIELDS = {"verify": "verify", "trust_model_code": "trust-model-code"}
 
 def _field_keys() -> dict[str, str]:
     """Settings field -> configuration key (``input_shapes`` -> ``input-shape``)."""
-    from bnlint.config import _KEYS
+    from bnlint.config_keys import KEYS as _KEYS
 
     return {field_name: key for key, (field_name, _) in _KEYS.items()}
 
