@@ -17,6 +17,15 @@ from bnlint.graph import ModelGraph, Node
 
 FLOAT_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16"})
 BN_PARAM_ROLES = ("scale", "bias", "mean", "var")
+# How a fold kind reads in messages and tables.
+KIND_LABEL = {
+    "conv": "Conv",
+    "conv_transpose": "ConvTranspose",
+    "gemm": "Gemm",
+    "matmul": "MatMul",
+    "matmul_add": "MatMul + Add",
+    "forward_conv": "following Conv",
+}
 
 
 @dataclass(frozen=True)

@@ -90,19 +90,20 @@ def materialize(model: ModelProto, graph: ModelGraph) -> ModelProto:
         except Exception as error:
             raise FoldIOError(f"cannot read external tensor {tensor.name!r}: {error}") from None
         copy.graph.initializer[index].CopyFrom(to_tensor(values, dtype or "float32", tensor.name))
-    if _has_external_in_subgraphs(copy.graph):
+    if has_external_in_subgraphs(copy.graph):
         raise FoldIOError("external data inside If/Loop/Scan bodies is not supported")
     return copy
 
 
-def _has_external_in_subgraphs(graph: onnx.GraphProto) -> bool:
+def has_external_in_subgraphs(graph: onnx.GraphProto) -> bool:
+    """Whether any If/Loop/Scan body (at any depth) keeps an initializer in external data."""
     for node in graph.node:
         for attribute in node.attribute:
             bodies = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
             for body in bodies:
                 if any(t.data_location == TensorProto.EXTERNAL for t in body.initializer):
                     return True
-                if _has_external_in_subgraphs(body):
+                if has_external_in_subgraphs(body):
                     return True
     return False
 

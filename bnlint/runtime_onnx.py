@@ -206,7 +206,9 @@ def runner_for_graph(graph: ModelGraph) -> OnnxRunner:
     if model is None:
         raise RunnerUnavailable("the ONNX model is not available to run")
     _onnxruntime()  # fail fast, before reading any weights
-    if _external_in_bodies(model.graph):
+    from bnlint.onnx_io import has_external_in_subgraphs
+
+    if has_external_in_subgraphs(model.graph):
         raise RunnerUnavailable("external data inside If/Loop/Scan bodies is not supported")
     return OnnxRunner(model, arrays=graph_arrays(graph))
 
@@ -221,20 +223,6 @@ def graph_arrays(graph: ModelGraph) -> ArrayProvider:
             return None
 
     return read
-
-
-def _external_in_bodies(graph: Any) -> bool:
-    from onnx import TensorProto
-
-    for node in graph.node:
-        for attribute in node.attribute:
-            bodies = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
-            for body in bodies:
-                if any(t.data_location == TensorProto.EXTERNAL for t in body.initializer):
-                    return True
-                if _external_in_bodies(body):
-                    return True
-    return False
 
 
 def make_feeds(

@@ -11,18 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from bnlint.findings import Finding, Severity
-from bnlint.fold import FoldRecord
+from bnlint.fold import KIND_LABEL, FoldRecord
 from bnlint.rule import RuleContext
 from bnlint.verify_numeric import Verification
 
-KIND_LABEL = {
-    "conv": "Conv",
-    "conv_transpose": "ConvTranspose",
-    "gemm": "Gemm",
-    "matmul": "MatMul",
-    "matmul_add": "MatMul + Add",
-    "forward_conv": "following Conv",
-}
 FIX = (
     "fold with a tool that handles this layout (`bnlint fold MODEL -o FOLDED` verifies its "
     "result), or keep this BN unfolded"

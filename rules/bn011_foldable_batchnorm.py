@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bnlint.fold import plan
+from bnlint.fold import KIND_LABEL, plan
 from bnlint.graph import ModelGraph
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
 
@@ -40,15 +40,6 @@ RULE = RuleSpec(
     since="0.1.0",
     phases=INFERENCE,
 )
-
-_KIND_LABEL = {
-    "conv": "Conv",
-    "conv_transpose": "ConvTranspose",
-    "gemm": "Gemm",
-    "matmul": "MatMul",
-    "matmul_add": "MatMul + Add",
-    "forward_conv": "following Conv",
-}
 
 
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
@@ -64,7 +55,7 @@ def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
             "notes": list(verdict.notes),
         }
         if verdict.foldable:
-            label = _KIND_LABEL[verdict.kind or "conv"]
+            label = KIND_LABEL[verdict.kind or "conv"]
             yield ctx.finding(
                 bn,
                 f"{bn.source_op} can be folded into {label} {producer!r}",

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from bnlint._perf import gc_paused
-from bnlint.graph import BatchSize, GraphFacts, Location, ModelGraph
+from bnlint.graph import CANONICAL_OPS, BatchSize, GraphFacts, Location, ModelGraph
 from bnlint.loaders import LoadError
 from bnlint.loaders.external import ExternalDataResolver, lazy_reader
 from bnlint.loaders.onnx_const import EVALUATORS
@@ -37,35 +37,7 @@ from bnlint.loaders.onnx_tensors import (
 from bnlint.loaders.onnx_types import dtype_name, numpy_dtype
 
 # Ops whose first output has the dtype of their first input (for cheap dtype propagation).
-_SAME_DTYPE = frozenset(
-    {
-        "conv",
-        "conv_transpose",
-        "linear",
-        "matmul",
-        "batch_norm",
-        "layer_norm",
-        "group_norm",
-        "instance_norm",
-        "rms_norm",
-        "activation",
-        "softmax",
-        "dropout",
-        "add",
-        "sub",
-        "mul",
-        "div",
-        "concat",
-        "split",
-        "pool",
-        "reshape",
-        "transpose",
-        "flatten",
-        "identity",
-        "pad",
-        "resize",
-    }
-)
+_SAME_DTYPE = CANONICAL_OPS - {"cast", "control_flow", "other"}
 
 
 def parse(path: Path) -> ModelProto:

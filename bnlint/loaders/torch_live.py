@@ -52,7 +52,7 @@ def normalize_inputs(value: Any) -> tuple | None:
     raise TypeError(f"example inputs must be a tensor or a tuple of tensors, not {type(value)}")
 
 
-def _to_numpy(tensor: Any):
+def to_numpy(tensor: Any):
     import torch
 
     tensor = tensor.detach().cpu()
@@ -105,16 +105,23 @@ def graph_from_module(
 
 
 def _register_tensors(graph: ModelGraph, module: Any) -> None:
-    named = [
-        *module.named_parameters(remove_duplicate=False),
-        *module.named_buffers(remove_duplicate=False),
-    ]
+    register_tensors(
+        graph,
+        [
+            *module.named_parameters(remove_duplicate=False),
+            *module.named_buffers(remove_duplicate=False),
+        ],
+    )
+
+
+def register_tensors(graph: ModelGraph, named: Any) -> None:
+    """Register ``(name, tensor)`` pairs as lazily converted parameters (first name wins)."""
     for name, tensor in named:
         if tensor is None or name in graph.params:
             continue
         shape = tuple(int(d) for d in tensor.shape)
         dtype = str(tensor.dtype).replace("torch.", "")
-        graph.params.add(name, lambda t=tensor: _to_numpy(t), shape=shape, dtype=dtype)
+        graph.params.add(name, lambda t=tensor: to_numpy(t), shape=shape, dtype=dtype)
         record = graph.tensor(name)
         record.shape, record.dtype, record.is_param = shape, dtype, True
 

@@ -17,6 +17,7 @@ from typing import Any
 from bnlint.graph import BatchSize, GraphFacts, ModelGraph
 from bnlint.loaders import LoadError
 from bnlint.loaders.torch_aten import AtenCall, AtenGraphBuilder, Ref, is_torch_source
+from bnlint.loaders.torch_live import register_tensors
 from bnlint.loaders.torch_modules import ModuleRecord, plain_constants
 from bnlint.loaders.torchscript import demangle
 
@@ -26,26 +27,6 @@ _SCOPE = re.compile(r"__module\.([\w.]+)$")
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
-
-
-def _to_numpy(tensor: Any):
-    import torch
-
-    tensor = tensor.detach().cpu()
-    if tensor.dtype == torch.bfloat16:
-        tensor = tensor.float()
-    return tensor.numpy().copy()
-
-
-def _register(graph: ModelGraph, named: Any) -> None:
-    for name, tensor in named:
-        if tensor is None or name in graph.params:
-            continue
-        shape = tuple(int(d) for d in tensor.shape)
-        dtype = str(tensor.dtype).replace("torch.", "")
-        graph.params.add(name, lambda t=tensor: _to_numpy(t), shape=shape, dtype=dtype)
-        record = graph.tensor(name)
-        record.shape, record.dtype, record.is_param = shape, dtype, True
 
 
 def _finish(graph: ModelGraph, module: Any, inputs: tuple | None, names: list[str]) -> None:
@@ -77,8 +58,10 @@ def load_pt2(path: Path, settings: Any) -> ModelGraph:
     facts = GraphFacts(format="pt2", default_phase="inference", has_modules=True)
     facts.producer = f"torch {torch.__version__} (torch.export.load)"
     graph = ModelGraph(path, facts)
-    _register(graph, program.state_dict.items())
-    _register(graph, ((k, v) for k, v in program.constants.items() if isinstance(v, torch.Tensor)))
+    register_tensors(graph, program.state_dict.items())
+    register_tensors(
+        graph, ((k, v) for k, v in program.constants.items() if isinstance(v, torch.Tensor))
+    )
     flags = {
         name: bool(value.requires_grad)
         for name, value in program.state_dict.items()
@@ -123,8 +106,8 @@ def load_torchscript(path: Path, settings: Any) -> ModelGraph:
     facts = GraphFacts(format="torchscript", default_phase="inference", has_modules=True)
     facts.producer = f"torch {torch.__version__} (torch.jit.load)"
     graph = ModelGraph(path, facts)
-    _register(graph, module.named_parameters())
-    _register(graph, module.named_buffers())
+    register_tensors(graph, module.named_parameters())
+    register_tensors(graph, module.named_buffers())
     builder = AtenGraphBuilder(
         graph,
         modules=records,
