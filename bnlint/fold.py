@@ -262,17 +262,19 @@ def output_channels(graph: ModelGraph, producer: Node, kind: str) -> int | None:
 def _channel_mismatch(
     graph: ModelGraph, producer: Node, kind: str, channels: int | None, bn: Node
 ) -> str | None:
-    produced = output_channels(graph, producer, kind)
-    if channels is not None and produced is not None and produced != channels:
-        name = producer.display_name
-        return f"{name!r} produces {produced} channels but the BN has {channels}, see BN010"
+    # A linear layer feeding a rank > 2 BN is the BatchNorm1d-on-(N, L, C) bug: say so first,
+    # since the channel counts then disagree only as a consequence.
     if kind in ("gemm", "matmul", "matmul_add"):
         shape = graph.shape(bn.inputs[0])
         if shape is not None and len(shape) > 2:
             return (
                 f"the BN normalises axis 1 of a rank-{len(shape)} tensor while "
-                f"{producer.display_name!r} produces features on the last axis"
+                f"{producer.display_name!r} produces features on the last axis, see BN009"
             )
+    produced = output_channels(graph, producer, kind)
+    if channels is not None and produced is not None and produced != channels:
+        name = producer.display_name
+        return f"{name!r} produces {produced} channels but the BN has {channels}, see BN010"
     return None
 
 
