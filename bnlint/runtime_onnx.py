@@ -138,7 +138,12 @@ def _split_weights(ort: Any, model: ModelProto, arrays: ArrayProvider | None):
     _copy_fields(light, model, "graph")
     _copy_fields(light.graph, model.graph, "initializer")
     names, values = [], []
+    used = _names_read(model.graph)
     for tensor in model.graph.initializer:
+        if tensor.name not in used:
+            # ORT drops unused initializers before binding external ones, then fails to find
+            # them; an initializer nothing reads changes no output, so it is left out.
+            continue
         external = tensor.data_location == TensorProto.EXTERNAL
         dtype = numpy_dtype(tensor.data_type)
         if dtype is None or (not external and tensor.ByteSize() < SPLIT_MIN_BYTES):
@@ -164,6 +169,18 @@ def _split_weights(ort: Any, model: ModelProto, arrays: ArrayProvider | None):
         names.append(tensor.name)
         values.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array)))
     return light, names, values
+
+
+def _names_read(graph: Any) -> set[str]:
+    """Every tensor name a node (at any subgraph depth) reads, plus the graph outputs."""
+    names = {value.name for value in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            bodies = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
+            for body in bodies:
+                names |= _names_read(body)
+    return names
 
 
 def _session(ort: Any, model: ModelProto, options: Any) -> Any:

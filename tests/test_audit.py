@@ -227,3 +227,22 @@ def test_bnlint_folds_pass_the_audit(tmp_path, run_cli, build) -> None:
     )
     verdicts = [f["evidence"]["verdict"] for f in result.json["models"][0]["findings"]]
     assert verdicts and set(verdicts) == {"folded-correctly"}
+
+
+def test_peer_arithmetic_on_a_weight_larger_than_loader_plumbing_is_evaluated(
+    tmp_path, run_cli
+) -> None:
+    """onnxoptimizer leaves `W * (gamma / sqrt(var + eps))` as runtime ops; on a big weight."""
+    g = GraphBuilder(opset=15)
+    x = g.input("x", [1, 640, 2, 2])
+    original = g.model([g.relu(g.bn(g.conv(x, 640, k=1, name="big"), name="bn_big"))])
+    weight = next(t for t in original.graph.initializer if t.name == "big.weight")
+    assert len(weight.raw_data) > 1 << 20, "larger than the loader's plumbing limit"
+    source = save(original, tmp_path, "original.onnx")
+    target = save(onnxoptimizer_fold(original), tmp_path, "folded.onnx")
+    result = run_cli(["verify", target, "--against", source, "--format", "json"], exit_code=0)
+    findings = result.json["models"][0]["findings"]
+    (verdict,) = [f for f in findings if f["code"] == "BN012"]
+    assert verdict["evidence"]["verdict"] == "folded-correctly"
+    # the evaluated model keeps orphaned initializers; ONNX Runtime must still run it
+    assert [f["code"] for f in findings] == ["BN012"], [f["message"] for f in findings]

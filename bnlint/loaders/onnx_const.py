@@ -52,8 +52,6 @@ def _shape(inputs, attrs, opset):
 def _gather(inputs, attrs, opset):
     data, indices = inputs[0], inputs[1].astype(np.int64)
     axis = attrs.get("axis", 0) % max(data.ndim, 1)
-    shape = (*data.shape[:axis], *indices.shape, *data.shape[axis + 1 :])
-    _check_result_size(shape, data.dtype.itemsize)
     return [np.take(data, indices, axis=axis)]
 
 
@@ -112,16 +110,8 @@ def _cast(inputs, attrs, opset):
     return [inputs[0].astype(dtype)]
 
 
-def _check_result_size(shape: tuple[int, ...], itemsize: int) -> None:
-    """Refuse before allocating: constants too large to be plumbing are never folded."""
-    if int(np.prod(shape, dtype=object)) * itemsize > MAX_FOLD_BYTES:
-        raise ValueError("result too large to fold")
-
-
 def _binary(function: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Evaluator:
     def evaluate(inputs, attrs, opset):
-        dtype = np.result_type(inputs[0], inputs[1])
-        _check_result_size(np.broadcast_shapes(inputs[0].shape, inputs[1].shape), dtype.itemsize)
         result = function(inputs[0], inputs[1])
         return [np.asarray(result).astype(np.result_type(inputs[0], inputs[1]))]
 
@@ -178,6 +168,27 @@ _EVALUATION_ERRORS = (
 )
 
 
+_BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Pow"})
+
+
+def _result_bytes(op_type: str, inputs: Sequence[Any], attrs: dict[str, Any]) -> int:
+    """An upper bound of the output size for the ops whose output can outgrow their inputs.
+
+    The loader uses it to keep plumbing evaluation cheap; the audit (which must evaluate a
+    peer tool's arithmetic on full weights) calls the evaluators directly.
+    """
+    if op_type in _BINARY and len(inputs) == 2:
+        shape = np.broadcast_shapes(np.shape(inputs[0]), np.shape(inputs[1]))
+        itemsize = np.result_type(inputs[0], inputs[1]).itemsize
+        return int(np.prod(shape, dtype=object)) * itemsize
+    if op_type == "Gather" and len(inputs) == 2:
+        data, indices = np.asarray(inputs[0]), np.asarray(inputs[1])
+        axis = attrs.get("axis", 0) % max(data.ndim, 1)
+        rows = int(np.prod(data.shape[:axis] + data.shape[axis + 1 :], dtype=object))
+        return rows * indices.size * data.dtype.itemsize
+    return 0
+
+
 def evaluate(
     op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any], opset: int
 ) -> list[np.ndarray] | None:
@@ -186,6 +197,8 @@ def evaluate(
     if evaluator is None:
         return None
     try:
+        if _result_bytes(op_type, inputs, attrs) > MAX_FOLD_BYTES:
+            return None  # refused before allocating: plumbing constants are small
         with np.errstate(all="ignore"):
             outputs = evaluator(list(inputs), attrs, opset)
     except (
