@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format clean readme docs fuzz bench
+.PHONY: demo test lint format clean readme docs fuzz bench screenshot
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache examples/models site
+
+# Refresh docs/img/report.png (the README's picture of the HTML report) from the browser test.
+screenshot: $(STAMP) $(CHROMIUM)
+	BNLINT_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest tests/test_browser.py -q -p no:randomly
 
 readme: $(STAMP)
 	$(BIN)/python -m bnlint.docgen --readme README.md
