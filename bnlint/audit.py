@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
 import numpy as np
 from onnx import ModelProto, NodeProto, numpy_helper
@@ -270,7 +270,7 @@ def audit(
     try:
         reference = materialize(original.extras["onnx_model"], original)
         evaluated = evaluate_constants(materialize(folded_graph.extras["onnx_model"], folded_graph))
-        settings: Any = type("S", (), {"input_shapes": dict(input_shapes or {})})()
+        settings = SimpleNamespace(input_shapes=dict(input_shapes or {}))
         folded = build_graph(evaluated, Path(folded_graph.path), settings)
     except (FoldIOError, LoadError) as error:
         raise FoldError(str(error)) from None

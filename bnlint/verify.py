@@ -100,6 +100,11 @@ class AlgebraResult:
     problem_code: str | None = None
     problem: str | None = None
 
+    @classmethod
+    def unchecked(cls, tolerance: float, problem_code: str, problem: str) -> AlgebraResult:
+        """A fold whose numbers cannot be compared at all (structure or readability)."""
+        return cls(False, np.inf, np.inf, tolerance, None, 0, problem_code, problem)
+
     def evidence(self) -> dict:
         return {
             "weight_rel_error": self.weight_error,
@@ -209,37 +214,22 @@ def check_layers(
     dtype = source.weight_dtype if source is not None else "float32"
     tolerance = ALGEBRA_ULPS * unit_roundoff(dtype)
     if source is None or result is None:
-        return AlgebraResult(
-            False,
-            np.inf,
-            np.inf,
+        return AlgebraResult.unchecked(
             tolerance,
-            None,
-            0,
             "unreadable",
             "the weights of the producer or the folded node are not constant",
         )
     family = FAMILY[kind]
     if result.family != family or result.groups != source.groups:
-        return AlgebraResult(
-            False,
-            np.inf,
-            np.inf,
+        return AlgebraResult.unchecked(
             tolerance,
-            None,
-            0,
             "layout-changed",
             f"the folded node is a {result.family} with groups={result.groups}, "
             f"the original a {family} with groups={source.groups}",
         )
     if result.structure != source.structure:
-        return AlgebraResult(
-            False,
-            np.inf,
-            np.inf,
+        return AlgebraResult.unchecked(
             tolerance,
-            None,
-            0,
             "attributes-changed",
             f"the folded node's attributes changed: {dict(result.structure)} "
             f"instead of {dict(source.structure)}",

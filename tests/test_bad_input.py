@@ -6,7 +6,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import onnx
 import pytest
 
 from tests.zoo import onnx_zoo
@@ -19,18 +18,6 @@ def error_lines(stderr: str) -> list[str]:
 @pytest.fixture
 def good_model(tmp_path: Path) -> Path:
     return onnx_zoo.opset14_training_mode(tmp_path / "good")
-
-
-def _external_model(folder: Path, location: str) -> Path:
-    """The zoo's external-data model with every tensor pointing at ``location``."""
-    path = onnx_zoo.external_data(folder)
-    model = onnx.load(str(path), load_external_data=False)
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = location
-    onnx.save(model, str(path))
-    return path
 
 
 BAD_FILES = {
@@ -105,7 +92,7 @@ def test_symlink_loop(tmp_path: Path, run_cli) -> None:
 def test_escaping_or_missing_external_data(
     location: str, problem: str, tmp_path: Path, run_cli
 ) -> None:
-    path = _external_model(tmp_path / "m", location)
+    path = onnx_zoo.external_data_at(tmp_path / "m", location)
     (tmp_path / "outside.bin").write_bytes(b"\0" * 4096)
     result = run_cli([path], exit_code=2)
     (line,) = error_lines(result.stderr)

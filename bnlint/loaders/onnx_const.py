@@ -201,15 +201,7 @@ def evaluate(
             return None  # refused before allocating: plumbing constants are small
         with np.errstate(all="ignore"):
             outputs = evaluator(list(inputs), attrs, opset)
-    except (
-        ValueError,
-        TypeError,
-        IndexError,
-        KeyError,
-        AttributeError,
-        OverflowError,
-        MemoryError,
-    ):
+    except _EVALUATION_ERRORS:
         return None
     if any(np.asarray(output).nbytes > MAX_FOLD_BYTES for output in outputs):
         return None

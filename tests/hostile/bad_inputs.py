@@ -112,39 +112,32 @@ def broken_symlink(folder: Path) -> HostileCase:
 
 
 # -- external data ------------------------------------------------------------------------
-def _external(folder: Path, location: str) -> Path:
-    path = onnx_zoo.external_data(folder)
-    model = onnx.load(str(path), load_external_data=False)
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = location
-    onnx.save(model, str(path))
-    return path
-
-
 def external_dotdot(folder: Path) -> HostileCase:
     (folder / "secret.bin").write_bytes(b"\x01" * 65536)
-    return refused(_external(folder / "m", "../secret.bin"), "'..' leaves the model's folder")
+    return refused(
+        onnx_zoo.external_data_at(folder / "m", "../secret.bin"), "'..' leaves the model's folder"
+    )
 
 
 def external_absolute(folder: Path) -> HostileCase:
-    return refused(_external(folder / "m", "/etc/passwd"), "absolute paths are not allowed")
+    return refused(
+        onnx_zoo.external_data_at(folder / "m", "/etc/passwd"), "absolute paths are not allowed"
+    )
 
 
 def external_symlink(folder: Path) -> HostileCase:
     (folder / "secret.bin").write_bytes(b"\x01" * 65536)
-    path = _external(folder / "m", "link.bin")
+    path = onnx_zoo.external_data_at(folder / "m", "link.bin")
     (path.parent / "link.bin").symlink_to(folder / "secret.bin")
     return refused(path, "resolves outside the model's folder")
 
 
 def external_missing(folder: Path) -> HostileCase:
-    return refused(_external(folder / "m", "gone.bin"), "file not found")
+    return refused(onnx_zoo.external_data_at(folder / "m", "gone.bin"), "file not found")
 
 
 def external_fifo(folder: Path) -> HostileCase:
-    path = _external(folder / "m", "pipe.bin")
+    path = onnx_zoo.external_data_at(folder / "m", "pipe.bin")
     os.mkfifo(path.parent / "pipe.bin")
     return refused(path, "not a regular file")
 

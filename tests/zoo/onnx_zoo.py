@@ -225,6 +225,18 @@ def external_data(folder: Path) -> Path:
     )
 
 
+def external_data_at(folder: Path, location: str) -> Path:
+    """The external-data model with every tensor's location rewritten to ``location``."""
+    path = external_data(folder)
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(model, str(path))
+    return path
+
+
 def transformer_bn1d(folder: Path) -> Path:
     """Token projection, attention-free mixer, FFN with BatchNorm1d over the feature axis."""
     g = GraphBuilder(opset=17)
