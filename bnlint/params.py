@@ -10,8 +10,10 @@ bounded blocks so a per-channel reduction never holds the whole tensor.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -118,6 +120,11 @@ class ParamStore:
         if rows is not None:
             self._row_readers[name] = rows
 
+    def alias(self, name: str, source: str) -> None:
+        """Register ``name`` as another name of parameter ``source`` (an Identity)."""
+        read = partial(_read_alias, weakref.ref(self), source)
+        self.add(name, read, shape=self.shape(source), dtype=self.dtype(source))
+
     def __contains__(self, name: object) -> bool:
         return name in self._sources or name in self._cache or name in self._loaders
 
@@ -184,3 +191,9 @@ class ParamStore:
     def loaded_names(self) -> list[str]:
         """Every parameter read so far (cached or not), in the order first read."""
         return [*self._read, *(name for name in self._cache if name not in self._read)]
+
+
+def _read_alias(store: weakref.ref[ParamStore], source: str) -> np.ndarray:
+    # Weakly bound: a store holding a closure over itself is freed only by a full garbage
+    # collection, so linting model after model would keep every model's weights alive.
+    return store().get(source)

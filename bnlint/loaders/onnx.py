@@ -10,6 +10,8 @@ parameters is evaluated (see ``onnx_const``).
 
 from __future__ import annotations
 
+import weakref
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,14 +104,16 @@ def build_graph(
     # Fold and verify (bnlint.fold_api) and dynamic checks run the model itself; keeping a
     # reference costs nothing, and a session is only created when a check asks for one.
     graph.extras["onnx_model"] = model
-    graph.runner_factory = lambda: _onnx_runner(graph)
+    graph.runner_factory = partial(_onnx_runner, weakref.ref(graph))
     return graph
 
 
-def _onnx_runner(graph: ModelGraph) -> Any:
+def _onnx_runner(graph_ref: weakref.ref[ModelGraph]) -> Any:
+    """Weakly bound: a graph holding a closure over itself would live until a full
+    collection, keeping its parsed model and mapped weights in memory model after model."""
     from bnlint.runtime_onnx import runner_for_graph
 
-    return runner_for_graph(graph)
+    return runner_for_graph(graph_ref())
 
 
 def _inline_functions(model: ModelProto, path: Path) -> ModelProto:

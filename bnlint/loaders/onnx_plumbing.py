@@ -99,10 +99,7 @@ class ConstantPlumbing:
 
     def _alias(self, scope: Scope, name: str, source: str) -> None:
         key = scope.define(name)
-        params = self.graph.params
-        params.add(
-            key, lambda: params.get(source), shape=params.shape(source), dtype=params.dtype(source)
-        )
+        self.graph.params.alias(key, source)
         self.graph.tensor(key).is_param = True
 
 
