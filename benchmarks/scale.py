@@ -170,7 +170,7 @@ def build_cases(models: dict[str, Path], out: Path, cap: float, peers: bool) -> 
         ),
         Case("external:lint", _bnlint(external, "-q"), cap),
         Case("external:lint-no-bn013", _bnlint(external, "-q", "--ignore", "BN013"), cap),
-        Case("folder:one", _bnlint(min(Path(folder).glob("*.onnx")), "-q"), cap),
+        Case("folder:one", _bnlint(str(min(Path(folder).glob("*.onnx"))), "-q"), cap),
         Case("folder:j1", _bnlint(folder, "-q", "-j", "1"), cap),
         Case("folder:j2", _bnlint(folder, "-q", "-j", "2"), cap),
     ]
