@@ -323,8 +323,11 @@ def _load_note(extra: dict) -> str:
     load = extra.get("load")
     if not load:
         return ""
-    note = f" Load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
-    if max(load) > 1.0:
+    note = (
+        f" Load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (the end "
+        "value includes the benchmark's own processes)"
+    )
+    if load[0] > 1.0:
         note += (
             ": other processes shared the two cores, which inflates every time and most "
             "of all the `-j 2` row"
