@@ -247,7 +247,7 @@ def growth(results: dict, sizes: tuple[int, ...]) -> list[str]:
 def render(results: dict, extra: dict, models: dict, args: Any) -> str:
     from bench_models import CHAIN_BLOCK
 
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    stamp = extra.get("measured") or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     inproc = extra.get("inprocess") or {}
     lines = [
         HEADING,

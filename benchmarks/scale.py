@@ -307,6 +307,7 @@ def main() -> None:
                 "inprocess": inprocess(models["resnet50"], max(5, 2 * args.reps + 1)),
                 "accuracy": bench_report.fold_accuracy(models, out),
                 "load": [load_before, os.getloadavg()[0]],
+                "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             }
         save_results(results, extra, args)
     text = bench_report.render(results, extra, models, args)
