@@ -151,10 +151,13 @@ def _skipped(graph: ModelGraph, producer: Node, ctx: RuleContext, patterns: list
 
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
     patterns = [re.compile(pattern) for pattern in ctx.options["ignore"]]
-    verdicts = []
-    for producer in graph.nodes_of(*PRODUCERS):
-        if not _skipped(graph, producer, ctx, patterns):
-            verdicts.append((producer, *_classify(graph, producer)))
+    verdicts = [(producer, *_classify(graph, producer)) for producer in graph.nodes_of(*PRODUCERS)]
+    kinds = {verdict[1] for verdict in verdicts}
+    if "unnormalized" not in kinds or "normalized" not in kinds:
+        # Skipping only removes layers: nothing to report either way, and the pooled-tensor
+        # pass (which needs shape inference over the whole graph) is not needed.
+        return
+    verdicts = [v for v in verdicts if not _skipped(graph, v[0], ctx, patterns)]
     normalized = [v for v in verdicts if v[1] == "normalized"]
     missing = [v for v in verdicts if v[1] == "unnormalized"]
     comparable = len(normalized) + len(missing)
