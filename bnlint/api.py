@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from bnlint._perf import reuse_freed_memory
 from bnlint.config import (
     ConfigError,
     FileConfig,
@@ -127,6 +128,7 @@ _worker: dict[str, Any] = {}
 
 
 def _worker_init(cli_values: dict[str, Any], config: str | Path | None, debug: bool) -> None:
+    reuse_freed_memory()  # a forkserver or spawned worker does not inherit the parent's
     _worker["resolver"] = SettingsResolver(cli_values, config)
     _worker["debug"] = (lambda text: print(text, file=sys.stderr)) if debug else None
 
@@ -154,6 +156,8 @@ def lint_many(
     ``on_result`` is called as each one arrives (progress display).
     """
     targets = list(targets)
+    if len(targets) > 1:
+        reuse_freed_memory()
     jobs = min(jobs or os.cpu_count() or 1, len(targets))
     if jobs <= 1:
         results = []

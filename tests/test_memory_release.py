@@ -9,6 +9,7 @@ and mapped weights resident: memory would grow with every model of the folder.
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,3 +63,27 @@ def test_a_linted_pytorch_file_is_freed_by_reference_counting(
     model = torch_models.build("resnet_small")
     example = (torch_models.example_input("resnet_small"),)
     _assert_freed_after_lint(str(save_all(model, example, tmp_path, formats=(fmt,))[fmt]), {})
+
+
+def test_the_c_library_accepts_the_fixed_mmap_threshold() -> None:
+    """On glibc (CI, most Linux) mallopt exists and accepts it; elsewhere it is a no-op."""
+    import platform
+
+    from bnlint._perf import reuse_freed_memory
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert reuse_freed_memory() is expected
+
+
+@pytest.mark.parametrize(("count", "calls"), [(1, 0), (3, 1)])
+def test_only_a_run_of_several_models_changes_the_allocator(
+    count: int, calls: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bnlint.api
+
+    seen: list[None] = []
+    monkeypatch.setattr(bnlint.api, "reuse_freed_memory", lambda: seen.append(None))
+    path = str(ZOO["resnet_opset15"](tmp_path))
+    results = bnlint.api.lint_many([path] * count, SettingsResolver({}, None))
+    assert [r.status for r in results] == ["ok"] * count
+    assert len(seen) == calls
