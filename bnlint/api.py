@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -127,7 +128,10 @@ class WorkerError(Exception):
 _worker: dict[str, Any] = {}
 
 
-def _worker_init(cli_values: dict[str, Any], config: str | Path | None, debug: bool) -> None:
+def _worker_init(
+    cli_values: dict[str, Any], config: str | Path | None, debug: bool, warning_filters: list
+) -> None:
+    warnings.filters[:] = warning_filters  # a spawned worker starts with Python's defaults
     reuse_freed_memory()  # a forkserver or spawned worker does not inherit the parent's
     _worker["resolver"] = SettingsResolver(cli_values, config)
     _worker["debug"] = (lambda text: print(text, file=sys.stderr)) if debug else None
@@ -177,7 +181,7 @@ def lint_many(
         max_workers=jobs,
         mp_context=context,
         initializer=_worker_init,
-        initargs=(resolver.cli_values, resolver.config, debug is not None),
+        initargs=(resolver.cli_values, resolver.config, debug is not None, list(warnings.filters)),
     )
     try:
         futures = {
