@@ -97,8 +97,19 @@ def affine_terms(graph: ModelGraph) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """BN id -> (mult, shift) of ``y = x * mult + shift`` for every complete BN, computed
     for all BNs at once with the same float64 operations as ``BNAffine.from_params``."""
     cached = graph.extras.get("bn_affine_terms")
-    if cached is not None:
-        return cached
+    if cached is None:
+        cached = graph.extras["bn_affine_terms"] = _affine_terms(graph)
+    return cached[0]
+
+
+def non_finite_terms(graph: ModelGraph) -> set[int]:
+    """Ids of complete BNs whose mult or shift has a NaN or infinity in some channel
+    (non-finite statistics, or variance + eps <= 0): folding them would spread it."""
+    affine_terms(graph)
+    return graph.extras["bn_affine_terms"][1]
+
+
+def _affine_terms(graph: ModelGraph) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], set[int]]:
     table = bn_arrays(graph)
     complete = table.complete()
     var = table.values["var"]
@@ -110,8 +121,8 @@ def affine_terms(graph: ModelGraph) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         table.bns[row].id: (mult[starts[row] : stops[row]], shift[starts[row] : stops[row]])
         for row in np.flatnonzero(complete)
     }
-    graph.extras["bn_affine_terms"] = found
-    return found
+    finite = table.all("var", np.isfinite(mult) & np.isfinite(shift))
+    return found, {table.bns[row].id for row in np.flatnonzero(complete & ~finite)}
 
 
 def bn_arrays(graph: ModelGraph) -> BNArrays:

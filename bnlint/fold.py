@@ -80,10 +80,30 @@ def plan(graph: ModelGraph) -> list[FoldVerdict]:
     """A verdict for every BN in graph order (cached on the graph)."""
     cached = graph.extras.get("fold_plan")
     if cached is None:
-        cached = graph.extras["fold_plan"] = [
-            verdict(graph, bn) for bn in graph.nodes_of("batch_norm")
-        ]
+        cached = graph.extras["fold_plan"] = _with_finite_terms(
+            graph, [verdict(graph, bn) for bn in graph.nodes_of("batch_norm")]
+        )
     return cached
+
+
+def _with_finite_terms(graph: ModelGraph, verdicts: list[FoldVerdict]) -> list[FoldVerdict]:
+    """An exact fold of NaN or infinite statistics is still NaN: it would move the defect
+    from the BN (where BN006 names it) into the producer's weights, so it is not made."""
+    if not any(v.foldable for v in verdicts):
+        return verdicts
+    from bnlint.bn_arrays import non_finite_terms
+
+    bad = non_finite_terms(graph)
+    return [
+        _fail(
+            v.bn,
+            "non-finite-statistics",
+            "its statistics give a NaN or infinite scale or shift in some channel, see BN006",
+        )
+        if v.foldable and v.bn.id in bad
+        else v
+        for v in verdicts
+    ]
 
 
 def _fail(bn: Node, code: str, reason: str, **extra) -> FoldVerdict:

@@ -101,6 +101,37 @@ def test_producer_with_other_consumers_is_not_folded_and_says_why() -> None:
     assert fm.max_relative_error(model, result.folded) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("role", "value", "folded"),
+    [
+        ("var", np.nan, False),  # NaN scale
+        ("var", -1.0, False),  # sqrt of a negative variance + eps: NaN
+        ("mean", np.inf, False),  # infinite shift
+        ("scale", np.nan, False),
+        ("var", np.inf, True),  # scale 0, shift beta: finite, the channel is a constant
+    ],
+)
+def test_bn_with_non_finite_folded_terms_is_not_folded_and_says_why(
+    role: str, value: float, folded: bool
+) -> None:
+    """A NaN or infinite scale or shift would be folded 'exactly' into NaN or infinite
+    weights: the BN stays where BN006 names it."""
+    model = fm.conv_bn()
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    name = bn.input[{"scale": 1, "mean": 3, "var": 4}[role]]
+    tensor = next(t for t in model.graph.initializer if t.name == name)
+    values = onnx.numpy_helper.to_array(tensor).copy()
+    values[3] = value
+    tensor.CopyFrom(onnx.numpy_helper.from_array(values, name))
+    (record,) = fold(model).records
+    assert "BN006" in [f.code for f in lint(model, select=["BN006"]).findings]
+    if folded:
+        assert record.status == "folded"
+    else:
+        assert (record.status, record.reason_code) == ("not-folded", "non-finite-statistics")
+        assert "see BN006" in record.reason
+
+
 @pytest.mark.parametrize("opset", [9, 15])
 def test_training_mode_bn_is_never_folded_and_is_reported(opset: int) -> None:
     model = fm.training_bn(opset)
