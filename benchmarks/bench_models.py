@@ -50,7 +50,11 @@ def _write_atomic(model: onnx.ModelProto, path: Path) -> None:
     staged.replace(path)
 
 
-def _export_torch(factory: Callable, path: Path, shape: tuple[int, ...], seed: int = 0) -> None:
+def export_bn_preserved(
+    factory: Callable, path: Path, shape: tuple[int, ...], seed: int = 0, steps: int = 1
+) -> None:
+    """A seeded torch model with trained BN statistics, exported with BN kept (eval mode,
+    no constant folding), written atomically."""
     import torch
 
     from tests.zoo import torch_models as tm
@@ -58,7 +62,7 @@ def _export_torch(factory: Callable, path: Path, shape: tuple[int, ...], seed: i
     torch.manual_seed(seed)
     model = factory()
     example = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-    tm.fill_bn_statistics(model, example, steps=1)
+    tm.fill_bn_statistics(model, example, steps=steps)
     staged = path.with_suffix(".tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -74,12 +78,20 @@ def _export_torch(factory: Callable, path: Path, shape: tuple[int, ...], seed: i
     staged.replace(path)
 
 
+def _save_graph(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(model, path)
+    return path
+
+
 def resnet50() -> Path:
     path = MODELS / "resnet50.onnx"
     if not path.exists():
         from tests.zoo.torch_models import resnet50 as factory
 
-        _export_torch(factory, path, (1, 3, 224, 224))
+        export_bn_preserved(factory, path, (1, 3, 224, 224))
     return path
 
 
@@ -133,11 +145,7 @@ def chain(nodes: int) -> Path:
         [helper.make_tensor_value_info(current, TensorProto.FLOAT, [1, channels, 8, 8])],
         initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    MODELS.mkdir(parents=True, exist_ok=True)
-    _write_atomic(model, path)
-    return path
+    return _save_graph(graph, path)
 
 
 def external() -> Path:
@@ -200,9 +208,7 @@ def external() -> Path:
         [helper.make_tensor_value_info(current, TensorProto.FLOAT, [1, features])],
         initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    _write_atomic(model, path)
+    _save_graph(graph, path)
     return path
 
 
@@ -216,7 +222,7 @@ def resnet18_folder() -> Path:
     if not paths[0].exists():
         from tests.zoo.torch_models import resnet18 as factory
 
-        _export_torch(factory, paths[0], (1, 3, 224, 224))
+        export_bn_preserved(factory, paths[0], (1, 3, 224, 224))
     base = onnx.load(str(paths[0]))
     for index, path in enumerate(paths[1:], start=1):
         if path.exists():
@@ -256,11 +262,7 @@ def tiny() -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
         initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    MODELS.mkdir(parents=True, exist_ok=True)
-    _write_atomic(model, path)
-    return path
+    return _save_graph(graph, path)
 
 
 def generate_all(chain_sizes: tuple[int, ...], with_external: bool = True) -> dict[str, Path]:

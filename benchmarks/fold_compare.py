@@ -56,7 +56,7 @@ def _mlp():
 
 def export_models() -> dict[str, Path]:
     """Export the four networks (seeded, BN statistics filled) unless already present."""
-    import torch
+    from bench_models import export_bn_preserved
 
     from tests.zoo import torch_models as tm
 
@@ -71,23 +71,8 @@ def export_models() -> dict[str, Path]:
     for name, (factory, shape) in specs.items():
         path = MODELS_DIR / f"{name}.onnx"
         paths[name] = path
-        if path.exists():
-            continue
-        torch.manual_seed(0)
-        model = factory()
-        example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-        tm.fill_bn_statistics(model, example)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model.eval(),
-                (example,),
-                str(path),
-                dynamo=False,
-                do_constant_folding=False,
-                training=torch.onnx.TrainingMode.PRESERVE,
-                input_names=["x"],
-            )
+        if not path.exists():
+            export_bn_preserved(factory, path, shape, steps=3)
     return paths
 
 
