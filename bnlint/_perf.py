@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -42,8 +43,6 @@ def reuse_freed_memory() -> bool:
     keeps blocks under 256 MB in the heap for reuse; the peak stays that of one model.
     Returns False where the C library has no ``mallopt`` (not glibc).
     """
-    import sys
-
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +23,7 @@ from onnx import ModelProto, NodeProto, numpy_helper
 
 from bnlint.fold import FoldRecord, FoldVerdict, plan
 from bnlint.graph import ModelGraph, Node
+from bnlint.onnx_io import FoldIOError, materialize, names_read
 from bnlint.verify_numeric import Verification
 
 WEIGHTED = ("conv", "conv_transpose", "linear")
@@ -83,7 +84,7 @@ def evaluate_constants(model: ModelProto) -> ModelProto:
         for name, value in zip(node.output, values, strict=True):
             known[name] = value
             produced.add(name)
-    read = {name for node in kept for name in _reads(node)} | {o.name for o in graph.output}
+    read = names_read(kept) | {o.name for o in graph.output}
     del graph.node[:]
     graph.node.extend(kept)
     for name in sorted(produced & read):
@@ -116,14 +117,6 @@ def _evaluate(node: NodeProto, known, evaluators, attributes, opset) -> list[np.
     if len(outputs) != len(node.output):
         return None
     return [np.asarray(output) for output in outputs]
-
-
-def _reads(node: NodeProto) -> Iterator[str]:
-    yield from (name for name in node.input if name)
-    for attribute in node.attribute:
-        for body in [attribute.g] if attribute.HasField("g") else attribute.graphs:
-            for inner in body.node:
-                yield from _reads(inner)
 
 
 def match_folds(original: ModelGraph, folded: ModelGraph) -> list[FoldRecord]:
@@ -261,7 +254,6 @@ def audit(
     from bnlint.fold_api import FoldError, _onnx_runners
     from bnlint.loaders import LoadError
     from bnlint.loaders.onnx import build_graph
-    from bnlint.onnx_io import FoldIOError, materialize
     from bnlint.verify_numeric import verify_records
 
     for graph in (original, folded_graph):

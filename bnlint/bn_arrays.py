@@ -96,17 +96,20 @@ class BNArrays:
 def affine_terms(graph: ModelGraph) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """BN id -> (mult, shift) of ``y = x * mult + shift`` for every complete BN, computed
     for all BNs at once with the same float64 operations as ``BNAffine.from_params``."""
-    cached = graph.extras.get("bn_affine_terms")
-    if cached is None:
-        cached = graph.extras["bn_affine_terms"] = _affine_terms(graph)
-    return cached[0]
+    return _cached_terms(graph)[0]
 
 
 def non_finite_terms(graph: ModelGraph) -> set[int]:
     """Ids of complete BNs whose mult or shift has a NaN or infinity in some channel
     (non-finite statistics, or variance + eps <= 0): folding them would spread it."""
-    affine_terms(graph)
-    return graph.extras["bn_affine_terms"][1]
+    return _cached_terms(graph)[1]
+
+
+def _cached_terms(graph: ModelGraph) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], set[int]]:
+    cached = graph.extras.get("bn_affine_terms")
+    if cached is None:
+        cached = graph.extras["bn_affine_terms"] = _affine_terms(graph)
+    return cached
 
 
 def _affine_terms(graph: ModelGraph) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], set[int]]:

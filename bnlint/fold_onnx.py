@@ -17,13 +17,13 @@ import re
 from collections.abc import Iterable
 
 import numpy as np
-from onnx import AttributeProto, ModelProto, NodeProto, helper
+from onnx import ModelProto, NodeProto, helper
 
 from bnlint.bn_arrays import affine_terms
 from bnlint.fold import FoldRecord, FoldVerdict, plan
 from bnlint.fold_math import BNAffine, fold_bias, fold_weight, forward_fold
 from bnlint.graph import ModelGraph, Node
-from bnlint.onnx_io import materialize, to_tensor
+from bnlint.onnx_io import materialize, names_read, to_tensor
 
 
 def fold_model(
@@ -57,23 +57,6 @@ def _not_folded(verdict: FoldVerdict, code: str | None = None, reason: str | Non
         reason_code=code or verdict.reason_code,
         reason=reason or verdict.reason,
     )
-
-
-def _read_set(nodes: Iterable[NodeProto | None]) -> set[str]:
-    """Every tensor name read by ``nodes`` and by all bodies nested in them."""
-    read: set[str] = set()
-    for node in nodes:
-        if node is None:
-            continue
-        read.update(node.input)
-        if len(node.attribute):
-            for attribute in node.attribute:
-                if attribute.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
-                    bodies = [attribute.g] if attribute.HasField("g") else attribute.graphs
-                    for body in bodies:
-                        read |= _read_set(body.node)
-    read.discard("")
-    return read
 
 
 class _Rewriter:
@@ -245,7 +228,7 @@ class _Rewriter:
 
     # -- finishing ---------------------------------------------------------------------------
     def _live_nodes(self) -> set[int]:
-        read = _read_set(self.nodes) | {o.name for o in self.model.graph.output}
+        read = names_read(self.nodes) | {o.name for o in self.model.graph.output}
         return {
             i
             for i, node in enumerate(self.nodes)
@@ -263,7 +246,7 @@ class _Rewriter:
                 kept.append(node)
         del graph.node[:]
         graph.node.extend(kept)
-        read = _read_set(graph.node) | {o.name for o in graph.output}
+        read = names_read(graph.node) | {o.name for o in graph.output}
         unused = {t.name for t in graph.initializer} - read
         initializers = [t for t in graph.initializer if t.name not in unused]
         del graph.initializer[:]

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import onnx
 from google.protobuf.message import Error as ProtobufError
-from onnx import ModelProto, TensorProto, numpy_helper
+from onnx import AttributeProto, ModelProto, NodeProto, TensorProto, numpy_helper
 
 from bnlint.graph import ModelGraph
 
@@ -106,6 +106,23 @@ def has_external_in_subgraphs(graph: onnx.GraphProto) -> bool:
                 if has_external_in_subgraphs(body):
                     return True
     return False
+
+
+def names_read(nodes: Iterable[NodeProto | None]) -> set[str]:
+    """Every tensor name read by ``nodes`` and by all bodies nested in them."""
+    read: set[str] = set()
+    for node in nodes:
+        if node is None:
+            continue
+        read.update(node.input)
+        if len(node.attribute):
+            for attribute in node.attribute:
+                if attribute.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+                    bodies = [attribute.g] if attribute.HasField("g") else attribute.graphs
+                    for body in bodies:
+                        read |= names_read(body.node)
+    read.discard("")
+    return read
 
 
 def uses_external_data(model: ModelProto) -> bool:

@@ -133,12 +133,13 @@ def _split_weights(ort: Any, model: ModelProto, arrays: ArrayProvider | None):
     from onnx import ModelProto, TensorProto
 
     from bnlint.loaders.onnx_types import numpy_dtype
+    from bnlint.onnx_io import names_read
 
     light = ModelProto()
     _copy_fields(light, model, "graph")
     _copy_fields(light.graph, model.graph, "initializer")
     names, values = [], []
-    used = _names_read(model.graph)
+    used = names_read(model.graph.node) | {value.name for value in model.graph.output}
     for tensor in model.graph.initializer:
         if tensor.name not in used:
             # ORT drops unused initializers before binding external ones, then fails to find
@@ -169,18 +170,6 @@ def _split_weights(ort: Any, model: ModelProto, arrays: ArrayProvider | None):
         names.append(tensor.name)
         values.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array)))
     return light, names, values
-
-
-def _names_read(graph: Any) -> set[str]:
-    """Every tensor name a node (at any subgraph depth) reads, plus the graph outputs."""
-    names = {value.name for value in graph.output}
-    for node in graph.node:
-        names.update(node.input)
-        for attribute in node.attribute:
-            bodies = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
-            for body in bodies:
-                names |= _names_read(body)
-    return names
 
 
 def _session(ort: Any, model: ModelProto, options: Any) -> Any:
