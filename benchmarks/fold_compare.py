@@ -94,7 +94,7 @@ def max_error(reference: onnx.ModelProto, folded: onnx.ModelProto) -> tuple[floa
 
 
 def fold_bnlint(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
-    from bnlint.fold_api import fold_graph
+    from bnlint.fold import fold_graph
     from bnlint.loaders.onnx import build_graph
 
     result = fold_graph(build_graph(model, path, SimpleNamespace()))
@@ -126,9 +126,8 @@ TOOLS = {
 
 
 def audit_verdicts(original: onnx.ModelProto, folded: onnx.ModelProto, path: Path) -> str:
-    from bnlint.audit import audit
+    from bnlint.fold import audit, verdict_of
     from bnlint.loaders.onnx import build_graph
-    from bnlint.verify_report import verdict_of
 
     result = audit(
         build_graph(original, path, SimpleNamespace()), build_graph(folded, path, SimpleNamespace())

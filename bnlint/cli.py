@@ -266,7 +266,7 @@ def explain(code: str) -> None:
 
 
 def _register_fold_commands() -> None:
-    from bnlint.fold_cli import fold, verify
+    from bnlint.fold.cli import fold, verify
 
     main.add_command(fold)
     main.add_command(verify)

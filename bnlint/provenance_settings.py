@@ -83,8 +83,8 @@ def rule_options(rule: Rule, settings: Settings) -> dict[str, Any]:
 def _verification_tolerances(settings: Settings, ruleset: RuleSet) -> dict[str, Any]:
     """The tolerances BN012 and BN018 apply with these settings, per floating dtype."""
     from bnlint.batch_coupling import tolerance_for
-    from bnlint.verify import ALGEBRA_ULPS
-    from bnlint.verify_numeric import numeric_tolerance
+    from bnlint.fold.layers import ALGEBRA_ULPS
+    from bnlint.fold.results import numeric_tolerance
 
     dtypes = ("float32", "float16", "bfloat16")
     result: dict[str, Any] = {}

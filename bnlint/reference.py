@@ -22,6 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+# Half the distance between 1 and the next representable number, per floating dtype.
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+
+
+def unit_roundoff(dtype: str | None) -> float:
+    """The unit roundoff of ``dtype`` (float32's for unknown or non-floating dtypes)."""
+    return UNIT_ROUNDOFF.get(dtype or "float32", UNIT_ROUNDOFF["float32"])
+
 
 @dataclass(frozen=True)
 class TrainingResult:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bnlint.fold import plan
+from bnlint.fold import FoldError, fold_graph, plan, record_findings
 from bnlint.graph import ModelGraph
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
 
@@ -59,9 +59,6 @@ RULE = RuleSpec(
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
     if not ctx.verify or not any(verdict.foldable for verdict in plan(graph)):
         return
-    from bnlint.fold_api import FoldError, fold_graph
-    from bnlint.verify_report import record_findings
-
     try:
         result = fold_graph(
             graph,

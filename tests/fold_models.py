@@ -1,7 +1,7 @@
 """Models for the fold/verify/audit tests, an independent ORT comparison, and wrong folds.
 
 ``hand_fold`` is a deliberately separate, minimal folder written for the tests (it shares no
-code with ``bnlint.fold_*``). With ``bug=None`` it folds correctly; each named bug
+code with ``bnlint.fold``). With ``bug=None`` it folds correctly; each named bug
 reproduces a bug class that real tools shipped (ANCHORS.md §2-§3, scenarios 1-5 and 15).
 """
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from bnlint.api import lint
-from bnlint.fold_api import fold_graph
+from bnlint.fold import fold_graph
 from bnlint.loaders.onnx import build_graph
 from tests import fold_models as fm
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from bnlint.fold_api import fold_graph
-from bnlint.fold_torch import fuse_bn_conv, fuse_conv_bn, fuse_linear_bn
+from bnlint.fold import fold_graph
+from bnlint.fold.torch_fold import fuse_bn_conv, fuse_conv_bn, fuse_linear_bn
 from bnlint.loaders.torch_live import graph_from_module
 from tests.fold_models import CRITERION
 from tests.zoo import torch_models

@@ -16,14 +16,13 @@ import onnx
 from onnx import numpy_helper
 
 from bnlint.config import Settings
-from bnlint.fold import plan
-from bnlint.fold_api import fold_graph
+from bnlint.fold import fold_graph, plan
+from bnlint.fold.algebra import check_algebra
+from bnlint.fold.algebra_batch import batch_conv_algebra
 from bnlint.graph import GraphFacts, ModelGraph
 from bnlint.loaders.onnx import build_graph, load
 from bnlint.loaders.onnx_file import raw_data_ranges, read_mapped
 from bnlint.loaders.onnx_scope import exporter_metadata
-from bnlint.verify import check_algebra
-from bnlint.verify_batch import batch_conv_algebra
 from tests.zoo.onnx_builder import GraphBuilder
 
 
@@ -119,7 +118,7 @@ def test_batched_conv_algebra_equals_the_per_fold_check() -> None:
 
 
 def test_large_graphs_verify_each_fold_on_its_own(monkeypatch) -> None:
-    from bnlint import verify_numeric
+    from bnlint.fold import numeric as verify_numeric
 
     model = _conv_chain(40, seed=5)
     graph = build_graph(model, Path("m.onnx"), Settings())
@@ -133,7 +132,8 @@ def test_large_graphs_verify_each_fold_on_its_own(monkeypatch) -> None:
 
 
 def test_a_fold_that_loses_precision_is_caught_per_fold(monkeypatch) -> None:
-    from bnlint import fold_onnx, verify_numeric
+    from bnlint.fold import numeric as verify_numeric
+    from bnlint.fold import rewrite as fold_onnx
 
     model = _conv_chain(10, seed=6)
     graph = build_graph(model, Path("m.onnx"), Settings())

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bnlint.fold_math import BNAffine, fold_bias, fold_weight, forward_fold
+from bnlint.fold.affine import BNAffine, fold_bias, fold_weight, forward_fold
+from bnlint.fold.algebra import check_layers
+from bnlint.fold.layers import Layer
+from bnlint.fold.results import numeric_tolerance, tensor_error
 from bnlint.onnx_io import round_to
-from bnlint.reference import batch_norm_inference
-from bnlint.verify import Layer, check_layers, unit_roundoff
-from bnlint.verify_numeric import numeric_tolerance, tensor_error
+from bnlint.reference import batch_norm_inference, unit_roundoff
 
 RNG = np.random.default_rng(0)
 C = 6

@@ -101,7 +101,7 @@ def build_graph(
         builder.mapped = (buffer, raw_ranges)
     with gc_paused():
         graph = builder.build()
-    # Fold and verify (bnlint.fold_api) and dynamic checks run the model itself; keeping a
+    # Fold and verify (bnlint.fold) and dynamic checks run the model itself; keeping a
     # reference costs nothing, and a session is only created when a check asks for one.
     graph.extras["onnx_model"] = model
     graph.runner_factory = partial(_onnx_runner, weakref.ref(graph))

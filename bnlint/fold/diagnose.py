@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnlint.fold_math import FAMILY, BNAffine, fold_bias, fold_weight
-from bnlint.fold_math import forward_fold as forward_fold_math
+from bnlint.fold.affine import FAMILY, BNAffine, fold_bias, fold_weight
+from bnlint.fold.affine import forward_fold as forward_fold_math
+from bnlint.fold.layers import ALGEBRA_ULPS, Expected, Layer, bias_errors, weight_errors
 from bnlint.onnx_io import round_to
-from bnlint.verify import ALGEBRA_ULPS, Expected, Layer, bias_errors, unit_roundoff, weight_errors
+from bnlint.reference import unit_roundoff
 
 
 def diagnose(

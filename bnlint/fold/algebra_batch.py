@@ -1,6 +1,6 @@
 """Verification level 1 for many Conv folds at once (same float64 arithmetic, stacked).
 
-:func:`bnlint.verify.check_layers` costs a few dozen NumPy calls per fold: nothing for a
+:func:`bnlint.fold.algebra.check_layers` costs a few dozen NumPy calls per fold: nothing for a
 ResNet, seconds for 12,000 folds. Folds into Conv layers whose weights have the same
 shape, groups, dtype and attributes are stacked, and every step of ``check_layers`` is
 applied to the stack element by element, in the same order of operations, so each fold
@@ -16,10 +16,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from bnlint.bn_arrays import _RAW_FLOATS, bn_arrays
-from bnlint.fold import FoldRecord
+from bnlint.fold.layers import ALGEBRA_ULPS, AlgebraResult
+from bnlint.fold.verdicts import FoldRecord
 from bnlint.graph import ModelGraph, Node
 from bnlint.params import MappedTensor
-from bnlint.verify import ALGEBRA_ULPS, AlgebraResult, unit_roundoff
+from bnlint.reference import unit_roundoff
 
 MIN_BATCH = 8  # below this, the per-fold path is as fast
 _STRUCTURE = ("strides", "pads", "dilations", "auto_pad", "output_padding")

@@ -8,7 +8,7 @@
    exact fold exists (a training-mode BN folded as inference, a producer whose output had
    other readers), matched to the node that absorbed it (by node name, then by the tensor
    names around it, then by the order and shapes of weighted nodes), or unmatched.
-3. Both verification levels run on the matched folds (:mod:`bnlint.verify_numeric`).
+3. Both verification levels run on the matched folds (:mod:`bnlint.fold.numeric`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from types import SimpleNamespace
 import numpy as np
 from onnx import ModelProto, NodeProto, numpy_helper
 
-from bnlint.fold import FoldRecord, FoldVerdict, plan
+from bnlint.fold.numeric import onnx_runners, verify_records
+from bnlint.fold.results import FoldError, Verification
+from bnlint.fold.verdicts import FoldRecord, FoldVerdict, plan
 from bnlint.graph import ModelGraph, Node
 from bnlint.onnx_io import FoldIOError, materialize, names_read
-from bnlint.verify_numeric import Verification
 
 WEIGHTED = ("conv", "conv_transpose", "linear")
 MAX_EVALUATED_BYTES = 1 << 32
@@ -251,10 +252,8 @@ def audit(
     tolerance_scale: float = 1.0,
 ) -> Audit:
     """Audit the fold ``folded_graph`` of ``original`` (both loaded by the ONNX front end)."""
-    from bnlint.fold_api import FoldError, _onnx_runners
     from bnlint.loaders import LoadError
     from bnlint.loaders.onnx import build_graph
-    from bnlint.verify_numeric import verify_records
 
     for graph in (original, folded_graph):
         if "onnx_model" not in graph.extras:
@@ -267,7 +266,7 @@ def audit(
     except (FoldIOError, LoadError) as error:
         raise FoldError(str(error)) from None
     records = match_folds(original, folded)
-    runners = _onnx_runners(reference, evaluated)
+    runners = onnx_runners(reference, evaluated)
     verification = verify_records(
         original,
         folded,

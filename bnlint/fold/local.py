@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from bnlint.fold import FoldRecord
-from bnlint.graph import ModelGraph, Node
-from bnlint.verify_numeric import (
+from bnlint.fold.results import (
     LOCAL_NODES,
     NumericResult,
     Verification,
     numeric_tolerance,
     tensor_error,
 )
+from bnlint.fold.verdicts import FoldRecord
+from bnlint.graph import ModelGraph, Node
 
 __all__ = ["LOCAL_NODES", "verify_per_fold"]
 CHUNK_NODES = 1024  # nodes per session for folds that cannot be stacked

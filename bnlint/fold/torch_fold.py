@@ -2,7 +2,7 @@
 
 The ``fuse_*`` functions are pure: they return a new module and never touch the ones
 given (a weight shared with another module stays as it is; the fused module gets its own
-parameters). Arithmetic is float64 through :mod:`bnlint.fold_math`, results are cast back
+parameters). Arithmetic is float64 through :mod:`bnlint.fold.affine`, results are cast back
 to each parameter's dtype and device. Unlike ``torch.nn.utils.fusion``, ConvTranspose is
 group-aware (output channels on weight axis 1 within each group).
 
@@ -22,11 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from bnlint.fold import FoldRecord, FoldVerdict, plan
-from bnlint.fold_math import BNAffine, fold_bias, fold_weight, forward_fold
+from bnlint.fold.affine import BNAffine, fold_bias, fold_weight, forward_fold
+from bnlint.fold.algebra import Layer, check_layers
+from bnlint.fold.results import (
+    FoldResult,
+    NumericResult,
+    Verification,
+    numeric_tolerance,
+    tensor_error,
+)
+from bnlint.fold.verdicts import FoldRecord, FoldVerdict, plan
 from bnlint.graph import ModelGraph
-from bnlint.verify import Layer, check_layers
-from bnlint.verify_numeric import Verification, numeric_tolerance, tensor_error
 
 
 def _bn_numbers(bn: Any) -> tuple[dict[str, np.ndarray], float]:
@@ -204,8 +210,6 @@ def fold_module(graph: ModelGraph, keep: Iterable[str] = ()) -> tuple[Any, list[
 
 def fold_torch_graph(graph: ModelGraph, *, keep: Iterable[str] = (), tolerance_scale: float = 1.0):
     """Fold and verify (algebraic per BN, numeric with torch on the example inputs)."""
-    from bnlint.fold_api import FoldResult
-
     folded, records = fold_module(graph, keep)
     original = dict(graph.extras["torch_module"].named_modules())
     fused = dict(folded.named_modules())
@@ -278,8 +282,6 @@ def _np_dtype(tensor: Any) -> str:
 
 
 def _per_bn(verification: Verification, folded_records: list[FoldRecord], seen: dict) -> None:
-    from bnlint.verify_numeric import NumericResult
-
     for record in folded_records:
         forward = record.verdict.kind == "forward_conv"
         bn_path, producer_path = record.verdict.bn.scope, record.verdict.producer.scope

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bnlint.bn_arrays import non_finite_terms
 from bnlint.graph import ModelGraph, Node
 
 FLOAT_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16"})
@@ -91,8 +92,6 @@ def _with_finite_terms(graph: ModelGraph, verdicts: list[FoldVerdict]) -> list[F
     from the BN (where BN006 names it) into the producer's weights, so it is not made."""
     if not any(v.foldable for v in verdicts):
         return verdicts
-    from bnlint.bn_arrays import non_finite_terms
-
     bad = non_finite_terms(graph)
     return [
         _fail(

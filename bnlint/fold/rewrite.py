@@ -7,7 +7,7 @@ producer reads is replaced under its own name. Tensor names downstream of each B
 kept (the producer takes over the BN's output name), so consumers, graph outputs and the
 numeric comparison of original against folded model line up by name.
 
-Arithmetic is float64 (``bnlint.fold_math``); results are rounded once into the model's
+Arithmetic is float64 (``bnlint.fold.affine``); results are rounded once into the model's
 dtype. Constant plumbing and initializers that only fed removed nodes are dropped.
 """
 
@@ -20,16 +20,17 @@ import numpy as np
 from onnx import ModelProto, NodeProto, helper
 
 from bnlint.bn_arrays import affine_terms
-from bnlint.fold import FoldRecord, FoldVerdict, plan
-from bnlint.fold_math import BNAffine, fold_bias, fold_weight, forward_fold
+from bnlint.fold.affine import BNAffine, fold_bias, fold_weight, forward_fold
+from bnlint.fold.verdicts import FoldRecord, FoldVerdict, plan
 from bnlint.graph import ModelGraph, Node
 from bnlint.onnx_io import materialize, names_read, to_tensor
 
 
 def fold_model(
     model: ModelProto, graph: ModelGraph, keep: Iterable[str] = ()
-) -> tuple[ModelProto, list[FoldRecord]]:
-    """The folded copy of ``model`` and one record per BN (graph order).
+) -> tuple[ModelProto, list[FoldRecord], frozenset[str]]:
+    """The folded copy of ``model``, one record per BN (graph order) and the names of the
+    initializers the fold wrote (every other initializer is the original's, unchanged).
 
     ``graph`` is the ModelGraph loaded from ``model``. ``keep`` holds regular expressions:
     a BN whose node name or module path matches one is left in place.
@@ -43,8 +44,7 @@ def fold_model(
             records.append(_not_folded(verdict, "kept", "left in place by --keep"))
         else:
             records.append(rewriter.apply(verdict))
-    graph.extras["fold_rewritten"] = frozenset(rewriter.written)
-    return rewriter.finish(records), records
+    return rewriter.finish(records), records, frozenset(rewriter.written)
 
 
 _LINEAR_WITH_ADD = ("matmul", "matmul_add")  # the bias lives in an Add (new for bare MatMul)

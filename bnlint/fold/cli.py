@@ -126,7 +126,7 @@ def fold(
 
     from bnlint.api import SettingsResolver
     from bnlint.config import ConfigError
-    from bnlint.fold_api import FoldError, fold_graph
+    from bnlint.fold.engine import FoldError, fold_graph
     from bnlint.loaders import LoadError, load_model
 
     source, target = Path(model), Path(output)
@@ -166,7 +166,7 @@ def fold(
 
 def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str, resolver: Any) -> None:
     from bnlint.findings import ModelResult, Report
-    from bnlint.verify_report import fold_table, format_table, record_findings
+    from bnlint.fold.report import fold_table, format_table, record_findings
 
     verification = result.verification
     findings = list(record_findings(verification, ctx, every_bn=output_format == "json"))
@@ -224,7 +224,7 @@ def _write(result: Any, graph: Any, source: Path, target: Path) -> None:
 
 
 def _write_onnx(folded: Any, graph: Any, source: Path, target: Path) -> list[Path]:
-    from bnlint.fold_api import check_onnx
+    from bnlint.fold.engine import check_onnx
     from bnlint.onnx_io import (
         PROTOBUF_LIMIT,
         FoldIOError,
@@ -347,12 +347,12 @@ def _verify_models(paths: Sequence[str], resolver: Any, options: dict) -> Any:
 def _audit(
     folded_path: str, original_path: str, resolver: Any, tolerance_scale: float | None
 ) -> Any:
-    from bnlint.audit import audit
     from bnlint.engine import finalize_findings
     from bnlint.findings import ModelResult, Report
-    from bnlint.fold_api import FoldError
+    from bnlint.fold.auditor import audit
+    from bnlint.fold.engine import FoldError
+    from bnlint.fold.report import record_findings
     from bnlint.loaders import LoadError, load_model
-    from bnlint.verify_report import record_findings
 
     settings, ruleset = resolver.resolve(folded_path)
     graphs = []

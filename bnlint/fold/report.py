@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from bnlint.findings import Finding, Severity
-from bnlint.fold import KIND_LABEL, FoldRecord
+from bnlint.fold.results import Verification
+from bnlint.fold.verdicts import KIND_LABEL, FoldRecord
 from bnlint.rule import RuleContext
-from bnlint.verify_numeric import Verification
 
 FIX = (
     "fold with a tool that handles this layout (`bnlint fold MODEL -o FOLDED` verifies its "

@@ -1,36 +1,24 @@
 """Fold a loaded model and verify the result: the engine behind ``bnlint fold`` and BN012.
 
-ONNX graphs fold through :mod:`bnlint.fold_onnx`; PyTorch graphs that carry their live
+ONNX graphs fold through :mod:`bnlint.fold.rewrite`; PyTorch graphs that carry their live
 module (``graph.extras["torch_module"]``, set by the PyTorch front end) fold through
-:mod:`bnlint.fold_torch`. Either way the result is one :class:`FoldRecord` per BN and a
+:mod:`bnlint.fold.torch_fold`. Either way the result is one :class:`FoldRecord` per BN and a
 :class:`Verification` with both levels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from bnlint.fold.numeric import onnx_runners, verify_records
+from bnlint.fold.results import FoldError, FoldResult
+from bnlint.fold.rewrite import fold_model
+from bnlint.fold.torch_fold import fold_torch_graph
 from bnlint.graph import ModelGraph
-from bnlint.verify_numeric import Verification
-
-
-class FoldError(Exception):
-    """The model cannot be folded at all (format, unreadable data); one line for the user."""
-
-
-@dataclass
-class FoldResult:
-    verification: Verification
-    folded: Any  # onnx.ModelProto or nn.Module
-    format: str
-
-    @property
-    def records(self):
-        return self.verification.records
+from bnlint.onnx_io import FoldIOError
 
 
 def fold_graph(
@@ -45,8 +33,6 @@ def fold_graph(
     if "onnx_model" in graph.extras:
         return _fold_onnx(graph, keep, input_shapes, tolerance_scale, numeric)
     if "torch_module" in graph.extras:
-        from bnlint.fold_torch import fold_torch_graph
-
         return fold_torch_graph(graph, keep=keep, tolerance_scale=tolerance_scale)
     raise FoldError(f"{graph.facts.format} models cannot be folded (no ONNX model or live module)")
 
@@ -58,15 +44,12 @@ def _fold_onnx(
     tolerance_scale: float,
     numeric: bool,
 ) -> FoldResult:
-    from bnlint.fold_onnx import fold_model
     from bnlint.loaders import LoadError
     from bnlint.loaders.onnx import build_graph
-    from bnlint.onnx_io import FoldIOError
-    from bnlint.verify_numeric import verify_records
 
     model = graph.extras["onnx_model"]
     try:
-        folded_model, records = fold_model(model, graph, keep)
+        folded_model, records, rewritten = fold_model(model, graph, keep)
     except FoldIOError as error:
         raise FoldError(str(error)) from None
     settings = SimpleNamespace(input_shapes=dict(input_shapes or {}))
@@ -80,13 +63,13 @@ def _fold_onnx(
 
         # Weights reach ONNX Runtime as arrays: the original's straight from the loaded
         # file (memory-mapped), rewritten ones from the folded model.
-        original, rewritten = graph_arrays(graph), graph.extras.get("fold_rewritten", ())
+        original = graph_arrays(graph)
         folded_arrays = graph_arrays(folded_graph)
 
         def folded_weights(name: str) -> Any:
             return folded_arrays(name) if name in rewritten else original(name)
 
-        runners = _onnx_runners(model, folded_model, original, folded_weights)
+        runners = onnx_runners(model, folded_model, original, folded_weights)
     verification = verify_records(
         graph,
         folded_graph,
@@ -99,18 +82,6 @@ def _fold_onnx(
     if not numeric:
         verification.numeric_skipped = "the numeric level was not requested"
     return FoldResult(verification, folded_model, "onnx")
-
-
-def _onnx_runners(reference: Any, folded: Any, reference_arrays=None, folded_arrays=None):
-    from bnlint.runtime_onnx import OnnxRunner
-
-    def reference_runner(names: Sequence[str]) -> OnnxRunner:
-        return OnnxRunner(reference, extra_outputs=names, arrays=reference_arrays)
-
-    def folded_runner(names: Sequence[str]) -> OnnxRunner:
-        return OnnxRunner(folded, extra_outputs=names, arrays=folded_arrays)
-
-    return reference_runner, folded_runner
 
 
 def check_onnx(model: Any) -> str | None:
