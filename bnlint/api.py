@@ -116,6 +116,8 @@ def lint_target(
         result.provenance = model_evidence(target, settings, read=False)
         return result
     result = lint_graph(graph, settings, ruleset, debug=debug, extras=tuple(extras))
+    if graph.extras.get("data_files"):  # output paths are checked against these too
+        result.extras["data_files"] = list(graph.extras["data_files"])
     rules_run = [rule.code for rule in applicable_rules(graph, settings, ruleset)[0]]
     result.provenance = model_evidence(target, settings, graph, rules_run, read=hash_files)
     return result

@@ -90,6 +90,7 @@ def check(paths: Sequence[str], **options: Any) -> None:
             _show_settings(resolver, targets or list(paths or ["."]))
             return
         run_settings, _ = resolver.resolve(options["config"] or os.getcwd())
+        _check_outputs(options, [*targets, *_config_files(resolver, targets)], final=False)
         formats = [options["output_format"] or run_settings.format]
         formats += ["html"] if options["report_html"] else []
         formats += ["markdown"] if options["report_md"] else []
@@ -140,9 +141,13 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
         render_baseline,
     )
     from bnlint.report.sanitize import printable
-    from bnlint.report.write import write_atomic
+    from bnlint.report.write import write_output
 
     settings, ruleset = resolver.resolve(options["config"] or os.getcwd())
+    paths = [model.path for model in report.models]
+    read = [*paths, *_config_files(resolver, paths)]
+    read += [name for model in report.models for name in model.extras.get("data_files", ())]
+    targets = _check_outputs(options, read)
     argv = _invocation_argv()
     if report.provenance is None:
         from bnlint.provenance import Invocation, collect
@@ -181,7 +186,7 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
         files.append((options["write_baseline"], lambda: render_baseline(report)))
     for path, produce in files:
         try:
-            write_atomic(path, produce())
+            write_output(targets[path], produce())
         except OSError as error:
             fail(f"{printable(path, None)}: cannot write: {error.strerror or error}")
     if not output and text:
@@ -190,6 +195,57 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
     if code == 1 and (options["exit_zero"] or options.get("write_baseline")):
         code = 0
     sys.exit(code)
+
+
+OUTPUT_OPTIONS = ("output", "report_html", "report_md", "write_baseline")
+
+
+def _config_files(resolver: Any, paths: Sequence[str]) -> list[str]:
+    found = {resolver.resolve(path)[0].config_path for path in paths}
+    return sorted(path for path in found if path)
+
+
+def _check_outputs(
+    options: dict[str, Any], read: Sequence[str], *, final: bool = True
+) -> dict[str, Any]:
+    """Every output path checked before anything is written (bnlint.report.write): never an
+    input, never given twice; exit 2 naming the path otherwise. ``final=False`` only
+    compares with the inputs known so far (before the lint) and opens nothing."""
+    from bnlint.report.sanitize import printable
+    from bnlint.report.write import (
+        UnsafeOutput,
+        check_output_target,
+        discard,
+        input_identities,
+        refuse_input_target,
+    )
+
+    targets: dict[str, Any] = {}
+    seen: dict[Any, str] = {}
+    for key in OUTPUT_OPTIONS:
+        path = options.get(key)
+        if not path:
+            continue
+        inputs = list(read)
+        if options.get("baseline") and key != "write_baseline":
+            inputs.append(options["baseline"])  # --write-baseline may update it in place
+        names = {os.path.abspath(path), *input_identities([path])}
+        problem = None
+        if clash := next((seen[name] for name in names if name in seen), None):
+            problem = f"given as two outputs ({printable(clash, None)} and this one)"
+        seen.update(dict.fromkeys(names, path))
+        try:
+            if problem is None and final:
+                targets[path] = check_output_target(path, inputs)
+            elif problem is None:
+                refuse_input_target(path, inputs)
+        except UnsafeOutput as error:
+            problem = str(error)
+        if problem is not None:
+            for target in targets.values():
+                discard(target)
+            fail(f"{printable(path, None)}: {problem}")
+    return targets
 
 
 def _invocation_argv() -> list[str]:

@@ -301,11 +301,22 @@ def test_a_report_never_replaces_the_model(tmp_path: Path, run_cli) -> None:
     before = path.read_bytes()
     result = run_cli([path, "-o", path, "--format", "json"], exit_code=2)
     assert result.stderr.strip() == (
-        f"bnlint: error: {path}: cannot write: it holds binary data (a model?); "
-        "refusing to replace it with a report"
+        f"bnlint: error: {path}: is the same file as the input {path}; refusing to overwrite it"
     )
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_report_never_replaces_another_binary_file(tmp_path: Path, run_cli) -> None:
+    path = onnx_zoo.opset14_training_mode(tmp_path / "a")
+    other = onnx_zoo.resnet_opset15(tmp_path / "b")
+    before = other.read_bytes()
+    result = run_cli([path, "-o", other, "--format", "json"], exit_code=2)
+    assert result.stderr.strip() == (
+        f"bnlint: error: {other}: it holds binary data (a model?); "
+        "refusing to replace it with a report"
+    )
+    assert other.read_bytes() == before
 
 
 def test_a_pt2_program_over_max_nodes_is_refused_before_it_is_built(tmp_path: Path) -> None:

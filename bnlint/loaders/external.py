@@ -60,6 +60,11 @@ class ExternalDataResolver:
         self.roots += [Path(root).resolve() for root in allowed_roots]
         self._sizes: dict[Path, int] = {}
 
+    @property
+    def files(self) -> list[str]:
+        """Every external-data file validated so far (resolved paths)."""
+        return sorted(str(path) for path in self._sizes)
+
     def _fail(self, tensor: str, location: str, problem: str) -> LoadError:
         return LoadError(
             self.model_path, f"external data of tensor {tensor!r} at {location!r}: {problem}"

@@ -101,6 +101,8 @@ def build_graph(
         builder.mapped = (buffer, raw_ranges)
     with gc_paused():
         graph = builder.build()
+    if builder.resolver.files:
+        graph.extras["data_files"] = builder.resolver.files
     # Fold and verify (bnlint.fold) and dynamic checks run the model itself; keeping a
     # reference costs nothing, and a session is only created when a check asks for one.
     graph.extras["onnx_model"] = model

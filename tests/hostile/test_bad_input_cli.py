@@ -21,10 +21,8 @@ imports torch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -35,14 +33,13 @@ import pytest
 
 from bnlint.report.sanitize import printable
 from tests.hostile.cases_json import CASE_NAMES
+from tests.hostile.runner import ONNX_ADDRESS_SPACE, TORCH_ADDRESS_SPACE
+from tests.hostile.runner import address_limit as _limit
+from tests.hostile.runner import fingerprint as _fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
-ONNX_ADDRESS_SPACE = 3 * 1024**3
-TORCH_ADDRESS_SPACE = 6 * 1024**3
 PARALLEL = max(2, min(4, os.cpu_count() or 2))
 COMBINED_EXPECTED_SECONDS = 20.0
-HASHED_BYTES = 64 * 1024**2  # larger (sparse) files are compared by size and mtime only
-SKIPPED_DIRS = {"__pycache__", ".git", ".pytest_cache", ".ruff_cache", ".hypothesis"}
 
 
 @dataclass
@@ -60,31 +57,6 @@ class Run:
     seconds: float = 0.0
     before: dict[str, tuple] = field(default_factory=dict)
     after: dict[str, tuple] = field(default_factory=dict)
-
-
-def _fingerprint(roots: list[Path]) -> dict[str, tuple]:
-    """Every entry below ``roots`` (symlinks not followed; FIFOs and devices never opened)."""
-    found: dict[str, tuple] = {}
-    for root in roots:
-        for folder, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS]
-            for name in (*dirnames, *filenames):
-                path = os.path.join(folder, name)
-                info = os.lstat(path)
-                entry: tuple = (info.st_mode, info.st_size, info.st_mtime_ns)
-                regular = os.path.isfile(path) and not os.path.islink(path)
-                if regular and info.st_size <= HASHED_BYTES:
-                    with open(path, "rb") as handle:
-                        entry += (hashlib.sha256(handle.read()).hexdigest(),)
-                found[path] = entry
-    return found
-
-
-def _limit(address_space: int):
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-
-    return apply
 
 
 def _start(run: Run, cases: dict[str, dict]) -> tuple:
