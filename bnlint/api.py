@@ -23,6 +23,7 @@ from bnlint.config import (
 )
 from bnlint.findings import ModelResult, Report
 from bnlint.registry import RuleSet, load_rules
+from bnlint.rule import RuleInputError
 
 _SETTING_NAMES = {item.name for item in fields(Settings)} - {"origins", "config_path"}
 
@@ -115,7 +116,12 @@ def lint_target(
         result = ModelResult(path=target, status="error", error=error.problem)
         result.provenance = model_evidence(target, settings, read=False)
         return result
-    result = lint_graph(graph, settings, ruleset, debug=debug, extras=tuple(extras))
+    try:
+        result = lint_graph(graph, settings, ruleset, debug=debug, extras=tuple(extras))
+    except RuleInputError as error:  # e.g. a --sample-data file this model cannot use
+        result = ModelResult(path=target, status="error", error=str(error))
+        result.provenance = model_evidence(target, settings, read=hash_files)
+        return result
     if graph.extras.get("data_files"):  # output paths are checked against these too
         result.extras["data_files"] = list(graph.extras["data_files"])
     rules_run = [rule.code for rule in applicable_rules(graph, settings, ruleset)[0]]

@@ -90,7 +90,11 @@ def check(paths: Sequence[str], **options: Any) -> None:
             _show_settings(resolver, targets or list(paths or ["."]))
             return
         run_settings, _ = resolver.resolve(options["config"] or os.getcwd())
-        _check_outputs(options, [*targets, *_config_files(resolver, targets)], final=False)
+        samples = [run_settings.sample_data] if run_settings.sample_data else []
+        _check_outputs(
+            options, [*targets, *_config_files(resolver, targets), *samples], final=False
+        )
+        _check_sample_data(run_settings.sample_data)
         formats = [options["output_format"] or run_settings.format]
         formats += ["html"] if options["report_html"] else []
         formats += ["markdown"] if options["report_md"] else []
@@ -124,6 +128,18 @@ def check(paths: Sequence[str], **options: Any) -> None:
     _emit(report, options, resolver)
 
 
+def _check_sample_data(path: str | None) -> None:
+    """A --sample-data file unusable for any model fails the run before anything is linted."""
+    if path:
+        from bnlint.drift.samples import SampleDataError, SampleFile
+        from bnlint.report.sanitize import printable
+
+        try:
+            SampleFile(path)
+        except SampleDataError as error:
+            fail(printable(str(error), 1000))
+
+
 def _debug_printer(enabled: bool):
     if not enabled:
         return None
@@ -147,6 +163,7 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
     paths = [model.path for model in report.models]
     read = [*paths, *_config_files(resolver, paths)]
     read += [name for model in report.models for name in model.extras.get("data_files", ())]
+    read += [settings.sample_data] if settings.sample_data else []
     targets = _check_outputs(options, read)
     argv = _invocation_argv()
     if report.provenance is None:

@@ -106,6 +106,7 @@ class Settings:
     trust_model_code: bool = False
     arch: str | None = None  # module:factory building the architecture of a bare checkpoint
     verify: bool = False
+    sample_data: str | None = None  # --sample-data FILE: served inputs for BN021
     jobs: int = 1  # worker processes for several models; 0 = one per CPU
     config_path: str | None = None
     origins: Mapping[str, str] = field(default_factory=dict)

@@ -18,6 +18,7 @@ NEEDS = {
     "edges": "the graph's edges (which node feeds which)",
     "parameters": "parameter values (weights, running statistics)",
     "modules": "PyTorch module attributes (requires_grad, train/eval flags)",
+    "samples": "served inputs (`--sample-data FILE`) and a runnable model",
 }
 PHASE_NOTES = {
     "inference": "inference (the default for ONNX, `.pt2`, TorchScript and eval-mode models)",

@@ -17,7 +17,7 @@ from bnlint.findings import Finding, ModelResult
 from bnlint.graph import ModelGraph, UnreadableParameter
 from bnlint.graph_checks import structure_findings
 from bnlint.registry import RuleSet
-from bnlint.rule import Rule, RuleContext
+from bnlint.rule import Rule, RuleContext, RuleInputError
 
 _GRAPH_NEEDS = {"edges": "has_edges", "parameters": "has_parameters", "modules": "has_modules"}
 
@@ -42,7 +42,14 @@ def applicable_rules(
             continue
         if phase is not None and phase not in rule.spec.phases:
             continue
-        missing = [need for need in rule.spec.needs if not getattr(graph.facts, _GRAPH_NEEDS[need])]
+        if "samples" in rule.spec.needs and not settings.sample_data:
+            blocked.setdefault("samples", []).append(rule.code)
+            continue
+        missing = [
+            need
+            for need in rule.spec.needs - {"samples"}
+            if not getattr(graph.facts, _GRAPH_NEEDS[need])
+        ]
         if missing:
             for need in missing:
                 blocked.setdefault(need, []).append(rule.code)
@@ -84,9 +91,12 @@ def _run_rules(
             docs_url=settings.docs_url,
             file=graph.path,
             verify=settings.verify,
+            sample_data=settings.sample_data,
         )
         try:
             findings.extend(rule.check(graph, context))
+        except RuleInputError:  # unusable user input (e.g. --sample-data): the model fails
+            raise
         except UnreadableParameter as error:
             findings.append(
                 diagnostic(
@@ -110,6 +120,7 @@ def _run_rules(
                 )
             )
     findings = _dedupe_unreadable(findings)
+    findings += _needs_samples(blocked.pop("samples", []), ruleset, settings, graph.path)
     findings += _model_diagnostics(graph, blocked, settings)
     return finalize_findings(findings, settings, ruleset, graph.path)
 
@@ -134,6 +145,33 @@ def _dedupe_unreadable(findings: list[Finding]) -> list[Finding]:
         else:
             merged[tensor] = finding
     return kept + list(merged.values())
+
+
+def _needs_samples(
+    codes: list[str], ruleset: RuleSet, settings: Settings, path: str
+) -> list[Finding]:
+    """A note for rules that need --sample-data, only when selected by code or name (a
+    rule that runs only when given data is no news to someone who did not ask for it)."""
+    named = [
+        code
+        for code in codes
+        if any(
+            ruleset.specificity(selector, ruleset.rules[code]) == 100
+            for selector in settings.effective_select
+        )
+    ]
+    if not named:
+        return []
+    return [
+        diagnostic(
+            "BN905",
+            f"{', '.join(named)} compare{'s' if len(named) == 1 else ''} the model with the "
+            "data it serves and needs --sample-data FILE (.npz or .npy of model inputs)",
+            file=path,
+            evidence={"rules_not_run": named},
+            docs_url=settings.docs_url,
+        )
+    ]
 
 
 def _model_diagnostics(

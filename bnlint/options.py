@@ -138,6 +138,14 @@ CHECK_OPTIONS: list[Callable] = [
         help="Run the dynamic checks: fold verification (BN012) and batch independence (BN018).",
     ),
     click.option(
+        "--sample-data",
+        type=click.Path(dir_okay=False),
+        default=None,
+        metavar="FILE",
+        help="Served inputs (.npz by input name, or .npy): compare each BN's running "
+        "statistics with them (BN021).",
+    ),
+    click.option(
         "--statistics", is_flag=True, help="Show counts per rule instead of individual findings."
     ),
     click.option("-q", "--quiet", is_flag=True, help="Print findings only (no summary, no hints)."),
@@ -188,6 +196,8 @@ def settings_from_options(options: dict[str, Any]) -> dict[str, Any]:
         values["trust_model_code"] = True
     if options.get("verify"):
         values["verify"] = True
+    if options.get("sample_data"):
+        values["sample_data"] = os.path.abspath(options["sample_data"])
     return values
 
 

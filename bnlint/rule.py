@@ -37,6 +37,7 @@ __all__ = [
     "Finding",
     "Rule",
     "RuleContext",
+    "RuleInputError",
     "RuleSpec",
     "Severity",
 ]
@@ -46,11 +47,19 @@ ALL_PHASES = frozenset(PHASES)
 INFERENCE = frozenset({"inference"})
 TRAINING_PHASES = frozenset({"training", "finetune"})
 TARGET_DTYPES = ("float32", "float16", "bfloat16", "int8")
-NEEDS = frozenset({"edges", "parameters", "modules"})
+NEEDS = frozenset({"edges", "parameters", "modules", "samples"})
 
 REQUIRED_SECTIONS = ("What it detects", "Why it matters", "Example", "Fix")
 _SECTION = re.compile(r"^## (.+?)\s*$", re.MULTILINE)
 DEFAULT_DOCS_URL = "https://bnlint.github.io/bnlint/rules/"
+
+
+class RuleInputError(Exception):
+    """An input the user gave a rule (e.g. ``--sample-data``) is unusable.
+
+    Not a crash of the rule (BN902): the model's lint fails with this one-line message and
+    the run exits 2, as for a model that cannot be read.
+    """
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class RuleContext:
     docs_url: str = DEFAULT_DOCS_URL
     file: str = ""
     verify: bool = False  # dynamic checks (numeric verification, BN018) were requested
+    sample_data: str | None = None  # --sample-data: inputs the model serves (BN021)
 
     def finding(
         self,

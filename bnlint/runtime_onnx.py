@@ -58,7 +58,13 @@ class OnnxRunner:
         *,
         extra_outputs: Sequence[str] = (),
         arrays: ArrayProvider | None = None,
+        edit: Callable[[ModelProto], None] | None = None,
+        optimize: bool = False,
     ) -> None:
+        """``edit`` changes the session's model (a copy whose large weights are held
+        apart) before the session is created, e.g. to add nodes; ``optimize`` turns ONNX
+        Runtime's graph optimizations on (callers that make every tensor they read a
+        graph output, so nothing they read can be fused away)."""
         ort = _onnxruntime()
         self._model = model
         self._arrays = arrays
@@ -66,13 +72,17 @@ class OnnxRunner:
         inputs = {value.name for value in model.graph.input}
         self._extra = [n for n in dict.fromkeys(extra_outputs) if n not in declared | inputs]
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        level = "ORT_ENABLE_ALL" if optimize else "ORT_DISABLE_ALL"
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         options.log_severity_level = 3
         try:
             light, names, values = _split_weights(ort, model, arrays)
             from onnx import ValueInfoProto
 
             light.graph.output.extend(ValueInfoProto(name=name) for name in self._extra)
+            if edit is not None:
+                edit(light)
+                names, values = _still_read(light, names, values)
             if names:
                 options.add_external_initializers(names, values)
             self._values = values  # the session reads these buffers: keep them alive
@@ -170,6 +180,19 @@ def _split_weights(ort: Any, model: ModelProto, arrays: ArrayProvider | None):
         names.append(tensor.name)
         values.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array)))
     return light, names, values
+
+
+def _still_read(light: ModelProto, names: list[str], values: list[Any]) -> tuple[list, list]:
+    """Drop the held-apart weights an edit left unread (ONNX Runtime refuses them)."""
+    from bnlint.onnx_io import names_read
+
+    used = names_read(light.graph.node) | {value.name for value in light.graph.output}
+    kept = [(n, v) for n, v in zip(names, values, strict=True) if n in used]
+    stubs = [t for t in light.graph.initializer if t.name in used or t.name not in names]
+    if len(stubs) != len(light.graph.initializer):
+        del light.graph.initializer[:]
+        light.graph.initializer.extend(stubs)
+    return [n for n, _ in kept], [v for _, v in kept]
 
 
 def _session(ort: Any, model: ModelProto, options: Any) -> Any:

@@ -1,0 +1,131 @@
+"""BN021 running-stats-data-mismatch: running statistics against the served samples.
+
+The models' running statistics are exactly those of a known input distribution
+(tests/drift_cases.py), so in-distribution samples differ only by sampling error.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tests import drift_cases as dc
+from tests.helpers import Case, check_case
+
+_FOLDER = Path(tempfile.mkdtemp(prefix="bnlint-bn021-"))
+atexit.register(shutil.rmtree, _FOLDER, ignore_errors=True)
+OFFSET = np.array([1.0, -1.0, 0.5], dtype=np.float32)[None, :, None, None]
+
+
+def with_samples(name: str, build_model: Callable, make: Callable[[], np.ndarray]):
+    """A Case builder that writes the sample file next to returning the model."""
+    path = _FOLDER / name
+
+    def build():
+        np.save(path, make())
+        return build_model()
+
+    return build, {"sample_data": str(path)}
+
+
+def _case(case_id, model, make, expect, **kwargs) -> Case:
+    build, settings = with_samples(f"{case_id}.npy", model, make)
+    return Case(case_id, build, expect, settings=settings, **kwargs)
+
+
+def _linear(stale: bool = False) -> Callable:
+    return lambda: dc.LinearNet(0, stale_second=stale).model()
+
+
+def _gemm():
+    return dc.gemm_bn1d()[0]
+
+
+def _gemm_samples(scale: float = 1.0):
+    def make():
+        _, mean, std = dc.gemm_bn1d()
+        rng = np.random.default_rng(5)
+        return ((rng.standard_normal((400, 4)) * std + mean) * scale).astype(np.float32)
+
+    return make
+
+
+POSITIVE = [
+    _case(
+        "inputs-times-255",
+        _linear(),
+        lambda: dc.samples(100, 1) * 255,
+        ["bn1", "bn2"],
+        severity="warning",
+        message="running statistics do not match the served data",
+    ),
+    _case(
+        "channels-reversed", _linear(), lambda: dc.samples(200, 2)[:, ::-1].copy(), ["bn1", "bn2"]
+    ),
+    _case("channel-offsets", _linear(), lambda: dc.samples(200, 3) + OFFSET, ["bn1", "bn2"]),
+    _case(
+        "second-conv-changed-after-statistics",
+        _linear(stale=True),
+        lambda: dc.samples(200, 4),
+        ["bn2"],
+        message="running statistics are stale",
+        evidence={"first_mismatch": True, "cause": "stale-statistics"},
+    ),
+    _case(
+        "bn1d-inputs-tripled",
+        _gemm,
+        _gemm_samples(3.0),
+        ["bn"],
+        message="input-scale mismatch",
+        evidence={"explanation": "scale"},
+    ),
+]
+
+NEGATIVE = [
+    _case("in-distribution", _linear(), lambda: dc.samples(300, 6), []),
+    _case("in-distribution-bn1d", _gemm, _gemm_samples(), []),
+    _case(
+        # a real shift of 0.1 input standard deviations: measurable, but it does not matter
+        "small-shift-below-threshold",
+        _linear(),
+        lambda: dc.samples(2000, 7, means=dc.MEANS + 0.1 * dc.STDS),
+        [],
+    ),
+    Case("no-sample-data", _linear(), []),
+]
+
+
+def test_cases() -> None:
+    for case in POSITIVE + NEGATIVE:
+        check_case("BN021", case)
+
+
+def test_first_layer_names_the_preprocessing_mistake() -> None:
+    expectations = {
+        "inputs-times-255": ("scale", "input-scale mismatch"),
+        "channels-reversed": ("permutation", "channel-order mismatch"),
+        "channel-offsets": ("offset", "input-offset mismatch"),
+    }
+    for case in POSITIVE:
+        if case.id not in expectations:
+            continue
+        kind, words = expectations[case.id]
+        first, second = check_case("BN021", case)
+        assert first.evidence["first_mismatch"] and first.evidence["explanation"] == kind, (
+            first.message
+        )
+        assert words in first.message
+        assert not second.evidence["first_mismatch"]
+        assert second.evidence["downstream_of"] == "bn1"
+        assert "follows the first mismatch at bn1" in second.message
+
+
+def test_the_fitted_scale_is_the_applied_one() -> None:
+    for case, applied in ((POSITIVE[0], 255.0), (POSITIVE[-1], 3.0)):
+        (first, *_) = check_case("BN021", case)
+        assert abs(first.evidence["explanation_params"]["scale"] / applied - 1) < 0.05
