@@ -214,3 +214,13 @@ def test_cli_exits_2_with_one_line_naming_the_file(
     result = run_cli([model_path, "--sample-data", tmp_path / "missing.npz"], exit_code=2)
     assert "missing.npz: no such file" in result.stderr
     assert model_path.read_bytes() == before
+
+
+def test_a_report_never_replaces_the_sample_file(run_cli, model_path: Path, tmp_path: Path) -> None:
+    path = tmp_path / "served.npz"
+    np.savez(path, x=dc.samples(20, 0))
+    before = path.read_bytes()
+    for option in ("-o", "--report-html", "--report-md"):
+        result = run_cli([model_path, "--sample-data", path, option, path], exit_code=2)
+        assert str(path) in result.stderr
+    assert path.read_bytes() == before
