@@ -346,3 +346,12 @@ def _register_fold_commands() -> None:
 
 
 _register_fold_commands()
+
+
+def _register_drift_commands() -> None:
+    from bnlint.drift.cli import recalibrate
+
+    main.add_command(recalibrate)
+
+
+_register_drift_commands()

@@ -18,8 +18,9 @@ def drift_profile(
     Raises :class:`~bnlint.drift.samples.SampleDataError` for an unusable sample file and
     :class:`~bnlint.runtime.RunnerUnavailable` when the model cannot be run.
     """
+    key = (str(Path(sample_path).absolute()), thresholds)
     cached = graph.extras.get(CACHE_KEY)
-    if isinstance(cached, DriftProfile) and cached.thresholds == thresholds:
+    if isinstance(cached, DriftProfile) and graph.extras.get(f"{CACHE_KEY}_key") == key:
         return cached
     from bnlint.drift.collect import collector_for, measure
     from bnlint.drift.diagnose import diagnose
@@ -33,12 +34,12 @@ def drift_profile(
     skipped = [(node.display_name, reason) for node, reason in sites.skipped]
     if not sites.analysed:
         profile = DriftProfile([], skipped, samples.count, thresholds)
-        graph.extras[CACHE_KEY] = profile
+        graph.extras[CACHE_KEY], graph.extras[f"{CACHE_KEY}_key"] = profile, key
         return profile
     collector = collector_for(graph, sites.analysed)
     bound = samples.bind(collector.inputs)
     measured = measure(collector, samples, bound, sites.analysed)
     profile = compare(graph, sites.analysed, measured, thresholds, skipped, samples.count)
     profile.diagnosis = diagnose(graph, profile, collector, samples, bound)
-    graph.extras[CACHE_KEY] = profile
+    graph.extras[CACHE_KEY], graph.extras[f"{CACHE_KEY}_key"] = profile, key
     return profile

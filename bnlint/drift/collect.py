@@ -51,12 +51,17 @@ class Collector(Protocol):
     ) -> Summaries: ...
 
 
-def collector_for(graph: ModelGraph, sites: Sequence[BnSite]) -> Collector:
-    """The collector for ``graph``'s front end; RunnerUnavailable says why there is none."""
+def collector_for(
+    graph: ModelGraph, sites: Sequence[BnSite], *, point: str = "output"
+) -> Collector:
+    """The collector for ``graph``'s front end; RunnerUnavailable says why there is none.
+
+    ``point`` (ONNX): where statistics are taken, see :mod:`bnlint.drift.collect_onnx`;
+    ``"input"`` lets a run replace running statistics (re-estimation)."""
     if "onnx_model" in graph.extras:
         from bnlint.drift.collect_onnx import OnnxCollector
 
-        return OnnxCollector(graph, sites)
+        return OnnxCollector(graph, sites, point=point)
     if "torch_module" in graph.extras:
         from bnlint.drift.collect_torch import TorchCollector
 
