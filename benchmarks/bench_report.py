@@ -339,13 +339,16 @@ def bench_models_sizes(models: dict) -> tuple[int, ...]:
     return tuple(sorted(int(key.split("-")[1]) for key in models if key.startswith("chain-")))
 
 
-def write_sections(path: Path, section: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md; leave every other section."""
+def write_sections(
+    path: Path, section: str, start: str = START, end: str = END, heading: str = HEADING
+) -> None:
+    """Replace one benchmark's section of BENCHMARKS.md (between ``start`` and ``end``,
+    under ``heading``); leave every other section."""
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if START in text and END in text:
-        head = text[: text.index(START)]
-        head = head[: head.rindex(HEADING)]
-        tail = text[text.index(END) + len(END) :].lstrip("\n")
+    if start in text and end in text:
+        head = text[: text.index(start)]
+        head = head[: head.rindex(heading)]
+        tail = text[text.index(end) + len(end) :].lstrip("\n")
         text = head + section + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section

@@ -85,8 +85,16 @@ def test_pt2_findings_point_at_module_and_source_line(files, run_cli) -> None:
 def test_torchscript_is_read_statically(files, kind: str) -> None:
     graph = load(files[kind])
     facts = graph.facts
-    assert (facts.format, facts.has_edges, facts.has_modules) == ("torchscript", False, True)
+    assert (facts.format, facts.has_edges, facts.has_modules) == ("torchscript", True, True)
+    assert facts.partial == []
     layers = bns(graph)
+    conv = graph.producer(layers["layer1.0.bn1"].inputs[0])
+    assert (conv.op, conv.scope) == ("conv", "layer1.0.conv1")
+    residual = graph.consumers(layers["layer1.0.bn2"].outputs[0])
+    assert [node.op for node in residual] == ["add"]
+    # the user's line, from the archive's debug information
+    assert layers["layer1.0.bn1"].location.source_file.endswith("torch_models.py")
+    assert layers["layer1.0.bn1"].location.source_line == 54
     assert len(layers) == 10
     assert layers["bn1"].attrs["eps"] == pytest.approx(1e-3)
     assert layers["layer1.0.bn1"].attrs["training"] is True
@@ -100,9 +108,9 @@ def test_torchscript_is_read_statically(files, kind: str) -> None:
     assert conv.attrs["strides"] == [2, 2] and conv.attrs["pads"] == [1, 1, 1, 1]
     if kind == "script":  # Final constants; traces bake in what momentum=None gave
         assert layers["layer1.0.bn2"].attrs["momentum"] is None
-    else:
-        assert "baked" in layers["layer1.0.bn1"].attrs["training_evidence"]
-        assert facts.batch_sizes["input_0"].value == 1
+    else:  # the example input's shape is kept in traced archives
+        assert facts.batch_sizes["x"].value == 1
+        assert graph.shape(layers["layer2.0.bn1"].inputs[0]) == (1, 32, 16, 16)
 
 
 @pytest.mark.filterwarnings("ignore:Lite Interpreter is deprecated:DeprecationWarning")

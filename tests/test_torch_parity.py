@@ -38,8 +38,6 @@ NOT_IN_STATE_DICT = {"BN014", "BN015"}
 
 def parity_set(fmt: str) -> set[str]:
     codes = {rule.code for rule in RULES} - DYNAMIC
-    if fmt == "torchscript-static":
-        return {r.code for r in RULES if "edges" not in r.spec.needs} - DYNAMIC
     if fmt == "onnx":
         return {r.code for r in RULES if "modules" not in r.spec.needs} - DYNAMIC
     if fmt in ("state_dict", "safetensors"):

@@ -16,13 +16,14 @@ from typing import Any
 
 from bnlint.graph import BatchSize, GraphFacts, ModelGraph
 from bnlint.loaders import LoadError
-from bnlint.loaders.torch_aten import AtenCall, AtenGraphBuilder, Ref, is_torch_source
+from bnlint.loaders.torch_aten import AtenGraphBuilder, Ref, is_torch_source
 from bnlint.loaders.torch_live import register_tensors
 from bnlint.loaders.torch_modules import ModuleRecord, plain_constants
+from bnlint.loaders.torch_program import ProgramWriter, script_builder
+from bnlint.loaders.torch_scalars import NOT_SCALAR, UNKNOWN, scalar_op, size_of
 from bnlint.loaders.torchscript import demangle
 
 _SOURCE_FRAME = re.compile(r"^(.+?)\((\d+)\): ", re.MULTILINE)
-_SCOPE = re.compile(r"__module\.([\w.]+)$")
 
 
 def _describe(error: BaseException) -> str:
@@ -108,13 +109,7 @@ def load_torchscript(path: Path, settings: Any) -> ModelGraph:
     graph = ModelGraph(path, facts)
     register_tensors(graph, module.named_parameters())
     register_tensors(graph, module.named_buffers())
-    builder = AtenGraphBuilder(
-        graph,
-        modules=records,
-        requires_grad=flags,
-        root_training=records[""].training,
-        default_training_evidence="traced or scripted with training=True",
-    )
+    builder = script_builder(graph, records, flags)
     inputs = _example_inputs(module, settings)
     try:
         frozen = torch._C._freeze_module(module._c, [], True, True)
@@ -130,9 +125,22 @@ def load_torchscript(path: Path, settings: Any) -> ModelGraph:
         ]
         _finish(graph, module, inputs, [])
         return graph
-    names = _TorchScriptGraph(graph, builder).add(ts_graph)
+    names = _TorchScriptGraph(graph, builder).add(ts_graph, _input_shapes(path, inputs))
     _finish(graph, module, inputs, names)
     return graph.finalize()
+
+
+def _input_shapes(path: Path, inputs: tuple | None) -> list[tuple[int, ...] | None]:
+    """Example inputs' shapes: --input-shape, else what a traced archive recorded."""
+    if inputs:
+        return [tuple(int(d) for d in value.shape) for value in inputs]
+    from bnlint.loaders.torch_archive import ZipArchive
+    from bnlint.loaders.torchscript import traced_input_shapes
+
+    try:
+        return list(traced_input_shapes(ZipArchive(path), path) or [])
+    except LoadError:
+        return []
 
 
 def _example_inputs(module: Any, settings: Any) -> tuple | None:
@@ -145,22 +153,26 @@ def _example_inputs(module: Any, settings: Any) -> tuple | None:
 
 
 class _TorchScriptGraph:
-    """Walks an inlined, frozen TorchScript graph and feeds aten calls to the builder."""
+    """Walks an inlined, frozen TorchScript graph and feeds aten calls to the shared writer
+    (:class:`~bnlint.loaders.torch_program.ProgramWriter`), as the static reader does."""
 
     def __init__(self, graph: ModelGraph, builder: AtenGraphBuilder) -> None:
         self.graph = graph
         self.builder = builder
+        self.writer = ProgramWriter(graph, builder)
         self.values: dict[Any, Any] = {}  # torch._C.Value -> python value / Ref / module path
-        self.counts: dict[str, int] = {}
 
-    def add(self, ts_graph: Any) -> list[str]:
+    def add(self, ts_graph: Any, shapes: list[tuple[int, ...] | None]) -> list[str]:
         inputs = list(ts_graph.inputs())
         self.values[inputs[0]] = _ModulePath("")
         names = []
-        for value in inputs[1:]:
+        for index, value in enumerate(inputs[1:]):
             name = value.debugName()
             self.values[value] = Ref(name)
-            self.graph.tensor(name).is_graph_input = True
+            record = self.graph.tensor(name)
+            record.is_graph_input = True
+            if index < len(shapes) and shapes[index] is not None:
+                record.shape = shapes[index]
             self.graph.graph_inputs.append(name)
             names.append(name)
         for index, node in enumerate(ts_graph.nodes()):
@@ -199,15 +211,24 @@ class _TorchScriptGraph:
                     self.values[value] = items[position]
                 else:
                     self.values[value] = Ref(value.debugName())
+        elif kind in ("prim::NumToTensor", "aten::Int", "aten::Float", "aten::ScalarImplicit"):
+            self.values[outputs[0]] = scalar_op(
+                kind.split("::")[1], [self.values.get(node.input())]
+            )
         elif kind.startswith(("aten::", "prim::If", "prim::Loop")):
             self._call(node, kind, outputs, index)
 
     def _call(self, node: Any, kind: str, outputs: list, index: int) -> None:
-        tensor_outputs = [o for o in outputs if o.type().kind() == "TensorType"]
+        tensor_outputs = [o for o in outputs if _is_tensor(o)]
         if not tensor_outputs:
+            self._scalar(node, kind, outputs)
             return
-        for value in outputs:
-            self.values[value] = Ref(value.debugName())
+        if kind.startswith("aten::") and not any(self._holds_ref(v) for v in node.inputs()):
+            # no tensor in: arithmetic on sizes (a NumToTensor'd int), or a factory; both
+            # readers keep the value when it is known and add no node (as statically)
+            self._scalar(node, kind, outputs)
+            return
+        names = [o.debugName() for o in outputs]
         if kind.startswith("prim::"):
             self.graph.facts.partial.append(f"control flow ({kind}) kept as an opaque node")
             self.graph.facts.unsupported.append(f"TorchScript {kind}")
@@ -216,35 +237,38 @@ class _TorchScriptGraph:
         else:
             target = kind.replace("::", ".")
             args = self._named_args(node)
-        for value in tensor_outputs:
-            shape = _static_shape(value)
-            if shape is not None:
-                self.graph.tensor(value.debugName()).shape = shape
-        scope = self._scope(node, args)
-        self._note_baked_mode(target, scope, args)
-        op_name = target.split(".")[1] if "." in target else target
-        self.counts[op_name] = self.counts.get(op_name, -1) + 1
-        count = self.counts[op_name]
-        self.builder.add(
-            AtenCall(
-                name=f"{op_name}_{count}" if count else op_name,
-                target=target,
-                args=args,
-                outputs=[o.debugName() for o in outputs],
-                scope=scope,
-                module_class=None,
-                source=_source(node),
-            )
-        )
+        listed = _unpacked(outputs[0]) if len(outputs) == 1 and _is_list(outputs[0]) else None
+        if listed is not None:  # a tensor list: one graph output per unpacked tensor
+            names = [value.debugName() for value in listed]
+            self.values[outputs[0]] = [Ref(name) for name in names]
+        else:
+            for value in outputs:
+                self.values[value] = Ref(value.debugName())
+        self.writer.add(target, args, names, _source(node))
 
-    def _note_baked_mode(self, target: str, scope: str | None, args: dict[str, Any]) -> None:
-        """A traced archive keeps the training flag it was traced with, whatever .eval() says."""
-        record = self.builder.modules.get(scope) if scope is not None else None
-        baked = args.get("training")
-        if not (target.endswith(".batch_norm") and record is not None):
+    def _holds_ref(self, value: Any) -> bool:
+        found = self.values.get(value)
+        if isinstance(found, list):
+            return any(isinstance(item, Ref) for item in found)
+        return isinstance(found, Ref)
+
+    def _scalar(self, node: Any, kind: str, outputs: list) -> None:
+        """Integer arithmetic on sizes, so a later reshape knows its target shape."""
+        if len(outputs) != 1 or not kind.startswith("aten::"):
             return
-        if isinstance(baked, bool) and record.training is not None and record.training != baked:
-            record.constants["traced_training"] = baked
+        op = kind.split("::")[1]
+        args = [self.values.get(v) for v in node.inputs()]
+        first = args[0] if args else None
+        if op in ("size", "dim") and isinstance(first, Ref):
+            shape = self.writer.shape(first)
+            if op == "dim":
+                value = len(shape) if shape is not None else UNKNOWN
+            else:
+                value = size_of(shape, args[1] if len(args) > 1 else None)
+        else:
+            value = scalar_op(op, [UNKNOWN if a is None else a for a in args])
+        if value is not NOT_SCALAR and value is not UNKNOWN:
+            self.values[outputs[0]] = value
 
     def _named_args(self, node: Any) -> dict[str, Any]:
         import torch
@@ -257,14 +281,6 @@ class _TorchScriptGraph:
         values = [self.values.get(v) for v in node.inputs()]
         names += [f"arg{i}" for i in range(len(names), len(values))]
         return dict(zip(names, values, strict=False))
-
-    def _scope(self, node: Any, args: dict[str, Any]) -> str | None:
-        for role in ("weight", "running_mean"):
-            tensor = args.get(role)
-            if isinstance(tensor, Ref) and tensor.name in self.graph.params and "." in tensor.name:
-                return tensor.name.rsplit(".", 1)[0]
-        match = _SCOPE.search(node.scopeName() or "")
-        return match.group(1) if match else None
 
 
 class _ModulePath:
@@ -282,6 +298,8 @@ def _constant(value: Any) -> Any:
         return None
     if isinstance(constant, (bool, int, float, str)) or constant is None:
         return constant
+    if hasattr(constant, "numel") and constant.numel() == 1 and not constant.is_complex():
+        return constant.item()  # a scalar tensor constant: arithmetic on sizes, as statically
     if isinstance(constant, (list, tuple)) and all(
         isinstance(c, (bool, int, float)) for c in constant
     ):
@@ -289,12 +307,22 @@ def _constant(value: Any) -> Any:
     return None
 
 
-def _static_shape(value: Any) -> tuple[int, ...] | None:
-    try:
-        sizes = value.type().sizes()
-    except Exception:
-        return None
-    return tuple(int(s) for s in sizes) if sizes and all(s is not None for s in sizes) else None
+def _is_tensor(value: Any) -> bool:
+    kind = value.type().kind()
+    return kind == "TensorType" or (_is_list(value) and _unpacked(value) is not None)
+
+
+def _is_list(value: Any) -> bool:
+    kind = value.type()
+    return kind.kind() == "ListType" and kind.getElementType().kind() == "TensorType"
+
+
+def _unpacked(value: Any) -> list | None:
+    """The values a list of tensors is unpacked into, when its one use is an unpack."""
+    uses = value.uses()
+    if len(uses) == 1 and uses[0].user.kind() == "prim::ListUnpack":
+        return list(uses[0].user.outputs())
+    return None
 
 
 def _source(node: Any) -> tuple[str, int] | None:

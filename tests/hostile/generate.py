@@ -199,7 +199,7 @@ TRUST = "--trust-model-code"
 PAYLOAD_EXPECTATIONS: dict[str, Callable[[Path], HostileCase]] = {
     "pickle": lambda path: refused(path, TRUST),
     "torch_zip": lambda path: refused(path, TRUST),
-    "torchscript": lambda path: linted(path, "BN005", "BN901"),
+    "torchscript": lambda path: linted(path, "BN005"),
     "torchscript_pickle": lambda path: refused(path, "does not hold a TorchScript module"),
     "pt2": lambda path: refused(path, TRUST),
     "pt2_traversal": lambda path: refused(path, "not a file of this archive"),
