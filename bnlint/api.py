@@ -44,7 +44,7 @@ class SettingsResolver:
         if self.forced is not None:
             return self.forced
         found = find_config(folder)
-        return load_file_config(found) if found is not None else None
+        return load_file_config(found, discovered=True) if found is not None else None
 
     def resolve(self, target: str | Path) -> tuple[Settings, RuleSet]:
         path = Path(target)

@@ -43,10 +43,23 @@ class DefaultGroup(click.Group):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:  # `bnlint rules | head`: not an error of bnlint's
+            silence_stdout()
+            ctx.exit(0)
+
 
 def fail(message: str) -> None:
-    """One line on stderr, exit 2 — the contract for every usage or input error."""
-    click.echo(f"bnlint: error: {message}", err=True)
+    """One line on stderr, exit 2 — the contract for every usage or input error.
+
+    The message is shown :func:`~bnlint.report.sanitize.printable` (idempotent): a path or a
+    name holding a newline or an escape sequence cannot forge a second line.
+    """
+    from bnlint.report.sanitize import printable
+
+    click.echo(f"bnlint: error: {printable(message, 2000)}", err=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -68,6 +81,11 @@ def main() -> None:
     # warning even where the NaN is then reported as a finding. The terminal gets findings
     # and one-line errors only.
     warnings.filterwarnings("ignore", category=RuntimeWarning)
+    # Whatever a command prints, no escape sequence or invisible character from a model,
+    # a path or a report reaches the terminal raw (bnlint.report.sanitize).
+    from bnlint.report.sanitize import guard_terminal
+
+    guard_terminal()
 
 
 @main.command("check")
@@ -81,6 +99,7 @@ def check(paths: Sequence[str], **options: Any) -> None:
     from bnlint.registry import RegistryError
     from bnlint.report import extras_for
     from bnlint.report.progress import Progress
+    from bnlint.report.sanitize import unguarded
 
     debug = options["debug"]
     try:
@@ -98,7 +117,7 @@ def check(paths: Sequence[str], **options: Any) -> None:
         formats = [options["output_format"] or run_settings.format]
         formats += ["html"] if options["report_html"] else []
         formats += ["markdown"] if options["report_md"] else []
-        progress = Progress(len(targets), sys.stderr)
+        progress = Progress(len(targets), unguarded(sys.stderr))  # its own escape codes
         try:
             models = lint_many(
                 targets,
@@ -118,6 +137,8 @@ def check(paths: Sequence[str], **options: Any) -> None:
         from bnlint.report.sanitize import printable
 
         fail(printable(str(error), 1000))
+    except BrokenPipeError:
+        raise  # the reader of stdout went away (DefaultGroup.invoke)
     except Exception as error:  # an internal failure still ends in one line and exit 2
         if debug:
             traceback.print_exc()
@@ -206,12 +227,22 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
             write_output(targets[path], produce())
         except OSError as error:
             fail(f"{printable(path, None)}: cannot write: {error.strerror or error}")
-    if not output and text:
-        click.echo(text, nl=False, color=render_options.color)
     code = report.exit_code(fail_on)
     if code == 1 and (options["exit_zero"] or options.get("write_baseline")):
         code = 0
+    if not output and text:
+        try:
+            click.echo(text, nl=False, color=render_options.color)
+        except BrokenPipeError:  # `bnlint … | head`: the reader stopped; the verdict stands
+            silence_stdout()
     sys.exit(code)
+
+
+def silence_stdout() -> None:
+    """After a closed pipe: later writes and the interpreter's final flush go nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 OUTPUT_OPTIONS = ("output", "report_html", "report_md", "write_baseline")
@@ -275,13 +306,33 @@ def _invocation_argv() -> list[str]:
 def _show_settings(resolver: Any, targets: list[str]) -> None:
     import json
 
+    from bnlint.report.sanitize import printable
+
     for target in targets:
         settings, _ = resolver.resolve(target)
         values = settings.as_dict()
-        click.echo(f"# {target}  (configuration: {settings.config_path or 'none'})")
+        where = printable(settings.config_path or "none", None)
+        click.echo(f"# {printable(target, None)}  (configuration: {where})")
         for key, value in values.items():
             origin = settings.origins.get(key.replace("-", "_"), "default")
-            click.echo(f"{key} = {json.dumps(value)}  # {origin}")
+            click.echo(f"{key} = {json.dumps(value)}  # {printable(origin, None)}")
+
+
+@main.command(
+    "hook",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    add_help_option=False,
+)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def hook(ctx: click.Context, argv: tuple[str, ...]) -> None:
+    """Entry point of the pre-commit hooks: `bnlint check`, but every argument that names an
+    existing file is a file to lint, never an option (see bnlint.precommit)."""
+    from bnlint.precommit import split_argv
+
+    options, files = split_argv(argv, check)
+    with check.make_context("check", [*options, "--", *files], parent=ctx) as checking:
+        check.invoke(checking)
 
 
 @main.command("rules")

@@ -5,6 +5,10 @@ model's folder, no implicit merging; ``extend = "path"`` inherits explicitly); i
 ``.bnlint.toml`` beats ``bnlint.toml`` beats ``pyproject.toml``; globs and paths are
 relative to the file that declares them; ``--config`` overrides discovery; unknown keys are
 an error. Command-line values override file values.
+
+A discovered file is data (it may arrive in a pull request): it cannot set the keys that
+import code or widen reads, nor loosen a limit (:func:`check_discovered`); a file named with
+``--config`` can.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from bnlint.config_keys import (
     FAIL_ON,
     FORMATS,
     KEYS,
+    LIMIT_KEYS,
     PATH_KEYS,
     REGEX_OPTIONS,
+    TRUST_KEYS,
     check_regexes,
     coerce_value,
     parse_shape,
@@ -185,17 +191,27 @@ class FileConfig:
     rule_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def load_file_config(path: Path, _seen: tuple[Path, ...] = ()) -> FileConfig:
+def load_file_config(
+    path: Path, _seen: tuple[Path, ...] = (), *, discovered: bool = False
+) -> FileConfig:
+    """Parse one configuration file (and what it ``extend``s).
+
+    ``discovered``: the file was found next to the models, not named with ``--config``. It
+    then counts as data (docs/security.md): the keys that import code or widen reads
+    (:data:`TRUST_KEYS`) are refused, and limits may only be made stricter.
+    """
     path = path.resolve()
     if path in _seen:
         raise ConfigError(path, "circular `extend`")
     table = read_config_table(path)
+    if discovered:
+        check_discovered(path, table, extended_by=_seen[0] if _seen else None)
     base = FileConfig(path)
     if "extend" in table:
         target = table.pop("extend")
         if not isinstance(target, str):
             raise ConfigError(path, "extend must be a path string")
-        parent = load_file_config((path.parent / target), (*_seen, path))
+        parent = load_file_config((path.parent / target), (*_seen, path), discovered=discovered)
         base = FileConfig(path, dict(parent.values), dict(parent.rule_tables))
     for key, value in table.items():
         if isinstance(value, dict) and key not in KEYS:
@@ -214,6 +230,30 @@ def load_file_config(path: Path, _seen: tuple[Path, ...] = ()) -> FileConfig:
             parsed = tuple((str(path.parent / glob), codes) for glob, codes in parsed)
         base.values[field_name] = parsed
     return base
+
+
+def check_discovered(path: Path, table: Mapping[str, Any], extended_by: Path | None = None) -> None:
+    """Refuse what a discovered configuration may not set, naming the key and the flag."""
+    named = f"name {extended_by} with --config" if extended_by else "name this file with --config"
+    found = f" (extended by {extended_by})" if extended_by else ""
+    for key, option in TRUST_KEYS.items():
+        if key in table:
+            raise ConfigError(
+                path,
+                f"{key} imports code or widens what bnlint reads, so a configuration found "
+                f"next to the models{found} cannot set it; pass {option} on the command line "
+                f"or {named}",
+            )
+    defaults = Settings()
+    for key in sorted(LIMIT_KEYS):
+        value = table.get(key)
+        default = getattr(defaults, KEYS[key][0])
+        if isinstance(value, int) and not isinstance(value, bool) and value > default:
+            raise ConfigError(
+                path,
+                f"{key} = {value} is looser than the default {default}; a configuration "
+                f"found next to the models{found} may only tighten limits ({named})",
+            )
 
 
 def resolve_settings(

@@ -124,6 +124,19 @@ KEYS: dict[str, tuple[str, Any]] = {
 }
 PATH_KEYS = {"allowed-data-roots", "rules-dir"}
 
+# The trust boundary (docs/security.md). These keys import or run code, or widen what bnlint
+# reads: honoured from the command line and from a file named with --config, never from a
+# configuration discovered next to the models nor from a report being reproduced. Each
+# maps to the command-line option that sets it.
+TRUST_KEYS: dict[str, str] = {
+    "rules-dir": "--rules-dir DIR",
+    "arch": "--arch MODULE:FACTORY",
+    "allowed-data-roots": "--allowed-data-root DIR",
+}
+# Limits that keep a hostile file from exhausting the machine: a discovered configuration
+# or a report may make them stricter, never looser than bnlint's defaults.
+LIMIT_KEYS = frozenset({"max-nodes", "max-subgraph-depth"})
+
 
 FIELD_PARSERS = {field_name: (key, parser) for key, (field_name, parser) in KEYS.items()}
 

@@ -122,6 +122,13 @@ CHECK_OPTIONS: list[Callable] = [
         help="Also load rule modules from DIR.",
     ),
     click.option(
+        "--allowed-data-root",
+        "allowed_data_roots",
+        multiple=True,
+        type=click.Path(file_okay=False),
+        help="Also read ONNX external data from inside DIR (repeatable).",
+    ),
+    click.option(
         "--arch",
         metavar="MODULE:FACTORY",
         default=None,
@@ -190,8 +197,9 @@ def settings_from_options(options: dict[str, Any]) -> dict[str, Any]:
             values[field_name] = options[option]
     if options.get("input_shapes"):
         values["input_shapes"] = options["input_shapes"]
-    if options.get("rules_dirs"):
-        values["rules_dirs"] = tuple(os.path.abspath(d) for d in options["rules_dirs"])
+    for name in ("rules_dirs", "allowed_data_roots"):
+        if options.get(name):
+            values[name] = tuple(os.path.abspath(d) for d in options[name])
     if options.get("trust_model_code"):
         values["trust_model_code"] = True
     if options.get("verify"):

@@ -102,10 +102,13 @@ def _rules_dir_modules(folder: Path) -> list[ModuleType]:
             raise RegistryError(f"{path}: cannot be imported as a rule module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
+        saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ left
         try:
             spec.loader.exec_module(module)
         except Exception as error:
             raise RegistryError(f"{path}: failed to import: {error}") from error
+        finally:
+            sys.dont_write_bytecode = saved
         modules.append(module)
     return modules
 

@@ -4,12 +4,17 @@
     python -m bnlint.reproduce report.json --root DIR   model paths are relative to DIR
     python -m bnlint.reproduce report.json --print-config   the recorded configuration as TOML
 
-For each model of the report: the file's sha256 is checked against the recorded one, the
-recorded configuration is written to a temporary ``bnlint.toml`` and passed as ``--config``
-(so no configuration file on this machine takes part), the recorded ``--verify`` and
-``--trust-model-code`` flags are applied, and the findings are compared with the report's,
-field by field. Exit 0 when every model gives identical findings from an identical file,
-1 when anything differs, 2 when the report cannot be rerun (no provenance, a missing file).
+A report is data (docs/security.md). For each model of the report: the file is looked up
+inside ``--root`` (default: the current folder; a recorded path that leads elsewhere is
+not opened), its sha256 is checked against the recorded one and a file that differs is not
+linted unless ``--run-changed`` is given; the recorded configuration, minus every setting
+that imports code, widens reads or loosens a limit (:mod:`bnlint.reproduce_trust`, each
+one named in a note with the option that sets it on purpose), is written to a temporary
+``bnlint.toml`` and passed as ``--config`` (so no configuration file on this machine takes
+part), the recorded ``--verify`` switch is applied, and the findings are compared with the
+report's, field by field. Exit 0 when every model gives identical findings from an
+identical file, 1 when anything differs, 2 when the report cannot be rerun (no provenance,
+a missing file).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import glob
-import json
+import os
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -26,7 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from bnlint.config import ConfigError
+from bnlint.json_data import JsonDataError, load_json
 from bnlint.registry import RegistryError
+from bnlint.report.sanitize import guard_terminal, printable
+from bnlint.reproduce_trust import OwnTrust, untrusted_settings
 from bnlint.toml_writer import TomlError, toml_text
 
 RERUN_COMMENT = "the configuration recorded in a bnlint report's provenance"
@@ -58,9 +66,10 @@ class Comparison:
 
 def load_report(path: str | Path) -> dict[str, Any]:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ReproduceError(f"{path}: not a readable JSON report: {error}") from None
+        data = load_json(Path(path).read_bytes())
+    except (OSError, JsonDataError) as error:
+        problem = getattr(error, "strerror", None) or error
+        raise ReproduceError(f"{path}: not a readable JSON report: {problem}") from None
     if not isinstance(data, dict) or not isinstance(data.get("provenance"), dict):
         raise ReproduceError(f"{path}: the report has no provenance (bnlint >= 0.1, schema 1.1)")
     return data
@@ -139,44 +148,93 @@ def _differences(recorded: list[dict[str, Any]], found: list[dict[str, Any]]) ->
     return sorted(differences)
 
 
-def _resolve(recorded: str, root: Path | None, working_directory: str) -> Path:
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
+def _resolve(recorded: str, root: Path, working_directory: str) -> Path:
+    """The recorded model path, found inside ``root`` (relative to it, or to the recorded
+    working directory when that lies inside it). Nothing outside ``root`` is opened: a
+    report cannot make bnlint read ``/etc/passwd`` or a device."""
     path = Path(recorded)
-    candidates = [path] if path.is_absolute() else []
+    candidates = [path] if path.is_absolute() else [root / path]
     if not path.is_absolute():
-        candidates += [root / path] if root is not None else [path]
         candidates.append(Path(working_directory) / path)
+    outside = False
     for candidate in candidates:
+        if not _inside(candidate, root):
+            outside = outside or os.path.lexists(candidate)
+            continue
         if candidate.exists():
             return candidate
+    if outside:
+        raise ReproduceError(f"{recorded}: outside --root {root}; not read (pass --root DIR)")
     raise ReproduceError(f"{recorded}: model file not found (use --root DIR)")
 
 
-def reproduce(report: Mapping[str, Any], root: str | Path | None = None) -> list[Comparison]:
-    """Rerun every model of ``report`` with its recorded settings and compare."""
+def _known_rule(plugins: bool = True):
+    from bnlint.registry import load_rules
+
+    ruleset = load_rules((), plugins=plugins)
+    return lambda selector: (
+        any(ruleset.specificity(selector, rule) is not None for rule in ruleset)
+        or (ruleset.get(selector) is not None)
+    )
+
+
+def reproduce(
+    report: Mapping[str, Any],
+    root: str | Path | None = None,
+    own: OwnTrust | None = None,
+    *,
+    run_changed: bool = False,
+    notes: list[str] | None = None,
+) -> list[Comparison]:
+    """Rerun every model of ``report`` with its recorded (untrusted) settings and compare.
+
+    ``own`` is what the caller allows on purpose; ``notes`` collects what was ignored.
+    """
     from bnlint.api import lint
     from bnlint.provenance import file_digest
 
+    own = own or OwnTrust()
+    notes = notes if notes is not None else []
     provenance = report["provenance"]
     working_directory = (provenance.get("invocation") or {}).get("working_directory") or "."
-    folder = Path(root) if root is not None else None
+    folder = Path(root) if root is not None else Path.cwd()
     if len(report.get("models") or []) != len(provenance.get("models") or []):
         raise ReproduceError("the report's models and its provenance's models do not match")
+    known_rule = _known_rule()
+    noted: set[int] = set()
     results = []
     for model, entry in zip(report["models"], provenance["models"], strict=True):
         if entry.get("sha256") is None and model.get("status") == "ok":
             raise ReproduceError(f"{entry['path']}: not a file; rerun it with the recorded command")
-        path = _resolve(entry["path"], folder, working_directory)
+        path = _resolve(str(entry["path"]), folder, str(working_directory))
         digest = file_digest(path) if entry.get("sha256") else None  # refused files: not read
         comparison = Comparison(entry["path"], entry["sha256"], digest and digest["sha256"])
-        settings, flags = rerun_settings(provenance, entry, path)
+        results.append(comparison)
+        if not comparison.same_file and not run_changed:
+            comparison.differences.append("not linted: the file differs (pass --run-changed)")
+            continue
+        recorded, flags = rerun_settings(provenance, entry, path)
+        settings, trust, ignored = untrusted_settings(recorded, flags, own, known_rule)
+        configuration = int(entry.get("configuration", 0))
+        if configuration not in noted:
+            noted.add(configuration)
+            notes += [f"configuration {configuration + 1}: {note}" for note in ignored]
         with tempfile.TemporaryDirectory(prefix="bnlint-reproduce-") as scratch:
             config = Path(scratch) / "bnlint.toml"
             config.write_text(toml_text(settings, RERUN_COMMENT), encoding="utf-8")
             rerun = lint(
                 str(path),
                 config=config,
-                verify=flags.get("verify", False),
-                trust_model_code=flags.get("trust-model-code", False),
+                verify=bool(flags.get("verify", False)),
+                trust_model_code=trust,
             )
         (result,) = rerun.models
         if result.status != model["status"]:
@@ -184,41 +242,86 @@ def reproduce(report: Mapping[str, Any], root: str | Path | None = None) -> list
         found = [finding.to_dict() for finding in result.findings]
         comparison.findings = len(found)
         comparison.differences += _differences(model["findings"], found)
-        results.append(comparison)
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bnlint.reproduce",
-        description="Rerun the check a bnlint JSON report records and compare the findings.",
+        description="Rerun the check a bnlint JSON report records and compare the findings. "
+        "The report is data: settings that import code, widen reads or loosen limits are "
+        "ignored (and named) unless given here.",
     )
     parser.add_argument("report", help="a report written by `bnlint --format json`")
-    parser.add_argument("--root", help="folder the report's relative model paths start from")
+    parser.add_argument("--root", help="folder holding the models (default: current folder)")
     parser.add_argument(
         "--print-config", action="store_true", help="print each recorded configuration as TOML"
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--run-changed", action="store_true", help="also lint model files whose sha256 differs"
+    )
+    trust = parser.add_argument_group("trust you give on purpose (never taken from the report)")
+    trust.add_argument("--trust-model-code", action="store_true", help="as bnlint's own flag")
+    trust.add_argument("--rules-dir", action="append", default=[], metavar="DIR")
+    trust.add_argument("--arch", metavar="MODULE:FACTORY")
+    trust.add_argument("--allowed-data-root", action="append", default=[], metavar="DIR")
+    trust.add_argument("--max-nodes", type=int, metavar="N")
+    trust.add_argument("--max-subgraph-depth", type=int, metavar="N")
+    return parser
+
+
+def _own_trust(args: argparse.Namespace) -> OwnTrust:
+    limits = {"max-nodes": args.max_nodes, "max-subgraph-depth": args.max_subgraph_depth}
+    return OwnTrust(
+        trust_model_code=args.trust_model_code,
+        rules_dirs=tuple(os.path.abspath(d) for d in args.rules_dir),
+        arch=args.arch,
+        allowed_data_roots=tuple(os.path.abspath(d) for d in args.allowed_data_root),
+        limits={key: value for key, value in limits.items() if value is not None},
+    )
+
+
+def _print_config(report: Mapping[str, Any]) -> None:
+    """Each recorded configuration as TOML, what a report may not set commented out."""
+    for position, record in enumerate(report["provenance"]["configurations"]):
+        print(f"# configuration {position + 1}: {printable(record.get('path') or 'none', None)}")
+        settings, _, notes = untrusted_settings(
+            record["settings"], record.get("flags") or {}, OwnTrust(), _known_rule()
+        )
+        for note in notes:
+            print(f"# {printable(note, None)}")
+        print(toml_text(settings, RERUN_COMMENT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    guard_terminal()
+    args = _parser().parse_args(argv)
+    report_name = printable(args.report, None)
+    notes: list[str] = []
     try:
         report = load_report(args.report)
         if args.print_config:
-            for position, record in enumerate(report["provenance"]["configurations"]):
-                print(f"# configuration {position + 1}: {record.get('path') or 'none'}")
-                print(toml_text(record["settings"], RERUN_COMMENT))
+            _print_config(report)
             return 0
-        comparisons = reproduce(report, args.root)
+        comparisons = reproduce(
+            report, args.root, _own_trust(args), run_changed=args.run_changed, notes=notes
+        )
     except (ReproduceError, TomlError, ConfigError, RegistryError) as error:
-        print(f"bnlint: error: {error}", file=sys.stderr)
+        print(f"bnlint: error: {printable(error, 1000)}", file=sys.stderr)
         return 2
-    except (KeyError, TypeError, IndexError, AttributeError) as error:
-        print(f"bnlint: error: {args.report}: malformed provenance ({error!r})", file=sys.stderr)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as error:
+        problem = printable(f"{type(error).__name__}: {error}", 300)
+        print(f"bnlint: error: {report_name}: malformed provenance ({problem})", file=sys.stderr)
         return 2
+    for note in notes:
+        print(f"bnlint: note: {printable(note, 1000)}", file=sys.stderr)
     for item in comparisons:
         mark = "same" if item.identical else "DIFFERENT"
         file_note = "same file" if item.same_file else f"file differs (sha256 {item.sha256})"
-        print(f"{mark}: {item.path}: {file_note}; {item.findings} finding(s)")
+        path = printable(item.path, None)
+        print(f"{mark}: {path}: {file_note}; {item.findings} finding(s)")
         for difference in item.differences:
-            print(f"  {difference}")
+            print(f"  {printable(difference, 1000)}")
     return 0 if all(item.identical for item in comparisons) else 1
 
 

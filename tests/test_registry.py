@@ -83,7 +83,10 @@ def test_rules_dir_plugin_runs_with_its_options(run_cli, model: Path, tmp_path: 
     config.write_text(
         f'rules-dir = ["{plugins}"]\nselect = ["ACME001"]\n[channel-multiple]\nmultiple = 2\n'
     )
-    assert run_cli([model, "--format", "json"], exit_code=0).json["models"][0]["findings"] == []
+    named = run_cli([model, "--config", config, "--format", "json"], exit_code=0)
+    assert named.json["models"][0]["findings"] == []
+    refused = run_cli([model, "--format", "json"], exit_code=2)  # discovered: data, no import
+    assert "rules-dir imports code" in refused.stderr and "--rules-dir DIR" in refused.stderr
     listed = run_cli(["rules", "--rules-dir", plugins]).stdout
     assert "ACME001  channel-multiple" in listed
 

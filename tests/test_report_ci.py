@@ -136,7 +136,26 @@ def _ci_command(example: str) -> tuple[list[str], dict]:
     else:
         lines = [line for line in data["bnlint"]["script"] if line.startswith("bnlint ")]
     (line,) = lines
-    return shlex.split(line.replace("$GITHUB_STEP_SUMMARY", "step-summary.md"))[1:], data
+    for variable in ("$GITHUB_STEP_SUMMARY", "$RUNNER_TEMP", "$BNLINT_BASE"):
+        line = line.replace(
+            variable, {"$GITHUB_STEP_SUMMARY": "step-summary.md"}.get(variable, "base")
+        )
+    return shlex.split(line)[1:], data
+
+
+def _pins_the_base_branch(example: str, data: dict) -> bool:
+    """The configuration and baseline the gate uses come from the base branch's commit."""
+    if example == "github-actions.yml":
+        steps = data["jobs"]["bnlint"]["steps"]
+        script = next(s["run"] for s in steps if "git show" in s.get("run", ""))
+        base = next(s for s in steps if "git show" in s.get("run", ""))["env"]["BASE"]
+        pinned = "github.event.pull_request.base.sha" in base
+    else:
+        script = "\n".join(data["bnlint"]["script"])
+        pinned = "CI_MERGE_REQUEST_DIFF_BASE_SHA" in script
+    return pinned and all(
+        f'git show "$BASE:{name}"' in script for name in ("bnlint.toml", "bnlint-baseline.json")
+    )
 
 
 @pytest.mark.parametrize("example", ["github-actions.yml", "gitlab-ci.yml"])
@@ -144,10 +163,15 @@ def test_ci_examples_gate_on_new_findings_and_keep_the_reports(
     run_cli, example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args, data = _ci_command(example)
+    assert _pins_the_base_branch(example, data)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()  # what the pinning step fetched from the base branch
+    (tmp_path / "base" / "bnlint.toml").write_text('fail-on = "warning"\n')
     onnx_zoo.opset14_training_mode(tmp_path / "models")  # an accepted, old error
-    run_cli(["models/", "--write-baseline", "bnlint-baseline.json", "-q"], exit_code=0)
+    run_cli(["models/", "--write-baseline", "base/bnlint-baseline.json", "-q"], exit_code=0)
     run_cli(args, exit_code=0)  # the documented command, verbatim
+    # A pull request's own configuration next to its models cannot turn the gate off.
+    (tmp_path / "models" / ".bnlint.toml").write_text('fail-on = "never"\nignore = ["ALL"]\n')
     html = Path(args[args.index("--report-html") + 1])
     summary = Path(args[args.index("--report-md") + 1])
     assert "<!DOCTYPE html>" in html.read_text() and "bnlint passed" in summary.read_text()

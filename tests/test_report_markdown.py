@@ -37,7 +37,9 @@ def _table_rows(text: str) -> list[list[str]]:
     [
         ("a|b", r"a\|b"),
         ("`code`", r"\`code\`"),
-        ("*bold* _it_ [link](x) ~s~ $m$ #1", r"\*bold\* \_it\_ \[link\](x) \~s\~ \$m\$ \#1"),
+        ("*bold* _it_ [link](x) ~s~ $m$ #1", r"\*bold\* \_it\_ \[link\](x) \~s\~ \$m\$ `#`1"),
+        ("cc @octocat, a@b.io", "cc `@`octocat, a`@`b.io"),  # no mention, no mail link
+        ("see https://x.io or www.x.io", "see https`://`x.io or `www.`x.io"),  # no autolink
         ("<img src=x onerror=alert(1)>", "&lt;img src=x onerror=alert(1)&gt;"),
         ("a&amp;b", "a&amp;amp;b"),
         ("line1\nline2\r\nline3", "line1<br>line2<br>line3"),

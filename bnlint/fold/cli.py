@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from bnlint.options import check_options, settings_from_options
+from bnlint.report.sanitize import printable
 
 
 def _shapes(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict:
@@ -194,11 +195,11 @@ def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str, resolver
         return
     click.echo(format_table(fold_table(verification)), nl=False)
     for finding in findings:
-        click.echo(f"{finding.code} {finding.severity.label}: {finding.message}")
+        click.echo(f"{finding.code} {finding.severity.label}: {printable(finding.message, 2000)}")
     worst = verification.worst_output
     if worst is not None:
         click.echo(
-            f"numeric check: worst output {worst.name!r} differs by {worst.max_abs:.3g} "
+            f"numeric check: worst output {printable(worst.name)!r} differs by {worst.max_abs:.3g} "
             f"({worst.rel:.3g} of its magnitude; tolerance {verification.tolerance:.2g})"
         )
     if verification.numeric_scope == "per-fold":

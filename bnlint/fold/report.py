@@ -13,6 +13,7 @@ from typing import Any
 from bnlint.findings import Finding, Severity
 from bnlint.fold.results import Verification
 from bnlint.fold.verdicts import KIND_LABEL, FoldRecord
+from bnlint.report.sanitize import printable
 from bnlint.rule import RuleContext
 
 FIX = (
@@ -162,6 +163,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """The fold table as aligned text."""
     if not rows:
         return "no BatchNormalization in the model\n"
+    rows = [  # names come from the model: shown escaped, one table line per row
+        {**row, **{key: printable(row[key], None) for key in ("bn", "into", "problem") if row[key]}}
+        for row in rows
+    ]
     width = max(len(row["bn"]) for row in rows)
     lines = [f"{'BN':<{width}}  {'verdict':<16}  into / why not"]
     for row in rows:

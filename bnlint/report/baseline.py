@@ -99,12 +99,14 @@ def render_baseline(report: Report) -> str:
 
 def load_baseline(path: str | Path) -> list[dict[str, Any]]:
     """The entries of a baseline file; :class:`BaselineError` says what is wrong."""
+    from bnlint.json_data import JsonDataError, load_json
+
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = load_json(Path(path).read_bytes())
     except OSError as error:
         raise BaselineError(f"{path}: cannot read baseline: {error.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BaselineError(f"{path}: not a bnlint baseline (invalid JSON: {error})") from None
+    except JsonDataError as error:
+        raise BaselineError(f"{path}: not a bnlint baseline ({error})") from None
     if not isinstance(data, dict) or data.get("bnlint_baseline") != BASELINE_VERSION:
         raise BaselineError(
             f"{path}: not a bnlint baseline (expected bnlint_baseline = {BASELINE_VERSION})"

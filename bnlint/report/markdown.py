@@ -1,12 +1,14 @@
 """Markdown (``--report-md FILE``, ``--format markdown``) for job summaries and PR comments.
 
 Rendered from ``templates/report.md.j2`` with autoescape off and an explicit ``md`` filter
-on every model string: Markdown and HTML specials are neutralised (``\\ ` * _ [ ] | ~ $ #``
-are backslash-escaped, ``& < >`` become entities), control and bidi characters are shown
-as escapes, newlines become ``<br>`` so a table row never breaks. A report longer than
-``MAX_CHARS`` (a pull-request comment holds 65,536) keeps as many findings as fit and says
-how many it left out. A collapsed "Provenance" block closes the report: command line,
-versions, configuration and each model's sha256 (:mod:`bnlint.report.provenance_view`).
+on every model string: Markdown and HTML specials are neutralised (``\\ ` * _ [ ] | ~ $``
+are backslash-escaped, ``& < >`` become entities), mention, reference and autolink
+triggers (``@``, ``#``, ``://``, ``www.``) sit in code spans, control, bidi and invisible
+characters are shown as escapes, newlines become ``<br>`` so a table row never breaks. A
+report longer than ``MAX_CHARS`` (a pull-request comment holds 65,536) keeps as many
+findings as fit and says how many it left out. A collapsed "Provenance" block closes the
+report: command line, versions, configuration and each model's sha256
+(:mod:`bnlint.report.provenance_view`).
 """
 
 from __future__ import annotations
@@ -25,16 +27,32 @@ from bnlint.report.view import base_context, environment, short_path
 MAX_CHARS = 60_000
 _SPECIAL = re.compile(r"([\\`*_\[\]|~$#])")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
+# Mentions, issue references, scheme and www autolinks (GitHub Flavored Markdown); the
+# capture group makes re.split keep each trigger at the odd positions.
+_TRIGGER = re.compile(r"(@|#|:/+|(?i:www)\.)")
+
+
+def _md_text(text: str) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _SPECIAL.sub(r"\\\1", text)
 
 
 def md(value: Any, limit: int | None = 2000) -> str:
-    """Escape any string for a Markdown table cell (GitHub Flavored Markdown)."""
+    """Escape any string for a Markdown table cell (GitHub Flavored Markdown).
+
+    What GitHub turns into a notification or a link when it reads a comment (``@user``
+    mentions, ``#123`` and ``org/repo#123`` references, ``https://`` and ``www.`` autolinks,
+    e-mail autolinks) is defused by putting its trigger in a code span: inside code nothing
+    is linked or mentioned (CommonMark code spans are literal), and the text still reads
+    the same.
+    """
     if value is None:
         return ""
     lines = [printable(line, limit) for line in _NEWLINE.split(str(value))]
-    text = "\n".join(lines)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _SPECIAL.sub(r"\\\1", text)
+    parts = _TRIGGER.split("\n".join(lines))
+    text = "".join(
+        f"`{part}`" if position % 2 else _md_text(part) for position, part in enumerate(parts)
+    )
     return text.replace("\n", "<br>")
 
 

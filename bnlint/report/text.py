@@ -67,7 +67,7 @@ def baseline_lines(report: Report) -> list[str]:
     ]
     for entry in fixed[:20]:
         node = f":{printable(entry['node'])}" if entry.get("node") else ""
-        lines.append(f"  fixed: {printable(entry['path'], None)}{node} {entry['code']}")
+        lines.append(f"  fixed: {printable(entry['path'], None)}{node} {printable(entry['code'])}")
     if len(fixed) > 20:
         lines.append(f"  … and {len(fixed) - 20} more fixed")
     return lines

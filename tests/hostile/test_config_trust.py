@@ -1,0 +1,63 @@
+"""A configuration planted next to the models is data (issue 12, item 5).
+
+A pull request can add ``.bnlint.toml`` or ``pyproject.toml`` beside its models. Such a
+discovered file may not import code (``rules-dir``, ``arch``), widen reads
+(``allowed-data-roots``) or loosen a limit — directly or through ``extend``: the run ends
+with one line naming the file, the key and the option that allows it. The same file named
+with ``--config`` is trusted (the control: its payload is live).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.hostile import trust_files
+from tests.hostile.runner import assert_behaved, run_attack
+from tests.zoo import onnx_zoo
+
+
+def _planted(tmp_path: Path, case: str) -> tuple[Path, Path, Path, str]:
+    """(models folder, config file, marker, expected problem) for one planted file."""
+    models = tmp_path / "pr" / "models"
+    onnx_zoo.opset14_training_mode(models)
+    marker = tmp_path / "MARKER"
+    rules = trust_files.rules_dir(tmp_path / "pr" / "plugins", marker)
+    arch = trust_files.arch_module(tmp_path / "pr", marker)
+    if case == "rules-dir":
+        config = models / ".bnlint.toml"
+        config.write_text(f'rules-dir = ["{rules}"]\n')
+        return models, config, marker, "rules-dir imports code"
+    if case == "arch in pyproject":
+        config = models / "pyproject.toml"
+        config.write_text(f'[tool.bnlint]\narch = "{arch}"\n')
+        return models, config, marker, "arch imports code"
+    if case == "allowed-data-roots via extend":
+        (tmp_path / "pr" / "base.toml").write_text('allowed-data-roots = ["/"]\n')
+        config = models / "bnlint.toml"
+        config.write_text('extend = "../base.toml"\n')
+        return models, config, marker, "allowed-data-roots imports code or widens"
+    config = models / "bnlint.toml"
+    config.write_text(f"max-nodes = {10**12}\n")
+    return models, config, marker, "max-nodes = 1000000000000 is looser than the default"
+
+
+@pytest.mark.parametrize(
+    "case", ["rules-dir", "arch in pyproject", "allowed-data-roots via extend", "max-nodes"]
+)
+def test_a_discovered_configuration_cannot_widen_trust(tmp_path: Path, case: str) -> None:
+    models, config, marker, problem = _planted(tmp_path, case)
+    attack = run_attack([models, "--format", "json"], tmp_path)
+    assert str(config) in attack.stderr
+    assert_behaved(attack, exit_code=2, error=problem, markers=[marker])
+    assert "--config" in attack.lines[0]
+    if case != "max-nodes":
+        assert "on the command line" in attack.lines[0]
+
+
+def test_the_same_file_named_with_config_is_trusted(tmp_path: Path) -> None:
+    """Control: the planted rules folder is live code, and --config is the explicit opt-in."""
+    models, config, marker, _ = _planted(tmp_path, "rules-dir")
+    run_attack([models, "--config", config, "--format", "json"], tmp_path)
+    assert marker.exists()
