@@ -262,6 +262,10 @@ def lint_graph(
     findings = run_rules(graph, settings, ruleset, **options)
     result = ModelResult(path=graph.path, format=graph.facts.format, findings=findings)
     result.extras["phase"] = effective_phase(graph, settings)
+    if getattr(settings, "verify", False):
+        from bnlint.fold import verification_of
+
+        result.verification = verification_of(graph)
     if extras:
         from bnlint.report.extras import build_extras
 

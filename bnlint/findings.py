@@ -106,15 +106,21 @@ class ModelResult:
     # sha256, size, context and rules run, computed where the model was linted
     # (bnlint.provenance.model_evidence); reporters show it through Report.provenance.
     provenance: dict[str, Any] = field(default_factory=dict)
+    # The verification section (bnlint.fold.report.verification_section): one verdict per
+    # BN with the bound, error and margin of each level; None when no fold was verified.
+    verification: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "path": self.path,
             "format": self.format,
             "status": self.status,
             "error": self.error,
             "findings": [finding.to_dict() for finding in self.findings],
         }
+        if self.verification is not None:
+            data["verification"] = self.verification
+        return data
 
 
 @dataclass

@@ -145,8 +145,9 @@ class Tensor:
     producer: int | None = None
     consumers: list[int] = field(default_factory=list)
     is_param: bool = False
-    is_graph_input: bool = False
+    is_graph_input: bool = False  # a caller may feed it (an overridable initializer too)
     is_graph_output: bool = False
+    listed_as_input: bool = False  # an initializer also in graph.input (even before IR 4)
 
 
 @dataclass(slots=True)

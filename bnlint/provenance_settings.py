@@ -83,8 +83,7 @@ def rule_options(rule: Rule, settings: Settings) -> dict[str, Any]:
 def _verification_tolerances(settings: Settings, ruleset: RuleSet) -> dict[str, Any]:
     """The tolerances BN012 and BN018 apply with these settings, per floating dtype."""
     from bnlint.batch_coupling import tolerance_for
-    from bnlint.fold.layers import ALGEBRA_ULPS
-    from bnlint.fold.results import numeric_tolerance
+    from bnlint.fold import bounds
 
     dtypes = ("float32", "float16", "bfloat16")
     result: dict[str, Any] = {}
@@ -97,8 +96,9 @@ def _verification_tolerances(settings: Settings, ruleset: RuleSet) -> dict[str, 
         if code == "BN012":
             result[code] = {
                 "tolerance-scale": scale,
-                "algebraic_units_of_rounding": ALGEBRA_ULPS,
-                "numeric_relative": {d: numeric_tolerance(d, scale) for d in dtypes},
+                "algebraic": bounds.ALGEBRAIC_CRITERION,
+                "numeric": bounds.NUMERIC_CRITERION,
+                "outputs": bounds.OUTPUT_CRITERION,
             }
         else:
             result[code] = {

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bnlint.fold import FoldError, fold_graph, plan, record_findings
+from bnlint.fold import FoldError, plan, record_findings, verify_graph
 from bnlint.graph import ModelGraph
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
 
@@ -60,7 +60,7 @@ def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
     if not ctx.verify or not any(verdict.foldable for verdict in plan(graph)):
         return
     try:
-        result = fold_graph(
+        result = verify_graph(
             graph,
             input_shapes=ctx.input_shapes,
             tolerance_scale=float(ctx.options.get("tolerance-scale", 1.0)),

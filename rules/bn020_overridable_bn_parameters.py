@@ -5,8 +5,9 @@ A BatchNormalization whose scale, bias, running mean or running variance is an
 initializer that is also listed among the graph's inputs: the stored value is only a
 default that the caller may override at run time. One finding per BN lists the
 overridable parameters. Models with ONNX IR version < 4, where the specification
-required every initializer to be a graph input, get the same finding at info severity
-with that explanation: the exporter had no choice, but the consequences below still hold.
+required every initializer to be a graph input, get an info finding instead: there the
+listing means nothing (ONNX Runtime treats such initializers as constants and folds the
+BN, and so does bnlint), but a tool that applies a newer IR's rules may not.
 Inference phase only: the hazard concerns graphs being optimised and deployed.
 
 ## Why it matters
@@ -52,7 +53,8 @@ def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
         for role in BN_ROLES:
             name = bn.input(role)
             record = graph.tensors.get(name) if name else None
-            if record is not None and record.is_graph_input and name in graph.params:
+            listed = record is not None and (record.is_graph_input or record.listed_as_input)
+            if listed and name in graph.params:
                 overridable[role] = name
         if not overridable:
             continue
@@ -63,9 +65,11 @@ def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
             "simplifiers may freeze and drop them"
         )
         if legacy:
-            message += (
-                f" (IR version {ir_version} < 4 required every initializer to be a graph "
-                "input; re-export with a newer IR to make them constants)"
+            message = (
+                f"{bn.source_op} {names} {'is' if len(overridable) == 1 else 'are'} listed "
+                f"among the graph inputs: IR version {ir_version} < 4 required every "
+                "initializer to be a graph input, and runtimes treat them as constants, but "
+                "a tool applying a newer IR's rules may not (re-export with a newer IR)"
             )
         yield ctx.finding(
             bn,

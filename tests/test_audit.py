@@ -17,14 +17,19 @@ from tests.zoo.onnx_builder import GraphBuilder
 def audit_cli(
     run_cli, tmp_path: Path, original: onnx.ModelProto, folded: onnx.ModelProto, exit_code: int
 ) -> dict[str, dict]:
-    """Run the audit in JSON; return each original BN's finding by node name."""
+    """Run the audit in JSON; return each original BN's row of the verification section,
+    with the BN012 finding about it (if any) under ``finding``."""
     source = save(original, tmp_path, "original.onnx")
     target = save(folded, tmp_path, "folded.onnx")
     result = run_cli(
         ["verify", target, "--against", source, "--format", "json"], exit_code=exit_code
     )
-    findings = result.json["models"][0]["findings"]
-    return {f["node"]: f for f in findings if f["code"] == "BN012"}
+    model = result.json["models"][0]
+    findings = {f["node"]: f for f in model["findings"] if f["code"] == "BN012"}
+    rows = {row["bn"]: row for row in model["verification"]["bns"]}
+    for name, row in rows.items():
+        row["finding"] = findings.get(name)
+    return rows
 
 
 WRONG_FOLDS = {
@@ -71,25 +76,25 @@ def test_wrong_fold_is_caught_and_the_right_bn_named(tmp_path, run_cli, case: st
     build, bug, problem, message = WRONG_FOLDS[case]
     original = fm.with_lead(build())
     folded = fm.hand_fold(original, bug, only="bn")
-    findings = audit_cli(run_cli, tmp_path, original, folded, exit_code=1)
-    assert findings["bn_lead"]["evidence"]["verdict"] == "folded-correctly"
-    assert findings["bn_lead"]["severity"] == "info"
-    finding = findings["bn"]
-    assert finding["severity"] == "error"
-    assert finding["evidence"]["verdict"] == "folded-wrongly"
-    assert finding["evidence"]["problem"] == problem
-    assert message in finding["message"]
+    rows = audit_cli(run_cli, tmp_path, original, folded, exit_code=1)
+    assert rows["bn_lead"]["verdict"] == "folded-correctly"
+    assert rows["bn_lead"]["finding"] is None, "a correct fold is no finding"
+    row = rows["bn"]
+    assert row["verdict"] == "folded-wrongly"
+    assert row["problem_code"] == problem
+    assert row["finding"]["severity"] == "error"
+    assert message in row["finding"]["message"]
 
 
 @pytest.mark.parametrize("case", list(WRONG_FOLDS))
 def test_the_same_fold_without_the_bug_passes(tmp_path, run_cli, case: str) -> None:
     build, bug, _, _ = WRONG_FOLDS[case]
     original = fm.with_lead(build())
-    findings = audit_cli(run_cli, tmp_path, original, fm.hand_fold(original), exit_code=0)
-    assert findings["bn_lead"]["evidence"]["verdict"] == "folded-correctly"
+    rows = audit_cli(run_cli, tmp_path, original, fm.hand_fold(original), exit_code=0)
+    assert rows["bn_lead"]["verdict"] == "folded-correctly"
     expected = "not-folded" if bug == "training" else "folded-correctly"
-    assert findings["bn"]["evidence"]["verdict"] == expected
-    assert findings["bn"]["severity"] == "info"
+    assert rows["bn"]["verdict"] == expected
+    assert rows["bn"]["finding"] is None
 
 
 def only_the_second_bn_is_wrong() -> onnx.ModelProto:
@@ -102,11 +107,12 @@ def only_the_second_bn_is_wrong() -> onnx.ModelProto:
 
 def test_only_the_wrong_bn_is_blamed_in_a_chain(tmp_path, run_cli) -> None:
     original = only_the_second_bn_is_wrong()
-    findings = audit_cli(run_cli, tmp_path, original, fm.hand_fold(original, "axis0"), 1)
-    assert findings["bn_conv"]["evidence"]["verdict"] == "folded-correctly"
-    assert findings["bn_deconv"]["evidence"]["verdict"] == "folded-wrongly"
-    assert findings["bn_deconv"]["evidence"]["worst_output"] == "bn_deconv_out"
-    assert findings["bn_deconv"]["evidence"]["output_max_rel_error"] > 1e-2
+    rows = audit_cli(run_cli, tmp_path, original, fm.hand_fold(original, "axis0"), 1)
+    assert rows["bn_conv"]["verdict"] == "folded-correctly"
+    assert rows["bn_deconv"]["verdict"] == "folded-wrongly"
+    algebraic = rows["bn_deconv"]["algebraic"]
+    assert algebraic["tensor"] == "bn_deconv_out"
+    assert algebraic["error"] > 1e3 * algebraic["bound"]
 
 
 def peer_zoo() -> onnx.ModelProto:
@@ -148,19 +154,19 @@ def onnxoptimizer_fold(model: onnx.ModelProto) -> onnx.ModelProto:
 )
 def test_correct_peer_folds_pass(tmp_path, run_cli, tool, expected) -> None:
     original = peer_zoo()
-    findings = audit_cli(run_cli, tmp_path, original, tool(original), exit_code=0)
-    verdicts = {name: f["evidence"]["verdict"] for name, f in findings.items()}
+    rows = audit_cli(run_cli, tmp_path, original, tool(original), exit_code=0)
+    verdicts = {name: row["verdict"] for name, row in rows.items()}
     assert {name for name, v in verdicts.items() if v == "folded-correctly"} == expected
     assert set(verdicts) == {"bn_conv", "bn_dw", "bn_deconv", "bn_shared", "bn_fc"}
-    assert findings["bn_shared"]["evidence"]["reason_code"] == "producer-shared-output"
-    assert all(f["severity"] == "info" for f in findings.values())
+    assert rows["bn_shared"]["reason_code"] == "producer-shared-output"
+    assert all(row["finding"] is None for row in rows.values())
 
 
 def test_onnxsim_fold_of_a_torch_resnet_export_passes(tmp_path, run_cli) -> None:
     original = fm.zoo_onnx("resnet_small")
-    findings = audit_cli(run_cli, tmp_path, original, onnxsim_fold(original), exit_code=0)
-    assert len(findings) == 10
-    assert {f["evidence"]["verdict"] for f in findings.values()} == {"folded-correctly"}
+    rows = audit_cli(run_cli, tmp_path, original, onnxsim_fold(original), exit_code=0)
+    assert len(rows) == 10
+    assert {row["verdict"] for row in rows.values()} == {"folded-correctly"}
 
 
 def test_fold_matched_by_structure_when_names_are_gone(tmp_path, run_cli) -> None:
@@ -175,14 +181,14 @@ def test_fold_matched_by_structure_when_names_are_gone(tmp_path, run_cli) -> Non
     for node in folded.graph.node:
         for position, name in enumerate(node.input):
             node.input[position] = renames.get(name, name)
-    findings = audit_cli(run_cli, tmp_path, original, folded, exit_code=1)
-    assert findings["bn_conv"]["evidence"]["matched_by"] == "structure"
-    assert findings["bn_conv"]["evidence"]["verdict"] == "folded-correctly"
-    assert findings["bn_deconv"]["evidence"]["problem"] == "wrong-axis"
+    rows = audit_cli(run_cli, tmp_path, original, folded, exit_code=1)
+    assert rows["bn_conv"]["matched_by"] == "structure"
+    assert rows["bn_conv"]["verdict"] == "folded-correctly"
+    assert rows["bn_deconv"]["problem_code"] == "wrong-axis"
 
 
-def test_unmatched_bn_is_a_finding_never_a_pass(tmp_path, run_cli) -> None:
-    """A 'fold' that deleted the BN and its producer's weights cannot be verified."""
+def test_a_fold_that_deleted_the_producer_is_wrong_by_its_numbers(tmp_path, run_cli) -> None:
+    """A 'fold' that deleted the BN and its producer: the region computes something else."""
     original = fm.conv_bn()
     folded = onnx.ModelProto()
     folded.CopyFrom(original)
@@ -193,9 +199,9 @@ def test_unmatched_bn_is_a_finding_never_a_pass(tmp_path, run_cli) -> None:
     )
     del folded.graph.node[:]
     folded.graph.node.extend([pool, relu])
-    findings = audit_cli(run_cli, tmp_path, original, folded, exit_code=1)
-    assert findings["bn"]["evidence"]["verdict"] == "unmatched"
-    assert findings["bn"]["severity"] == "warning"
+    rows = audit_cli(run_cli, tmp_path, original, folded, exit_code=1)
+    assert rows["bn"]["verdict"] == "folded-wrongly"
+    assert rows["bn"]["finding"]["severity"] == "error"
 
 
 def test_audit_rejects_unreadable_input(tmp_path, run_cli) -> None:
@@ -225,8 +231,9 @@ def test_bnlint_folds_pass_the_audit(tmp_path, run_cli, build) -> None:
     result = run_cli(
         ["verify", tmp_path / "folded.onnx", "--against", source, "--format", "json"], 0
     )
-    verdicts = [f["evidence"]["verdict"] for f in result.json["models"][0]["findings"]]
+    verdicts = [row["verdict"] for row in result.json["models"][0]["verification"]["bns"]]
     assert verdicts and set(verdicts) == {"folded-correctly"}
+    assert not result.json["models"][0]["findings"]
 
 
 def test_peer_arithmetic_on_a_weight_larger_than_loader_plumbing_is_evaluated(
@@ -241,8 +248,8 @@ def test_peer_arithmetic_on_a_weight_larger_than_loader_plumbing_is_evaluated(
     source = save(original, tmp_path, "original.onnx")
     target = save(onnxoptimizer_fold(original), tmp_path, "folded.onnx")
     result = run_cli(["verify", target, "--against", source, "--format", "json"], exit_code=0)
-    findings = result.json["models"][0]["findings"]
-    (verdict,) = [f for f in findings if f["code"] == "BN012"]
-    assert verdict["evidence"]["verdict"] == "folded-correctly"
-    # the evaluated model keeps orphaned initializers; ONNX Runtime must still run it
-    assert [f["code"] for f in findings] == ["BN012"], [f["message"] for f in findings]
+    model = result.json["models"][0]
+    (row,) = model["verification"]["bns"]
+    assert row["verdict"] == "folded-correctly"
+    assert model["findings"] == [], [f["message"] for f in model["findings"]]
+    assert model["verification"]["levels"]["numeric"] is True

@@ -57,8 +57,10 @@ def test_fold_prints_a_verdict_for_every_bn_and_writes_a_valid_model(tmp_path, r
 def test_fold_json_report_has_one_verdict_per_bn(tmp_path, run_cli) -> None:
     source = save(mixed(), tmp_path, "in.onnx")
     result = run_cli(["fold", source, "-o", tmp_path / "out.onnx", "--format", "json"])
-    verdicts = {f["node"]: f["evidence"]["verdict"] for f in result.json["models"][0]["findings"]}
+    model = result.json["models"][0]
+    verdicts = {row["bn"]: row["verdict"] for row in model["verification"]["bns"]}
     assert verdicts == {"bn_a": "folded-correctly", "bn_b": "not-folded", "bn_c": "not-folded"}
+    assert not [f for f in model["findings"] if f["code"] == "BN012"]
     provenance = result.json["provenance"]
     assert provenance["invocation"]["argv"][:2] == ["bnlint", "fold"]
     (model,) = provenance["models"]

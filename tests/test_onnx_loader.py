@@ -112,11 +112,14 @@ def test_external_data_is_read_lazily(tmp_path: Path) -> None:
     assert graph.params.loaded_names() == [bn.input("var")]
 
 
-def test_overridable_initializers_are_not_constant(tmp_path: Path) -> None:
+def test_initializers_listed_as_inputs_before_ir4_are_constants(tmp_path: Path) -> None:
+    """IR < 4 required every initializer in graph.input: runtimes treat them as constants
+    (ONNX Runtime folds them), so a BN reading them folds (issue 13, item 4)."""
     graph = load(onnx_zoo.opset7_ir3(tmp_path))
     bn = only_bn(graph)
     assert bn.input("scale") in graph.params
-    assert not graph.is_constant(bn.input("scale"))
+    assert graph.is_constant(bn.input("scale"))
+    assert graph.tensors[bn.input("scale")].listed_as_input
     assert graph.graph_inputs == ["x"]
 
 

@@ -17,8 +17,6 @@ from onnx import numpy_helper
 
 from bnlint.config import Settings
 from bnlint.fold import fold_graph, plan
-from bnlint.fold.algebra import check_algebra
-from bnlint.fold.algebra_batch import batch_conv_algebra
 from bnlint.graph import GraphFacts, ModelGraph
 from bnlint.loaders.onnx import build_graph, load
 from bnlint.loaders.onnx_file import raw_data_ranges, read_mapped
@@ -91,63 +89,63 @@ def test_external_weights_are_reduced_block_by_block(tmp_path: Path) -> None:
     )
 
 
-def test_batched_conv_algebra_equals_the_per_fold_check() -> None:
+def test_one_wrong_fold_among_many_is_the_one_blamed() -> None:
+    """Every changed region is checked on its own: a weight 1 % off in one fold of twelve
+    fails exactly that fold."""
+    from bnlint.fold import engine
+
     model = _conv_chain(12, bias=True, seed=4)
     graph = build_graph(model, Path("m.onnx"), Settings())
-    result = fold_graph(graph, numeric=False)
-    folded = build_graph(result.folded, Path("f.onnx"), Settings())
-    top = {n.location.node_index: n for n in folded.nodes if n.location is not None}
-    items = [(i, r, top[r.target_index]) for i, r in enumerate(result.records)]
-    batched = batch_conv_algebra(graph, folded, items)
-    assert len(batched) == 12
-    for index, record, target in items:
-        assert batched[index] == check_algebra(graph, record, folded, target, None)
-    # A wrong fold is left to the per-fold check, which names the bug.
-    weight = next(
-        t
-        for t in result.folded.graph.initializer
-        if t.name == top[result.records[5].target_index].input("weight")
-    )
-    values = numpy_helper.to_array(weight) * 1.01
-    weight.CopyFrom(numpy_helper.from_array(values.astype(np.float32), weight.name))
-    folded = build_graph(result.folded, Path("f.onnx"), Settings())
-    top = {n.location.node_index: n for n in folded.nodes if n.location is not None}
-    items = [(i, r, top[r.target_index]) for i, r in enumerate(result.records)]
-    assert 5 not in batch_conv_algebra(graph, folded, items)
-    assert len(batch_conv_algebra(graph, folded, items)) == 11
+    real = engine.fold_model
+
+    def corrupt(model, graph, keep):
+        folded, records, written = real(model, graph, keep)
+        conv = [n for n in folded.graph.node if n.op_type == "Conv"][5]
+        tensor = next(t for t in folded.graph.initializer if t.name == conv.input[1])
+        values = numpy_helper.to_array(tensor) * 1.01
+        tensor.CopyFrom(numpy_helper.from_array(values.astype(np.float32), tensor.name))
+        return folded, records, written
+
+    import pytest
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "fold_model", corrupt)
+        verification = fold_graph(graph, numeric=False).verification
+    wrong = [r.bn.name for r in verification.records if r.problem is not None]
+    assert wrong == [verification.records[5].bn.name]
 
 
-def test_large_graphs_verify_each_fold_on_its_own(monkeypatch) -> None:
-    from bnlint.fold import numeric as verify_numeric
+def test_large_graphs_check_regions_in_chunks_without_a_whole_model_run(monkeypatch) -> None:
+    from bnlint.fold import runtime_level
 
     model = _conv_chain(40, seed=5)
     graph = build_graph(model, Path("m.onnx"), Settings())
-    monkeypatch.setattr(verify_numeric, "LOCAL_NODES", 50)  # this 120-node graph is "large"
-    result = fold_graph(graph)
-    verification = result.verification
-    assert verification.ok and verification.numeric_scope == "per-fold"
-    assert verification.outputs == [], "no whole-model run at this size"
+    monkeypatch.setattr(runtime_level, "LOCAL_NODES", 50)  # this 120-node graph is "large"
+    monkeypatch.setattr(runtime_level, "CHUNK_NODES", 16)
+    verification = fold_graph(graph).verification
+    assert verification.ok and verification.numeric_ran
+    assert verification.outputs == [] and "nodes" in verification.outputs_skipped
     assert all(r.numeric is not None and r.numeric.ok for r in verification.records)
-    assert all(r.numeric.output_error.max_ref > 0 for r in verification.records)
 
 
-def test_a_fold_that_loses_precision_is_caught_per_fold(monkeypatch) -> None:
-    from bnlint.fold import numeric as verify_numeric
-    from bnlint.fold import rewrite as fold_onnx
+def test_a_fold_that_loses_precision_is_caught(monkeypatch) -> None:
+    from bnlint.fold import rewrite
 
     model = _conv_chain(10, seed=6)
     graph = build_graph(model, Path("m.onnx"), Settings())
-    monkeypatch.setattr(verify_numeric, "LOCAL_NODES", 10)
-    real = fold_onnx.fold_weight
+    real = rewrite.fold_weight
+    calls = []
 
-    def lossy(weight, affine, family, groups=1):  # one fold rounds to float16
+    def lossy(weight, affine, family, groups=1):  # the fourth fold rounds to float16
+        calls.append(1)
         folded = real(weight, affine, family, groups)
-        return folded.astype(np.float16).astype(np.float64) if weight.shape[0] == 4 else folded
+        return folded.astype(np.float16).astype(np.float64) if len(calls) == 4 else folded
 
-    monkeypatch.setattr(fold_onnx, "fold_weight", lossy)
+    monkeypatch.setattr(rewrite, "fold_weight", lossy)
     verification = fold_graph(graph).verification
-    assert verification.numeric_scope == "per-fold"
-    assert any(r.numeric is not None and r.numeric.ok is False for r in verification.records)
+    wrong = [r for r in verification.records if r.problem is not None]
+    assert [r.bn.name for r in wrong] == [verification.records[3].bn.name]
+    assert wrong[0].algebraic is not None and not wrong[0].algebraic.ok
 
 
 def test_onnx_source_line_is_the_last_frame_outside_torch() -> None:

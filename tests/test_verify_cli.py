@@ -74,7 +74,10 @@ def test_without_onnxruntime_verification_is_algebraic_and_says_so(tmp_path) -> 
     assert code == 1
     assert codes(data) == ["BN012", "BN905"]
     (bn012,) = [f for f in data["models"][0]["findings"] if f["code"] == "BN012"]
-    assert bn012["evidence"]["level"] == "algebraic" and bn012["evidence"]["numeric_ran"] is False
+    assert bn012["evidence"]["problem_code"] == "overflow"
+    assert bn012["evidence"]["numeric"] is None, "no runtime: the algebraic level decided"
+    levels = data["models"][0]["verification"]["levels"]
+    assert levels["algebraic"] is True and levels["numeric"] is False
 
 
 def test_fold_without_onnxruntime_writes_an_algebraically_verified_model(tmp_path) -> None:

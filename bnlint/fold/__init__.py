@@ -7,8 +7,9 @@ never imports the fold engine, verification or the audit.
 - :func:`plan` gives every BN a :class:`FoldVerdict` (foldable into what, or why not).
 - :func:`fold_graph` folds a loaded model on a copy and verifies it (:class:`FoldResult`).
 - :func:`audit` checks a fold made by any tool against the original model.
-- :func:`record_findings`, :func:`fold_table`, :func:`format_table` and :func:`verdict_of`
-  turn a :class:`Verification` into findings (BN012) and the per-BN verification table.
+- :func:`record_findings`, :func:`verification_section` and :func:`verdict_of` turn a
+  :class:`Verification` into findings (BN012: wrong folds only) and the verification
+  section every report shows (one verdict per BN, with bound, error and margin).
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bnlint.fold.auditor import Audit, audit
-    from bnlint.fold.engine import check_onnx, fold_graph
-    from bnlint.fold.report import fold_table, format_table, record_findings, verdict_of
+    from bnlint.fold.engine import check_onnx, fold_graph, verification_of, verify_graph
+    from bnlint.fold.report import (
+        record_findings,
+        verdict_of,
+        verification_section,
+    )
     from bnlint.fold.results import FoldError, FoldResult, Verification
     from bnlint.fold.verdicts import (
         KIND_LABEL,
@@ -41,8 +46,9 @@ _LAZY = {
     "audit": "bnlint.fold.auditor",
     "check_onnx": "bnlint.fold.engine",
     "fold_graph": "bnlint.fold.engine",
-    "fold_table": "bnlint.fold.report",
-    "format_table": "bnlint.fold.report",
+    "verify_graph": "bnlint.fold.engine",
+    "verification_of": "bnlint.fold.engine",
+    "verification_section": "bnlint.fold.report",
     "record_findings": "bnlint.fold.report",
     "verdict_of": "bnlint.fold.report",
     "FoldError": "bnlint.fold.results",
@@ -62,12 +68,13 @@ __all__ = [
     "bn_channels",
     "check_onnx",
     "fold_graph",
-    "fold_table",
-    "format_table",
     "output_channels",
     "plan",
     "record_findings",
     "verdict_of",
+    "verification_of",
+    "verification_section",
+    "verify_graph",
 ]
 
 

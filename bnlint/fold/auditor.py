@@ -1,37 +1,42 @@
-"""``bnlint verify FOLDED --against ORIGINAL``: audit a fold made by any tool.
+"""``bnlint verify FOLDED --against ORIGINAL``: audit a fold made by any tool, by function.
 
-1. The folded model's constant arithmetic is evaluated first: onnxoptimizer's
-   ``fuse_bn_into_conv`` leaves the fold as ``Sqrt``/``Div``/``Mul``/``Add`` nodes on
-   constants, and a float16 store shows up as ``Cast`` nodes; only the values they
-   compute can be compared.
-2. Every BN of the original gets a record: still present (not folded), gone although no
-   exact fold exists (a training-mode BN folded as inference, a producer whose output had
-   other readers), matched to the node that absorbed it (by node name, then by the tensor
-   names around it, then by the order and shapes of weighted nodes), or unmatched.
-3. Both verification levels run on the matched folds (:mod:`bnlint.fold.numeric`).
+1. The folded model must pass ``onnx.checker``'s full check (when the original does) and
+   load in ONNX Runtime (when the original does): otherwise the audit fails, saying why.
+2. Both models are cut into regions at the tensors they share and every changed region
+   is evaluated on both sides (:mod:`bnlint.fold.verification`): in float64 always, in
+   ONNX Runtime when it can run them, then the whole models on seeded inputs.
+3. Each BN of the original gets a verdict from its region: unchanged (``not-folded``),
+   the same function without the BN (``folded-correctly``, into whatever computes it now:
+   a Conv, a Mul + Add, the next Conv), another function (``folded-wrongly``, with the bug
+   class when the new node is a weighted node of the same layout), or ``unmatched`` with
+   the reason when its region could not be delimited or evaluated. A fold is only called
+   wrong on numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
-import numpy as np
-from onnx import ModelProto, NodeProto, numpy_helper
+from onnx import ModelProto
 
-from bnlint.fold.numeric import onnx_runners, verify_records
+from bnlint.fold.diagnose import name_bug
+from bnlint.fold.exact import SizeLimit
+from bnlint.fold.matching import renamed, structural_names
+from bnlint.fold.regional import RegionResult, Side
 from bnlint.fold.results import FoldError, Verification
-from bnlint.fold.verdicts import FoldRecord, FoldVerdict, plan
+from bnlint.fold.runtime_level import light_model, null_fold
+from bnlint.fold.sides import side
+from bnlint.fold.verdicts import FoldRecord, plan
+from bnlint.fold.verification import Runtime, failure, verify
 from bnlint.graph import ModelGraph, Node
-from bnlint.onnx_io import FoldIOError, materialize, names_read
+from bnlint.runtime import RunnerUnavailable
 
-WEIGHTED = ("conv", "conv_transpose", "linear")
-MAX_EVALUATED_BYTES = 1 << 32
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 # Plan reasons that make a removed BN a wrong fold, and what was wrong with removing it.
-_WRONG_REMOVAL = {
+WRONG_REMOVAL = {
     "training-mode": "a training-mode BN was folded as if it were in inference mode: it "
     "normalises with the statistics of each batch, not with its running statistics",
     "no-running-stats": "a BN without running statistics was folded: it normalises with "
@@ -42,7 +47,6 @@ _WRONG_REMOVAL = {
     "parameter-overridable": "its parameters are graph inputs; the fold froze them to their "
     "initial values (see BN020)",
     "parameter-not-constant": "its parameters are computed at run time; the fold froze them",
-    "producer-weight-not-constant": "the producer's weights are not constants; the fold froze them",
 }
 
 
@@ -57,191 +61,70 @@ class Audit:
         return self.verification.records
 
 
-def evaluate_constants(model: ModelProto) -> ModelProto:
-    """A copy of ``model`` where top-level nodes computing only from constants are replaced
-    by initializers holding their values (evaluated with NumPy in the model's dtypes)."""
-    from bnlint.loaders.onnx_const import EVALUATORS
-    from bnlint.loaders.onnx_tensors import attributes
+def full_check(model: ModelProto) -> str | None:
+    """``onnx.checker``'s full check (shape inference included) on a copy whose top-level
+    initializers are declared as graph inputs of the same type instead: the checker sees
+    every type and shape but no data, so it never opens (or stats) an external file."""
+    import onnx
 
-    copy = ModelProto()
-    copy.CopyFrom(model)
-    graph = copy.graph
-    declared = {value.name for value in graph.input}
-    known: dict[str, np.ndarray] = {
-        t.name: numpy_helper.to_array(t)
-        for t in graph.initializer
-        if t.name not in declared and t.data_type not in (16,)  # bfloat16 stays as is
-    }
-    opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), 0)
-    kept: list[NodeProto] = []
-    produced: set[str] = set()
-    budget = MAX_EVALUATED_BYTES
-    for node in graph.node:
-        values = _evaluate(node, known, EVALUATORS, attributes, opset)
-        if values is None or sum(v.nbytes for v in values) > budget:
-            kept.append(node)
-            continue
-        budget -= sum(v.nbytes for v in values)
-        for name, value in zip(node.output, values, strict=True):
-            known[name] = value
-            produced.add(name)
-    read = names_read(kept) | {o.name for o in graph.output}
-    del graph.node[:]
-    graph.node.extend(kept)
-    for name in sorted(produced & read):
-        graph.initializer.append(numpy_helper.from_array(known[name], name))
-    return copy
+    from bnlint.fold.runtime_level import light_model
 
-
-def _evaluate(node: NodeProto, known, evaluators, attributes, opset) -> list[np.ndarray] | None:
-    if node.domain not in ("", "ai.onnx") or not node.output:
-        return None
-    if node.op_type == "Constant":
-        value = next((a.t for a in node.attribute if a.name == "value"), None)
-        if value is not None:
-            return [numpy_helper.to_array(value)]
-        from bnlint.loaders.onnx_tensors import constant_value
-
-        constant = constant_value(node)
-        return None if constant is None else [constant]
-    evaluator = evaluators.get(node.op_type)
-    if evaluator is None or node.op_type in ("Shape", "Size"):
-        return None
-    if not all(name in known for name in node.input if name):
-        return None
-    inputs = [known[name] if name else None for name in node.input]
-    try:
-        with np.errstate(all="ignore"):
-            outputs = evaluator(inputs, attributes(node), opset)
-    except (ValueError, TypeError, IndexError, KeyError, OverflowError):
-        return None
-    if len(outputs) != len(node.output):
-        return None
-    return [np.asarray(output) for output in outputs]
-
-
-def match_folds(original: ModelGraph, folded: ModelGraph) -> list[FoldRecord]:
-    """One record per BN of ``original``: where (and whether) ``folded`` absorbed it."""
-    remaining = {node.name: node for node in folded.nodes_of("batch_norm") if node.name}
-    remaining_outputs = {node.outputs[0]: node for node in folded.nodes_of("batch_norm")}
-    by_name = {
-        node.name: node
-        for node in folded.nodes
-        if node.op in WEIGHTED
-        and node.name
-        and not node.name.startswith("<")
-        and node.subgraph is None
-    }
-    structural = _structural_pairs(original, folded)
-    records = []
-    for verdict in plan(original):
-        bn = verdict.bn
-        still_there = (remaining.get(bn.name) if bn.name else None) or remaining_outputs.get(
-            bn.outputs[0]
-        )
-        if still_there is not None:
-            if verdict.foldable:
-                code, reason = "left-in-place", "the tool left it in place (it can be folded)"
-            else:
-                code, reason = verdict.reason_code, verdict.reason
-            records.append(FoldRecord(verdict, "not-folded", code, reason))
-        elif not verdict.foldable:
-            problem = _WRONG_REMOVAL.get(verdict.reason_code or "")
-            records.append(
-                FoldRecord(verdict, "removed", verdict.reason_code, verdict.reason, problem=problem)
+    light, _ = light_model(model, lambda name: None, {})
+    declared = {value.name for value in light.graph.input}
+    for tensor in light.graph.initializer:
+        if tensor.name not in declared:
+            light.graph.input.append(
+                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
             )
-        else:
-            records.append(_matched(original, folded, verdict, by_name, structural))
-    return records
+    del light.graph.initializer[:]
+    light.ir_version = max(light.ir_version, 4)
+    try:
+        onnx.checker.check_model(light, full_check=True)
+    except Exception as error:
+        text = str(error).strip().splitlines()
+        return text[0] if text else type(error).__name__
+    return None
 
 
-def _matched(
-    original: ModelGraph,
-    folded: ModelGraph,
-    verdict: FoldVerdict,
-    by_name: Mapping[str, Node],
-    structural: Mapping[int, Node],
-) -> FoldRecord:
-    bn, producer = verdict.bn, verdict.producer
-    forward = verdict.kind == "forward_conv"
-    after = producer.outputs[0] if forward else bn.outputs[0]
-    candidates = [
-        ("name", by_name.get(producer.name) if producer.name else None),
-        ("output tensor", folded.producer(after)),
-        ("producer tensor", None if forward else folded.producer(producer.outputs[0])),
-        ("structure", structural.get(producer.id)),
-    ]
-    for how, node in candidates:
-        target, add = _weighted(folded, node)
-        if target is None or not _same_shape(original, producer, folded, target):
-            continue
-        out = (add or target).outputs[0]
-        ref = (bn.inputs[0], after) if forward else (producer.inputs[0], bn.outputs[0])
-        return FoldRecord(
-            verdict,
-            "folded",
-            target_index=target.location.node_index,
-            add_index=add.location.node_index if add is not None else None,
-            ref_tensors=ref,
-            new_tensors=(target.inputs[0], out),
-            matched_by=how,
+def _model_problems(original: ModelProto, folded: ModelProto) -> list[str]:
+    problem = full_check(folded)
+    if problem is not None and full_check(original) is None:
+        return [f"the folded model fails onnx.checker's full check: {problem}"]
+    return []
+
+
+def _runtime(
+    original_graph, folded_graph, folded_model, problems, input_shapes
+) -> tuple[Runtime | None, str | None]:
+    from bnlint.runtime_onnx import OnnxRunner, _onnxruntime, graph_arrays
+
+    try:
+        _onnxruntime()
+    except RunnerUnavailable as error:
+        return None, str(error)
+    original_model = original_graph.extras["onnx_model"]
+    arrays = graph_arrays(original_graph)
+    try:
+        reference = OnnxRunner(original_model, arrays=arrays)
+    except RunnerUnavailable as error:
+        return None, str(error)
+    try:
+        candidate = OnnxRunner(folded_model, arrays=graph_arrays(folded_graph))
+    except RunnerUnavailable as error:
+        problems.append(
+            f"ONNX Runtime cannot load the folded model (it loads the original): {error}"
         )
-    return FoldRecord(
-        verdict,
-        "unmatched",
-        "unmatched",
-        "no node of the folded model could be identified as the one that absorbed it",
-    )
+        return None, str(error)
 
+    def runners() -> dict[str, Any]:
+        light, provider = light_model(original_model, arrays, null_fold(original_graph, 0))
+        return {
+            "original": reference,
+            "folded": candidate,
+            "null": OnnxRunner(light, arrays=provider),
+        }
 
-def _weighted(folded: ModelGraph, node: Node | None) -> tuple[Node | None, Node | None]:
-    """``node`` as a fold target: a weighted node (with its bias Add for a MatMul)."""
-    if node is None or node.subgraph is not None:
-        return None, None
-    if node.op == "add":
-        for name in node.inputs:
-            upstream = folded.producer(name)
-            if upstream is not None and upstream.op == "linear" and upstream.attrs.get("matmul"):
-                return upstream, node
-        return None, None
-    if node.op not in WEIGHTED:
-        return None, None
-    if node.attrs.get("matmul"):
-        readers = folded.consumers(node.outputs[0])
-        if (
-            len(readers) == 1
-            and readers[0].op == "add"
-            and any(folded.is_constant(name) for name in readers[0].inputs)
-        ):
-            return node, readers[0]
-    return node, None
-
-
-def _signature(graph: ModelGraph, node: Node) -> tuple:
-    shape = graph.shape(node.input("weight"))
-    if node.op == "linear" and not node.attrs.get("matmul") and shape and len(shape) == 2:
-        shape = tuple(reversed(shape)) if node.attrs.get("transB") else tuple(shape)
-    return (node.op, tuple(shape or ()), int(node.attrs.get("groups", 1)))
-
-
-def _same_shape(original: ModelGraph, producer: Node, folded: ModelGraph, target: Node) -> bool:
-    return _signature(original, producer) == _signature(folded, target)
-
-
-def _structural_pairs(original: ModelGraph, folded: ModelGraph) -> dict[int, Node]:
-    """Weighted nodes paired in graph order by op, weight shape and groups (greedy)."""
-    ours = [n for n in original.nodes_of(*WEIGHTED) if n.subgraph is None]
-    theirs = [n for n in folded.nodes_of(*WEIGHTED) if n.subgraph is None]
-    pairs: dict[int, Node] = {}
-    position = 0
-    for node in ours:
-        signature = _signature(original, node)
-        for index in range(position, len(theirs)):
-            if _signature(folded, theirs[index]) == signature:
-                pairs[node.id] = theirs[index]
-                position = index + 1
-                break
-    return pairs
+    return Runtime(runners, input_shapes), None
 
 
 def audit(
@@ -252,28 +135,150 @@ def audit(
     tolerance_scale: float = 1.0,
 ) -> Audit:
     """Audit the fold ``folded_graph`` of ``original`` (both loaded by the ONNX front end)."""
-    from bnlint.loaders import LoadError
-    from bnlint.loaders.onnx import build_graph
-
     for graph in (original, folded_graph):
         if "onnx_model" not in graph.extras:
             raise FoldError(f"{graph.path}: verify --against compares two ONNX models")
+    original_model = original.extras["onnx_model"]
+    folded_model = folded_graph.extras["onnx_model"]
+    problems = _model_problems(original_model, folded_model)
+    mapping = structural_names(original_model, folded_model)
+    if mapping:
+        folded_model = renamed(folded_model, mapping)
+    ours, theirs = side(original_model, original), side(folded_model, folded_graph)
+    records = [FoldRecord(verdict, "unmatched") for verdict in plan(original)]
+    runtime, skipped = _runtime(original, folded_graph, folded_model, problems, input_shapes)
     try:
-        reference = materialize(original.extras["onnx_model"], original)
-        evaluated = evaluate_constants(materialize(folded_graph.extras["onnx_model"], folded_graph))
-        settings = SimpleNamespace(input_shapes=dict(input_shapes or {}))
-        folded = build_graph(evaluated, Path(folded_graph.path), settings)
-    except (FoldIOError, LoadError) as error:
-        raise FoldError(str(error)) from None
-    records = match_folds(original, folded)
-    runners = onnx_runners(reference, evaluated)
-    verification = verify_records(
-        original,
-        folded,
-        records,
-        reference_runner=runners[0],
-        folded_runner=runners[1],
-        input_shapes=input_shapes,
-        tolerance_scale=tolerance_scale,
-    )
-    return Audit(original, folded, verification)
+        verification = verify(
+            original,
+            ours,
+            theirs,
+            records,
+            runtime=runtime,
+            tolerance_scale=tolerance_scale,
+            numeric_skipped=skipped,
+        )
+    except SizeLimit as error:
+        raise FoldError(f"{folded_graph.path}: audit refused: {error}") from None
+    for record in records:
+        _verdict(record, original, folded_graph, theirs)
+        region = record.region.region if record.region is not None else None
+        borders = set(region.inputs + region.outputs) if region is not None else set()
+        if record.matched_by and borders & set(mapping.values()):
+            record.matched_by = "structure"
+    _ambiguous(records, verification, ours)
+    verification.unexplained[:0] = problems
+    return Audit(original, folded_graph, verification)
+
+
+def _ambiguous(records: list[FoldRecord], verification: Verification, ours: Side) -> None:
+    """A region that computes something else and holds several BNs: one fold in it is wrong,
+    but which one the numbers cannot tell. Its BNs are unmatched; the region is reported."""
+    seen: set[int] = set()
+    for record in records:
+        result = record.region
+        if result is None or result.ok is not False or len(result.bns) < 2:
+            continue
+        if record.problem_code not in (None, "mismatch"):
+            continue
+        record.status, record.reason_code = "unmatched", "ambiguous"
+        record.reason = (
+            f"its region holds {len(result.bns)} BatchNorms and computes something else; "
+            "which fold is wrong cannot be told apart"
+        )
+        record.problem = record.problem_code = None
+        if id(result) not in seen:
+            seen.add(id(result))
+            scope = ours.view.scopes[result.region.path]
+            names = ", ".join(repr(scope.graph.node[i].name) for i in result.bns)
+            verification.unexplained.append(f"the region of {names}: {failure(result)}")
+
+
+def _folded_nodes(result: RegionResult, theirs: Side) -> list:
+    scope = theirs.view.scopes[result.region.path]
+    return [scope.graph.node[i] for i in result.region.folded]
+
+
+def _describe(nodes) -> str:
+    weighted = [n for n in nodes if n.op_type in WEIGHTED_OPS]
+    if len(weighted) == 1:
+        return weighted[0].op_type
+    data = [n.op_type for n in nodes if n.op_type != "Constant"]
+    return " + ".join(data[:4]) or "nothing"
+
+
+def _verdict(record: FoldRecord, original: ModelGraph, folded: ModelGraph, theirs: Side) -> None:
+    verdict, result = record.verdict, record.region
+    if result is None:
+        record.status, record.reason_code = "unmatched", "unmatched"
+        record.reason = "its node was not found in the original's regions"
+        return
+    nodes = _folded_nodes(result, theirs) if result.region.problem is None else []
+    present = [n for n in nodes if n.op_type == "BatchNormalization"]
+    if not result.changed:
+        record.status = "not-folded"
+        if verdict.foldable:
+            record.reason_code, record.reason = (
+                "left-in-place",
+                "the tool left it in place (it can be folded)",
+            )
+        else:
+            record.reason_code, record.reason = verdict.reason_code, verdict.reason
+        return
+    if result.problem is not None or result.ok is None:
+        record.status, record.reason_code = "unmatched", "unmatched"
+        record.reason = result.problem or "its region could not be evaluated"
+        return
+    weighted = [n for n in nodes if n.op_type in WEIGHTED_OPS]
+    record.target_op = _describe(nodes)
+    record.target_name = weighted[0].name if len(weighted) == 1 else None
+    record.matched_by = "tensors"
+    if result.ok:
+        if present and len(result.bns) == len(present):
+            record.status = "not-folded"
+            record.reason_code = "still-present"
+            record.reason = (
+                f"it is still in the folded model (as {present[0].name or 'an unnamed node'!r})"
+            )
+        else:
+            record.status = "folded"
+        return
+    record.status = "folded" if verdict.foldable else "removed"
+    if record.problem is not None:
+        return
+    if verdict.reason_code in WRONG_REMOVAL and not verdict.foldable:
+        record.problem, record.problem_code = (
+            WRONG_REMOVAL[verdict.reason_code],
+            verdict.reason_code,
+        )
+        return
+    named = _named(record, original, folded, result, weighted)
+    if named is not None:
+        record.problem_code, text = named
+        record.problem = f"{text} ({failure(result)})"
+        return
+    record.problem, record.problem_code = failure(result), "mismatch"
+
+
+def _named(record, original, folded, result, weighted):
+    """The bug class, when the region became one weighted node of the producer's layout."""
+    verdict = record.verdict
+    if len(weighted) != 1 or verdict.producer is None or not verdict.foldable:
+        return None
+    if len(result.bns) != 1 or verdict.kind == "forward_conv":
+        return None
+    target = _node_of(folded, result, weighted[0])
+    if target is None:
+        return None
+    try:
+        return name_bug(original, verdict, folded, target)
+    except Exception:  # naming is a courtesy: the verdict stands on the numbers
+        return None
+
+
+def _node_of(graph: ModelGraph, result: RegionResult, proto) -> Node | None:
+    outputs = set(proto.output)
+    for node in graph.nodes:
+        own = node.outputs[0].split("::")[-1] if node.outputs else None
+        if own in outputs and node.source_op == proto.op_type:
+            return node
+    return None

@@ -167,10 +167,11 @@ def fold(
 
 def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str, resolver: Any) -> None:
     from bnlint.findings import ModelResult, Report
-    from bnlint.fold.report import fold_table, format_table, record_findings
+    from bnlint.fold.report import record_findings, verification_section
+    from bnlint.report.verification import table_lines
 
     verification = result.verification
-    findings = list(record_findings(verification, ctx, every_bn=output_format == "json"))
+    findings = list(record_findings(verification, ctx))
     if verification.numeric_skipped:
         findings.append(
             ctx.diagnostic(
@@ -180,12 +181,14 @@ def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str, resolver
                 "algebraic level only",
             )
         )
+    section = verification_section(verification)
     if output_format == "json":
         from bnlint.cli import _invocation_argv
         from bnlint.provenance import Invocation, collect, model_evidence
         from bnlint.report.json_report import report_dict
 
         model = ModelResult(graph.path, graph.facts.format, findings=findings)
+        model.verification = section
         model.provenance = model_evidence(graph.path, resolver.resolve(graph.path)[0], graph)
         report = Report([model])
         report.provenance = collect(report, resolver, Invocation("cli", _invocation_argv()))
@@ -193,26 +196,23 @@ def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str, resolver
 
         click.echo(json.dumps(report_dict(report), indent=2, allow_nan=False))
         return
-    click.echo(format_table(fold_table(verification)), nl=False)
+    click.echo("\n".join(table_lines(section)))
+    from bnlint.report.text import finding_line
+
     for finding in findings:
-        click.echo(f"{finding.code} {finding.severity.label}: {printable(finding.message, 2000)}")
-    worst = verification.worst_output
-    if worst is not None:
-        click.echo(
-            f"numeric check: worst output {printable(worst.name)!r} differs by {worst.max_abs:.3g} "
-            f"({worst.rel:.3g} of its magnitude; tolerance {verification.tolerance:.2g})"
-        )
-    if verification.numeric_scope == "per-fold":
-        checked = sum(1 for record in verification.records if record.numeric is not None)
-        click.echo(
-            f"numeric check: each of {checked} folds ran on its own on seeded inputs (the graph "
-            f"has {len(graph)} nodes; a whole-model run is not made at this size); no "
-            "end-to-end comparison of the model's outputs"
-        )
+        click.echo(finding_line(graph.path, finding))
 
 
 def _write(result: Any, graph: Any, source: Path, target: Path) -> None:
     folded = sum(1 for record in result.records if record.status == "folded")
+    if folded == 0:
+        total = len(result.records)
+        why = (
+            "the model has no BatchNormalization"
+            if not total
+            else (f"none of its {total} BatchNormalization can be folded exactly (reasons above)")
+        )
+        click.echo(f"bnlint: nothing was folded: {why}; writing an unchanged copy", err=True)
     try:
         if result.format == "onnx":
             written = _write_onnx(result.folded, graph, source, target)
@@ -220,7 +220,7 @@ def _write(result: Any, graph: Any, source: Path, target: Path) -> None:
             written = [_write_torch(result.folded, graph, target)]
     except OSError as error:
         _fail(f"{target}: cannot write: {error.strerror or error}")
-    names = ", ".join(str(path) for path in written)
+    names = ", ".join(printable(str(path), None) for path in written)
     click.echo(f"wrote {names}: {folded} of {len(result.records)} BatchNorm folded", err=True)
 
 
@@ -351,8 +351,8 @@ def _audit(
     from bnlint.engine import finalize_findings
     from bnlint.findings import ModelResult, Report
     from bnlint.fold.auditor import audit
-    from bnlint.fold.engine import FoldError
-    from bnlint.fold.report import record_findings
+    from bnlint.fold.report import record_findings, verification_section
+    from bnlint.fold.results import FoldError
     from bnlint.loaders import LoadError, load_model
 
     settings, ruleset = resolver.resolve(folded_path)
@@ -373,7 +373,7 @@ def _audit(
     except FoldError as error:
         return Report([ModelResult(folded_path, status="error", error=str(error))])
     verification = result.verification
-    findings = list(record_findings(verification, ctx, every_bn=True))
+    findings = list(record_findings(verification, ctx))
     if verification.numeric_skipped:
         findings.append(
             ctx.diagnostic(
@@ -384,4 +384,6 @@ def _audit(
             )
         )
     findings = finalize_findings(findings, settings, ruleset, folded_path)
-    return Report([ModelResult(folded_path, graphs[1].facts.format, findings=findings)])
+    model = ModelResult(folded_path, graphs[1].facts.format, findings=findings)
+    model.verification = verification_section(verification)
+    return Report([model])

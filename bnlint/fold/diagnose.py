@@ -11,7 +11,17 @@ import numpy as np
 
 from bnlint.fold.affine import FAMILY, BNAffine, fold_bias, fold_weight
 from bnlint.fold.affine import forward_fold as forward_fold_math
-from bnlint.fold.layers import ALGEBRA_ULPS, Expected, Layer, bias_errors, weight_errors
+from bnlint.fold.layers import (
+    ALGEBRA_ULPS,
+    Expected,
+    Layer,
+    _bn_terms,
+    _expected,
+    bias_errors,
+    read_layer,
+    weight_errors,
+)
+from bnlint.graph import ModelGraph, Node
 from bnlint.onnx_io import round_to
 from bnlint.reference import unit_roundoff
 
@@ -158,3 +168,32 @@ def _axis_hypotheses(source: Layer, affine: BNAffine, kind: str):
                 f"weight scaled on axis {axis} instead of the output-channel axis {correct}",
                 weight * mult.reshape(shape),
             )
+
+
+def name_bug(
+    original: ModelGraph, verdict, folded: ModelGraph, target: Node
+) -> tuple[str, str] | None:
+    """(code, text) of the known bug class a wrong fold into ``target`` matches, or None
+    when the folded node is not a weighted node of the producer's layout."""
+    source = read_layer(original, verdict.producer, verdict.add)
+    result = read_layer(folded, target, None)
+    if source is None or result is None or result.family != source.family:
+        return None
+    if result.groups != source.groups or result.weight.shape != source.weight.shape:
+        return None
+    affine, params, eps = _bn_terms(original, verdict.bn)
+    kind = verdict.kind or "conv"
+    if kind in ("matmul_add",):
+        return None
+    want = _expected(source, affine, params, kind)
+    tolerance = ALGEBRA_ULPS * unit_roundoff(source.weight_dtype)
+    family = FAMILY[kind]
+    w_err = weight_errors(result.weight, want.weight, family, source.groups)
+    b_err = bias_errors(result.bias, want.bias, want.bias_scale)
+    weight_bad = bool(np.max(w_err, initial=0.0) > tolerance)
+    bias_bad = bool(np.max(b_err, initial=0.0) > tolerance)
+    if not weight_bad and not bias_bad:
+        return None
+    return diagnose(
+        source, result, want, affine, params, eps, kind, weight_bad, bias_bad, tolerance
+    )

@@ -9,16 +9,42 @@ module (``graph.extras["torch_module"]``, set by the PyTorch front end) fold thr
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from bnlint.fold.numeric import onnx_runners, verify_records
+from bnlint.fold.exact import SizeLimit
 from bnlint.fold.results import FoldError, FoldResult
 from bnlint.fold.rewrite import fold_model
-from bnlint.fold.torch_fold import fold_torch_graph
+from bnlint.fold.runtime_level import light_model, null_fold
+from bnlint.fold.sides import read_tensor, side, written_reader
+from bnlint.fold.torch_verify import fold_torch_graph
+from bnlint.fold.verification import Runtime, failure, verify
 from bnlint.graph import ModelGraph
 from bnlint.onnx_io import FoldIOError
+from bnlint.runtime import RunnerUnavailable
+
+_VERIFIED: WeakKeyDictionary[ModelGraph, FoldResult] = WeakKeyDictionary()
+
+
+def verify_graph(
+    graph: ModelGraph,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    tolerance_scale: float = 1.0,
+) -> FoldResult:
+    """``fold_graph`` for the lint (BN012): remembered per graph, so the report's
+    verification section (:func:`verification_of`) shows the same verdicts."""
+    result = fold_graph(graph, input_shapes=input_shapes, tolerance_scale=tolerance_scale)
+    _VERIFIED[graph] = result
+    return result
+
+
+def verification_of(graph: ModelGraph) -> dict[str, Any] | None:
+    """The verification section of ``graph``'s report, if BN012 verified its folds."""
+    from bnlint.fold.report import verification_section
+
+    result = _VERIFIED.get(graph)
+    return None if result is None else verification_section(result.verification)
 
 
 def fold_graph(
@@ -44,44 +70,80 @@ def _fold_onnx(
     tolerance_scale: float,
     numeric: bool,
 ) -> FoldResult:
-    from bnlint.loaders import LoadError
-    from bnlint.loaders.onnx import build_graph
-
     model = graph.extras["onnx_model"]
     try:
-        folded_model, records, rewritten = fold_model(model, graph, keep)
+        folded_model, records, written = fold_model(model, graph, keep)
+        original = side(model, graph)
+        folded = side(folded_model, graph, written_reader(folded_model, graph, written))
     except FoldIOError as error:
         raise FoldError(str(error)) from None
-    settings = SimpleNamespace(input_shapes=dict(input_shapes or {}))
-    try:
-        folded_graph = build_graph(folded_model, Path(graph.path), settings)
-    except LoadError as error:
-        raise FoldError(f"the folded model cannot be read back: {error.problem}") from None
-    runners = (None, None)
+
+    def same_constant(a, b, name: str) -> bool:
+        return a.key == b.key and b.param_key(name) not in written
+
+    runtime, skipped = None, "the numeric level was not requested"
     if numeric:
-        from bnlint.runtime_onnx import graph_arrays
-
-        # Weights reach ONNX Runtime as arrays: the original's straight from the loaded
-        # file (memory-mapped), rewritten ones from the folded model.
-        original = graph_arrays(graph)
-        folded_arrays = graph_arrays(folded_graph)
-
-        def folded_weights(name: str) -> Any:
-            return folded_arrays(name) if name in rewritten else original(name)
-
-        runners = onnx_runners(model, folded_model, original, folded_weights)
-    verification = verify_records(
-        graph,
-        folded_graph,
-        records,
-        reference_runner=runners[0],
-        folded_runner=runners[1],
-        input_shapes=input_shapes,
-        tolerance_scale=tolerance_scale,
-    )
-    if not numeric:
-        verification.numeric_skipped = "the numeric level was not requested"
+        runtime, skipped = _runtime(graph, model, folded_model, written, input_shapes)
+    try:
+        verification = verify(
+            graph,
+            original,
+            folded,
+            records,
+            runtime=runtime,
+            same_constant=same_constant,
+            tolerance_scale=tolerance_scale,
+            numeric_skipped=skipped,
+        )
+    except SizeLimit as error:
+        raise FoldError(f"verification refused: {error}") from None
+    _own_verdicts(verification)
     return FoldResult(verification, folded_model, "onnx")
+
+
+def _runtime(graph, model, folded_model, written, input_shapes):
+    from bnlint.runtime_onnx import OnnxRunner, _onnxruntime, graph_arrays
+
+    try:
+        _onnxruntime()
+    except RunnerUnavailable as error:
+        return None, str(error)
+    original = graph_arrays(graph)
+    folded_arrays = {}
+
+    def folded_weights(name: str) -> Any:
+        if name in written:
+            if name not in folded_arrays:
+                tensor = next(t for t in folded_model.graph.initializer if t.name == name)
+                folded_arrays[name] = read_tensor(tensor)
+            return folded_arrays[name]
+        return original(name)
+
+    def runners() -> dict[str, Any]:
+        null = null_fold(graph, seed=0)
+        light, provider = light_model(model, original, null)
+        return {
+            "original": OnnxRunner(model, arrays=original),
+            "folded": OnnxRunner(folded_model, arrays=folded_weights),
+            "null": OnnxRunner(light, arrays=provider),
+        }
+
+    return Runtime(runners, input_shapes), None
+
+
+def _own_verdicts(verification) -> None:
+    """bnlint's own fold: a folded BN whose region did not verify is a failed fold."""
+    for record in verification.records:
+        result = record.region
+        if record.status == "folded":
+            if result is None or result.problem is not None or not result.checks:
+                why = result.problem if result is not None else "its region was not found"
+                record.problem = record.problem or f"the fold could not be verified: {why}"
+                record.problem_code = record.problem_code or "unverified"
+            elif result.ok is False and record.problem is None:
+                record.problem, record.problem_code = failure(result), "mismatch"
+        elif result is not None and result.changed and result.ok is False and not record.problem:
+            record.problem, record.problem_code = failure(result), "mismatch"
 
 
 def check_onnx(model: Any) -> str | None:

@@ -1,7 +1,7 @@
 """A weighted node as numbers, and per-channel error measures between two of them.
 
-Shared by the algebraic level (:mod:`bnlint.fold.algebra`) and the bug-class diagnosis
-(:mod:`bnlint.fold.diagnose`).
+Used to name the bug class of a fold the algebraic level found wrong
+(:mod:`bnlint.fold.diagnose`): the verdict itself comes from evaluating both regions.
 """
 
 from __future__ import annotations
@@ -72,35 +72,6 @@ def read_layer(graph: ModelGraph, node: Node, add: Node | None = None) -> Layer 
 
 def _plain(value):
     return tuple(value) if isinstance(value, list) else value
-
-
-@dataclass(frozen=True)
-class AlgebraResult:
-    """Level-1 verdict for one fold; errors are relative to the channel's magnitude."""
-
-    ok: bool
-    weight_error: float
-    bias_error: float
-    tolerance: float
-    channel: int | None = None  # worst output channel
-    channels_wrong: int = 0
-    problem_code: str | None = None
-    problem: str | None = None
-
-    @classmethod
-    def unchecked(cls, tolerance: float, problem_code: str, problem: str) -> AlgebraResult:
-        """A fold whose numbers cannot be compared at all (structure or readability)."""
-        return cls(False, np.inf, np.inf, tolerance, None, 0, problem_code, problem)
-
-    def evidence(self) -> dict:
-        return {
-            "weight_rel_error": self.weight_error,
-            "bias_rel_error": self.bias_error,
-            "algebra_tolerance": self.tolerance,
-            "worst_channel": self.channel,
-            "channels_wrong": self.channels_wrong,
-            "min_tolerance": max(self.weight_error, self.bias_error),
-        }
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,29 @@
-"""Verification results as findings (BN012) and as the per-BN fold table.
+"""Verification results as findings and as the verification section of every report.
 
-Shared by the BN012 rule (``check --verify``: failing folds only), ``bnlint fold`` (the
-table, and BN012 findings when a fold fails) and ``bnlint verify --against`` (one
-verdict per BN of the original: folded correctly, folded wrongly, not folded, unmatched).
+One verdict per BN goes into the *verification section* (:func:`verification_section`:
+the JSON ``verification`` block of each model, the HTML and text tables). Findings are
+kept for what needs attention: BN012 (``fold-mismatch``) means a wrong fold and nothing
+else; a BN whose fold could not be checked (``unmatched``/``unverified``) is a BN905
+warning naming why; model outputs or changed parts no fold explains are BN012 too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
-from bnlint.findings import Finding, Severity
+from bnlint.findings import Finding, Severity, json_safe
+from bnlint.fold import bounds
 from bnlint.fold.results import Verification
 from bnlint.fold.verdicts import KIND_LABEL, FoldRecord
-from bnlint.report.sanitize import printable
 from bnlint.rule import RuleContext
 
 FIX = (
     "fold with a tool that handles this layout (`bnlint fold MODEL -o FOLDED` verifies its "
     "result), or keep this BN unfolded"
 )
+VERDICTS = ("folded-correctly", "folded-wrongly", "not-folded", "unmatched", "unverified")
 
 
 def verdict_of(record: FoldRecord) -> str:
@@ -30,153 +34,103 @@ def verdict_of(record: FoldRecord) -> str:
         return "not-folded"
     if record.status in ("unmatched", "removed"):
         return "unmatched"
-    if record.algebra is None and record.numeric is None:
+    if record.algebraic is None:
         return "unverified"
     return "folded-correctly"
 
 
-def record_evidence(record: FoldRecord, verification: Verification) -> dict[str, Any]:
-    verdict = record.verdict
-    evidence: dict[str, Any] = {
+def _into(record: FoldRecord) -> str | None:
+    if record.target_name is None and record.target_op is None:
+        label = KIND_LABEL.get(record.verdict.kind or "")
+        producer = record.verdict.producer
+        return f"{label} {producer.display_name}" if label and producer else None
+    return " ".join(part for part in (record.target_op, record.target_name) if part)
+
+
+def record_row(record: FoldRecord) -> dict[str, Any]:
+    """One BN's row of the verification section."""
+    bn = record.bn
+    row: dict[str, Any] = {
+        "bn": bn.display_name,
+        "scope": bn.scope,
         "verdict": verdict_of(record),
         "status": record.status,
-        "kind": verdict.kind,
-        "target": record.target_name,
+        "kind": record.verdict.kind,
+        "into": _into(record) if record.status == "folded" else None,
         "matched_by": record.matched_by,
         "reason_code": record.reason_code,
-        "problem": getattr(record.algebra, "problem_code", None) if record.problem else None,
+        "reason": record.reason,
+        "problem_code": record.problem_code,
+        "problem": record.problem,
+        "algebraic": record.algebraic.evidence() if record.algebraic is not None else None,
+        "numeric": record.numeric.evidence() if record.numeric is not None else None,
     }
-    level = None
-    if record.algebra is not None:
-        evidence.update(record.algebra.evidence())
-        if not record.algebra.ok:
-            level = "algebraic"
-            evidence["min_tolerance"] = record.algebra.evidence()["min_tolerance"]
-    if record.numeric is not None:
-        numeric = record.numeric.evidence()
-        evidence.update(numeric)
-        evidence["max_abs_error"] = record.numeric.output_error.max_abs
-        evidence["max_rel_error"] = record.numeric.output_error.rel
-        if record.numeric.ok is False and level is None:
-            level = "numeric"
-            evidence["problem"] = "numeric-mismatch"
-            evidence["min_tolerance"] = record.numeric.output_error.rel
-    if record.problem is not None and level is None:
-        level = "structure"
-        evidence["problem"] = record.reason_code
-    evidence["level"] = level
-    worst = verification.worst_output
-    if worst is not None:
-        evidence["worst_output"] = worst.name
-        evidence["output_max_abs_error"] = worst.max_abs
-        evidence["output_max_rel_error"] = worst.rel
-    evidence["numeric_ran"] = verification.numeric_ran
-    if verification.numeric_scope != "model":
-        evidence["numeric_scope"] = verification.numeric_scope  # each fold run on its own
-    return evidence
+    return row
 
 
-def _describe(record: FoldRecord) -> tuple[str, Severity]:
-    bn = record.bn
-    name = f"{bn.source_op} {bn.display_name!r}"
-    target = (
-        f"{record.target_op or KIND_LABEL.get(record.verdict.kind or '', '?')} "
-        f"{record.target_name!r}"
-    )
-    verdict = verdict_of(record)
-    if verdict == "folded-wrongly":
-        if record.status == "removed":
-            return f"{name} was folded away wrongly: {record.problem}", Severity.ERROR
-        return f"{name} folded wrongly into {target}: {record.problem}", Severity.ERROR
-    if verdict == "unmatched":
-        why = record.reason or "no matching node"
-        return (
-            f"{name} was removed but its fold could not be verified: {why}",
-            Severity.WARNING,
-        )
-    if verdict == "not-folded":
-        return f"{name} not folded: {record.reason}", Severity.INFO
-    if verdict == "unverified":
-        return f"{name} folded into {target} (not verified)", Severity.WARNING
-    detail = ""
-    if record.numeric is not None:
-        detail = f", output error {record.numeric.output_error.rel:.2g} of its magnitude"
-    weight = record.algebra.weight_error if record.algebra is not None else float("nan")
-    return (
-        f"{name} folded correctly into {target} (weight error {weight:.2g}{detail})",
-        Severity.INFO,
+def verification_section(verification: Verification) -> dict[str, Any]:
+    """The verification block of a model's report (plain, JSON-safe data)."""
+    return json_safe(
+        {
+            "ok": verification.ok,
+            "levels": {
+                "algebraic": verification.algebraic_ran,
+                "numeric": verification.numeric_ran,
+                "numeric_skipped": verification.numeric_skipped,
+                "outputs_skipped": verification.outputs_skipped,
+            },
+            "criteria": {
+                "algebraic": bounds.ALGEBRAIC_CRITERION,
+                "numeric": bounds.NUMERIC_CRITERION,
+                "outputs": bounds.OUTPUT_CRITERION,
+                "tolerance_scale": verification.tolerance_scale,
+            },
+            "bns": [record_row(record) for record in verification.records],
+            "outputs": [{**check.evidence(), "ok": check.ok} for check in verification.outputs],
+            "probes": list(verification.probes),
+            "unexplained": list(verification.unexplained),
+        }
     )
 
 
-def record_findings(
-    verification: Verification, ctx: RuleContext, *, every_bn: bool = False
-) -> Iterator[Finding]:
-    """BN012 findings: the wrong (and unmatched) folds, or every BN's verdict."""
+def _name(record: FoldRecord) -> str:
+    return f"{record.bn.source_op} {record.bn.display_name!r}"
+
+
+def record_findings(verification: Verification, ctx: RuleContext) -> Iterator[Finding]:
+    """BN012 for every wrong fold (and unexplained change); BN905 for unchecked folds."""
     for record in verification.records:
-        if not every_bn and verdict_of(record) != "folded-wrongly":
-            continue
-        message, severity = _describe(record)
-        yield ctx.finding(
-            record.bn,
-            message,
-            evidence=record_evidence(record, verification),
-            fix=FIX if severity >= Severity.WARNING else None,
-            severity=severity,
-        )
-    explained = any(record.problem for record in verification.records)
-    for output in verification.failed_outputs:
-        if explained:
-            break
+        verdict = verdict_of(record)
+        evidence = json_safe(record_row(record))
+        if verdict == "folded-wrongly":
+            into = _into(record)
+            where = f" into {into}" if into and record.status == "folded" else ""
+            yield ctx.finding(
+                record.bn,
+                f"{_name(record)} folded wrongly{where}: {record.problem}",
+                evidence=evidence,
+                fix=FIX,
+                severity=Severity.ERROR,
+            )
+        elif verdict in ("unmatched", "unverified"):
+            why = record.reason or "its fold could not be checked"
+            finding = ctx.diagnostic(
+                "BN905",
+                record.bn,
+                f"{_name(record)} was removed but its fold could not be verified: {why}",
+                evidence=evidence,
+            )
+            yield replace(finding, severity=Severity.WARNING)
+    for line in verification.unexplained:
+        yield ctx.finding(None, f"after folding, {line}", evidence={}, fix=FIX)
+    if any(record.problem for record in verification.records) or verification.unexplained:
+        return
+    for check in verification.failed_outputs:
         yield ctx.finding(
             None,
-            f"after folding, output {output.name!r} differs by {output.max_abs:.3g} "
-            f"({output.rel:.3g} of its magnitude; tolerance {verification.tolerance:.2g}) "
-            "and no single fold explains it",
-            evidence={"verdict": "outputs-differ", **verification.output_evidence()},
+            f"after folding, output {check.tensor!r} differs by {check.error:.3g} (bound "
+            f"{check.bound:.3g}: {bounds.OUTPUT_FACTOR:g} times what a null fold changes) and "
+            "no single fold explains it",
+            evidence=json_safe({"verdict": "outputs-differ", **check.evidence()}),
             fix=FIX,
         )
-
-
-def fold_table(verification: Verification) -> list[dict[str, Any]]:
-    """One row per BN: name, verdict, target or reason, errors."""
-    rows = []
-    for record in verification.records:
-        bn = record.bn
-        if verdict_of(record) in ("folded-correctly", "folded-wrongly", "unverified"):
-            into = f"{record.target_op} {record.target_name}"
-        else:
-            into = f"({record.reason_code}) {record.reason}"
-        rows.append(
-            {
-                "bn": bn.display_name,
-                "verdict": verdict_of(record),
-                "into": into,
-                "weight_error": getattr(record.algebra, "weight_error", None),
-                "output_error": record.numeric.output_error.rel if record.numeric else None,
-                "problem": record.problem,
-            }
-        )
-    return rows
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The fold table as aligned text."""
-    if not rows:
-        return "no BatchNormalization in the model\n"
-    rows = [  # names come from the model: shown escaped, one table line per row
-        {**row, **{key: printable(row[key], None) for key in ("bn", "into", "problem") if row[key]}}
-        for row in rows
-    ]
-    width = max(len(row["bn"]) for row in rows)
-    lines = [f"{'BN':<{width}}  {'verdict':<16}  into / why not"]
-    for row in rows:
-        errors = ""
-        if row["weight_error"] is not None:
-            errors = f"  [weight {row['weight_error']:.1e}"
-            if row["output_error"] is not None:
-                errors += f", output {row['output_error']:.1e}"
-            errors += "]"
-        lines.append(f"{row['bn']:<{width}}  {row['verdict']:<16}  {row['into']}{errors}")
-        if row["problem"]:
-            lines.append(f"{'':<{width}}  {'':<16}  ! {row['problem']}")
-    return "\n".join(lines) + "\n"

@@ -1,29 +1,43 @@
 """Execute the fold plan on an ONNX ModelProto: BN nodes disappear into their neighbours.
 
-The rewrite works on a copy (external data inlined through the validated resolver) and
-never mutates a tensor another node still reads: a weight that is shared, a graph input or
-produced by constant plumbing is written under a new name; a weight only the folded
-producer reads is replaced under its own name. Tensor names downstream of each BN are
-kept (the producer takes over the BN's output name), so consumers, graph outputs and the
-numeric comparison of original against folded model line up by name.
+The rewrite works on a copy (external data inlined through the validated resolver). A
+value is written in place only into a tensor this fold created or one that nothing but
+the folded node reads (no other node, no graph output, no If/Loop body, not a graph
+input); anything else is cloned under a new name. Tensor names downstream of each BN are
+kept (the node that produced the BN's input takes over the BN's output name), so
+consumers and graph outputs line up by name. Folds compose: a second BN folding into the
+same Conv (``Conv -> BN -> BN``, ``BN -> Conv -> BN``) starts from the values the first
+one wrote. BNs inside If/Loop/Scan bodies are folded inside their body.
 
-Arithmetic is float64 (``bnlint.fold.affine``); results are rounded once into the model's
-dtype. Constant plumbing and initializers that only fed removed nodes are dropped.
+Arithmetic is float64 (:mod:`bnlint.fold.affine`); results are rounded once into the
+model's dtype. Constant plumbing and initializers that only fed removed nodes are dropped.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from itertools import pairwise
 
 import numpy as np
-from onnx import ModelProto, NodeProto, helper
+from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, helper
 
 from bnlint.bn_arrays import affine_terms
-from bnlint.fold.affine import BNAffine, fold_bias, fold_weight, forward_fold
+from bnlint.fold.affine import BNAffine, fold_bias, fold_weight
+from bnlint.fold.rewrite_graph import (
+    all_names,
+    along,
+    drop_unread,
+    live,
+    rank,
+    scaled,
+    without_dead,
+)
 from bnlint.fold.verdicts import FoldRecord, FoldVerdict, plan
 from bnlint.graph import ModelGraph, Node
-from bnlint.onnx_io import materialize, names_read, to_tensor
+from bnlint.onnx_io import materialize, to_tensor
+
+FAMILY = {"conv": "conv", "conv_transpose": "conv_transpose", "gemm": "linear"}
 
 
 def fold_model(
@@ -32,8 +46,8 @@ def fold_model(
     """The folded copy of ``model``, one record per BN (graph order) and the names of the
     initializers the fold wrote (every other initializer is the original's, unchanged).
 
-    ``graph`` is the ModelGraph loaded from ``model``. ``keep`` holds regular expressions:
-    a BN whose node name or module path matches one is left in place.
+    ``keep`` holds regular expressions: a BN whose node name or module path matches one
+    is left in place.
     """
     patterns = [re.compile(pattern) for pattern in keep]
     rewriter = _Rewriter(materialize(model, graph), graph)
@@ -44,10 +58,7 @@ def fold_model(
             records.append(_not_folded(verdict, "kept", "left in place by --keep"))
         else:
             records.append(rewriter.apply(verdict))
-    return rewriter.finish(records), records, frozenset(rewriter.written)
-
-
-_LINEAR_WITH_ADD = ("matmul", "matmul_add")  # the bias lives in an Add (new for bare MatMul)
+    return rewriter.finish(), records, frozenset(rewriter.written)
 
 
 def _not_folded(verdict: FoldVerdict, code: str | None = None, reason: str | None = None):
@@ -63,64 +74,69 @@ class _Rewriter:
     def __init__(self, model: ModelProto, graph: ModelGraph) -> None:
         self.model = model
         self.graph = graph
-        self.nodes: list[NodeProto | None] = list(model.graph.node)
-        self.initializers = {t.name: i for i, t in enumerate(model.graph.initializer)}
-        self.declared_inputs = {value.name for value in model.graph.input}
-        # Every tensor name in use (the graph's table also holds each node's outputs).
-        self.names = set(self.initializers) | self.declared_inputs | set(graph.tensors)
-        self.targets: set[int] = set()
-        self.written: set[str] = set()  # initializers given new values
-        self.dropped_values: set[str] = set()
-        self.live_before = self._live_nodes()
-        # Every complete BN's (mult, shift), computed for all BNs at once.
+        self.bodies: dict[str, GraphProto] = {"": model.graph}
+        self._index_bodies(model.graph, "")
+        self.names = all_names(model.graph) | set(graph.tensors)
+        self.written: set[str] = set()  # initializers given new values (scoped keys)
+        self.values: dict[str, np.ndarray] = {}  # current float64 values by scoped key
+        self.owned: set[str] = set()  # tensors this fold created
+        self.removed: set[int] = set()  # ids of removed node protos
+        self.renamed: dict[str, str] = {}  # dropped tensor names
         self.affines = affine_terms(graph)
+        self.lists: dict[str, list[NodeProto]] = {}
+        self.originals: dict[str, list[NodeProto]] = {}
+        self.live: dict[str, set[int]] = {}
+        self.overflow: float | None = None
+        self.init_index: dict[str, dict[str, int]] = {}
+        self.producer_index: dict[
+            str, dict[str, NodeProto]
+        ] = {}  # ids of nodes whose outputs were read before
 
-    # -- one BN -----------------------------------------------------------------------------
+    def _index_bodies(self, graph: GraphProto, key: str) -> None:
+        from bnlint.fold.regions import bodies
+
+        for index, node in enumerate(graph.node):
+            many = any(a.type == AttributeProto.GRAPHS for a in node.attribute)
+            for attribute, number, body in bodies(node):
+                name = node.name or f"<{node.op_type}#{index}>"
+                suffix = f"[{number}]" if many else ""
+                child = f"{key}/{name}.{attribute}{suffix}".lstrip("/")
+                self.bodies[child] = body
+                self._index_bodies(body, child)
+
+    # -- one BN -------------------------------------------------------------------------
     def apply(self, verdict: FoldVerdict) -> FoldRecord:
         if not verdict.foldable:
             return _not_folded(verdict)
         bn, producer = verdict.bn, verdict.producer
-        if bn.subgraph is not None or producer is None or producer.subgraph is not None:
-            return _not_folded(
-                verdict, "in-subgraph", "it sits inside an If/Loop/Scan body (not rewritten)"
-            )
-        if producer.id in self.targets:
-            return _not_folded(
-                verdict,
-                "target-absorbs-another-bn",
-                f"{producer.display_name!r} already absorbs another BN in this fold",
-            )
-        terms = self.affines.get(bn.id)
-        if terms is not None:
-            affine = BNAffine(mult=terms[0], shift=terms[1])
-        else:
-            roles = ("scale", "bias", "mean", "var")
-            params = [self.graph.param(bn.input(role)) for role in roles]
-            affine = BNAffine.from_params(*params, eps=float(bn.attrs.get("eps", 1e-5)))
+        affine = self._affine(bn)
         dtype = self._dtype(bn, producer)
-        fold = {
-            "conv": self._conv,
-            "conv_transpose": self._conv,
-            "gemm": self._gemm,
-            "matmul": self._matmul,
-            "matmul_add": self._matmul,
-            "forward_conv": self._forward,
-        }[verdict.kind or ""]
-        fold(verdict, affine, dtype)
-        self.targets.add(producer.id)
+        self.overflow = None
         if verdict.kind == "forward_conv":
-            tensors = (bn.inputs[0], producer.outputs[0])
+            self._forward(verdict, affine, dtype)
         else:
-            tensors = (producer.inputs[0], bn.outputs[0])
-        return FoldRecord(
+            self._backward(verdict, affine, dtype)
+        record = FoldRecord(
             verdict=verdict,
             status="folded",
-            target_index=_index(producer),
-            add_index=_index(verdict.add or bn) if verdict.kind in _LINEAR_WITH_ADD else None,
-            ref_tensors=tensors,
-            new_tensors=tensors,
             matched_by="bnlint",
+            target_name=producer.display_name,
+            target_op=producer.source_op,
         )
+        if self.overflow is not None:
+            record.problem_code = "overflow"
+            record.problem = (
+                f"the folded weights overflow {dtype} (a value of {self.overflow:.3g} became "
+                "infinite)"
+            )
+        return record
+
+    def _affine(self, bn: Node) -> BNAffine:
+        terms = self.affines.get(bn.id)
+        if terms is not None:
+            return BNAffine(mult=terms[0], shift=terms[1])
+        params = [self.graph.param(bn.input(role)) for role in ("scale", "bias", "mean", "var")]
+        return BNAffine.from_params(*params, eps=float(bn.attrs.get("eps", 1e-5)))
 
     def _dtype(self, bn: Node, producer: Node) -> str:
         for name in (bn.outputs[0], producer.outputs[0], producer.input("weight")):
@@ -129,87 +145,202 @@ class _Rewriter:
                 return dtype
         return "float32"
 
-    def _conv(self, verdict: FoldVerdict, affine: BNAffine, dtype: str) -> None:
-        producer = verdict.producer
-        family = verdict.kind or "conv"
-        groups = int(producer.attrs.get("groups", 1))
-        weight = fold_weight(self._value(producer, "weight"), affine, family, groups)
-        bias = fold_bias(self._value(producer, "bias"), affine)
-        self._set_inputs(producer, weight, bias, dtype)
-        self._absorb(verdict.bn, producer)
-
-    def _gemm(self, verdict: FoldVerdict, affine: BNAffine, dtype: str) -> None:
-        producer = verdict.producer
+    def _backward(self, verdict: FoldVerdict, affine: BNAffine, dtype: str) -> None:
+        bn, producer, add, kind = verdict.bn, verdict.producer, verdict.add, verdict.kind or ""
         attrs = producer.attrs
-        family = "conv" if attrs.get("transB") else "linear"  # (N, K) has N on axis 0
-        weight = fold_weight(self._value(producer, "weight"), affine, family)
-        c = self._value(producer, "bias")
-        beta = float(attrs.get("beta", 1.0))
-        bias = fold_bias(None if c is None else c * beta, affine)
-        self._set_inputs(producer, weight, bias, dtype)
-        proto = self.nodes[_index(producer)]
-        kept = [a for a in proto.attribute if a.name != "beta"]
-        del proto.attribute[:]
-        proto.attribute.extend([*kept, helper.make_attribute("beta", 1.0)])
-        self._absorb(verdict.bn, producer)
-
-    def _matmul(self, verdict: FoldVerdict, affine: BNAffine, dtype: str) -> None:
-        producer, add, bn = verdict.producer, verdict.add, verdict.bn
-        weight = fold_weight(self._value(producer, "weight"), affine, "linear")
+        family = FAMILY.get(kind, "linear")
+        if kind == "gemm" and attrs.get("transB"):
+            family = "conv"  # (N, K): output features on axis 0
+        weight = fold_weight(self._value(producer, 1), affine, family, int(attrs.get("groups", 1)))
         self._set_input(producer, 1, weight, dtype)
-        if add is None:  # MatMul -> BN: the shift becomes a new Add in the BN's place
-            bias_name = self._new_tensor(f"{bn.name or 'bn'}.folded_bias", affine.shift, dtype)
-            self.nodes[_index(bn)] = helper.make_node(
-                "Add",
-                [bn.inputs[0], bias_name],
-                [bn.outputs[0]],
-                name=self._unique(f"{bn.name or 'bn'}.folded_bias_add"),
-            )
-            return
-        slot = 1 if self.graph.is_constant(add.inputs[1]) else 0
-        constant = self.graph.param(add.inputs[slot])
-        self._set_input(add, slot, fold_bias(constant, affine), dtype)
-        self._absorb(bn, add)
+        channel_axis = "last" if family == "linear" or kind == "gemm" else "channel"
+        own_bias = self._value(producer, 2)
+        if kind == "gemm":
+            beta = float(attrs.get("beta", 1.0))
+            own_bias = None if own_bias is None else own_bias * beta
+            self._set_attribute(producer, "beta", 1.0)
+        if add is not None:
+            if own_bias is not None:
+                self._set_input(producer, 2, scaled(own_bias, affine.mult, channel_axis), dtype)
+            slot = 1 if self.graph.is_constant(add.inputs[1]) else 0
+            constant = self._value(add, slot)
+            size = None if channel_axis == "last" else rank(self.graph, producer)
+            mult, shift = along(affine, channel_axis, size)
+            self._set_input(add, slot, constant * mult + shift, dtype)
+        inserted = None
+        if add is None and kind.startswith("matmul"):
+            inserted = self._insert_add(verdict, affine.shift, dtype)
+        elif add is None:
+            self._set_input(producer, 2, fold_bias(own_bias, affine), dtype)
+        chain = [
+            self._proto(producer),
+            inserted,
+            *(self._proto(n) for n in (add, verdict.via) if n),
+        ]
+        chain = [proto for proto in chain if proto is not None]
+        if len(chain) > 1:
+            self._rename_between(chain)
+            self.producer_index.pop(bn.subgraph or "", None)  # rebuilt on next use
+        self._drop_bn(bn)
+
+    def _rename_between(self, chain: list[NodeProto]) -> None:
+        """Tensors between the producer and the BN now hold other values: new names, so no
+        reader (or verifier) mistakes them for the original ones."""
+        for upstream, downstream in pairwise(chain):
+            old = upstream.output[0]
+            new = self._unique(f"{old}_bnfold")
+            upstream.output[0] = new
+            for position, name in enumerate(downstream.input):
+                if name == old:
+                    downstream.input[position] = new
+            self.renamed[old] = new
+
+    def _insert_add(self, verdict: FoldVerdict, shift: np.ndarray, dtype: str) -> NodeProto:
+        """MatMul (-> Transpose) -> BN: the shift becomes an Add right after the MatMul."""
+        producer, bn = verdict.producer, verdict.bn
+        nodes = self._nodes(producer.subgraph or "")
+        proto = self._proto(producer)
+        base = f"{bn.name or 'bn'}.folded_bias"
+        bias = self._new_tensor(producer, base, shift, dtype)
+        out = self._unique(f"{base}_in")
+        add = helper.make_node(
+            "Add", [out, bias], [proto.output[0]], name=self._unique(f"{base}_add")
+        )
+        proto.output[0] = out
+        nodes.insert(next(i for i, n in enumerate(nodes) if n is proto) + 1, add)
+        return add
 
     def _forward(self, verdict: FoldVerdict, affine: BNAffine, dtype: str) -> None:
+        """BN -> Conv (no padding): scale the Conv's input channels, absorb the shift."""
         conv, bn = verdict.producer, verdict.bn
-        weight, bias = forward_fold(self._value(conv, "weight"), self._value(conv, "bias"), affine)
-        self._set_inputs(conv, weight, bias, dtype)
-        proto = self.nodes[_index(conv)]
-        proto.input[0] = bn.inputs[0]
-        self.nodes[_index(bn)] = None
-        self.dropped_values.add(bn.outputs[0])
+        weight = self._value(conv, 1)
+        groups = int(conv.attrs.get("groups", 1) or 1)
+        cout, per_group = weight.shape[0], weight.shape[1]
+        # input channel of weight[o, j] is (o // (cout / groups)) * per_group + j
+        index = (np.arange(cout) // (cout // groups))[:, None] * per_group + np.arange(per_group)
+        shape = (cout, per_group) + (1,) * (weight.ndim - 2)
+        mult = affine.mult[index].reshape(shape)
+        shift = affine.shift[index].reshape(shape)
+        with np.errstate(over="ignore", invalid="ignore"):
+            new_weight = weight * mult
+            absorbed = (weight * shift).reshape(cout, -1).sum(axis=1)
+        bias = self._value(conv, 2)
+        base = np.zeros(cout) if bias is None else bias
+        self._set_input(conv, 1, new_weight, dtype)
+        self._set_input(conv, 2, base + absorbed, dtype)
+        self._proto(conv).input[0] = self._proto_input(bn)
+        proto = self._proto(bn)
+        self.removed.add(id(proto))
+        self.renamed[proto.output[0]] = ""
 
-    # -- helpers ----------------------------------------------------------------------------
-    def _value(self, node: Node, role: str) -> np.ndarray | None:
-        name = node.input(role)
-        return None if name is None else np.asarray(self.graph.param(name), dtype=np.float64)
+    # -- helpers ------------------------------------------------------------------------
+    def _nodes(self, key: str) -> list[NodeProto]:
+        """The body's nodes as one stable list (protobuf hands out a new wrapper per access:
+        identity only holds within this list); written back by :meth:`finish`."""
+        if key not in self.lists:
+            self.lists[key] = list(self.bodies[key].node)
+            self.originals[key] = list(self.lists[key])
+            self.live[key] = live(self.originals[key], self.bodies[key])
+        return self.lists[key]
 
-    def _set_inputs(self, node: Node, weight: np.ndarray, bias: np.ndarray, dtype: str) -> None:
-        self._set_input(node, 1, weight, dtype)
-        self._set_input(node, 2, bias, dtype)
+    def _initializers(self, key: str) -> dict[str, int]:
+        """Initializer positions of a body by name (kept current as tensors are added)."""
+        if key not in self.init_index:
+            body = self.bodies[key]
+            self.init_index[key] = {t.name: i for i, t in enumerate(body.initializer)}
+        return self.init_index[key]
+
+    def _producers(self, key: str) -> dict[str, NodeProto]:
+        """The node producing each tensor of a body (kept current as outputs are renamed)."""
+        if key not in self.producer_index:
+            self.producer_index[key] = {
+                name: node for node in self._nodes(key) for name in node.output if name
+            }
+        return self.producer_index[key]
+
+    def _proto(self, node: Node) -> NodeProto:
+        assert node.location is not None and node.location.node_index is not None
+        key = node.subgraph or ""
+        self._nodes(key)
+        return self.originals[key][node.location.node_index]
+
+    def _proto_input(self, bn: Node) -> str:
+        return self._proto(bn).input[0]
+
+    def _key(self, node: Node, name: str) -> str:
+        return f"{node.subgraph}::{name}" if node.subgraph else name
+
+    def _value(self, node: Node, slot: int) -> np.ndarray | None:
+        proto = self._proto(node)
+        if slot >= len(proto.input) or not proto.input[slot]:
+            return None
+        key = self._key(node, proto.input[slot])
+        if key in self.values:
+            return self.values[key]
+        return np.asarray(self.graph.param(node.inputs[slot]), dtype=np.float64)
+
+    def _sole_reader(self, node: Node, name: str) -> bool:
+        """Whether only ``node`` reads ``name`` (and no graph output, body or input)."""
+        key = self._key(node, name)
+        if key in self.owned:
+            return True
+        record = self.graph.tensors.get(key)
+        if record is None or record.is_graph_output or record.is_graph_input:
+            return False
+        if not self.graph.is_constant(key) or record.producer is not None:
+            return False
+        if name not in self._initializers(node.subgraph or ""):
+            return False
+        return {n.id for n in self.graph.consumers(key)} == {node.id}
 
     def _set_input(self, node: Node, slot: int, values: np.ndarray, dtype: str) -> None:
-        proto = self.nodes[_index(node)]
+        self._check_range(values, dtype)
+        proto = self._proto(node)
+        body = self.bodies[node.subgraph or ""]
         current = proto.input[slot] if slot < len(proto.input) else ""
-        sole_reader = current and [n.id for n in self.graph.consumers(current)] == [node.id]
-        if sole_reader and current in self.initializers and current not in self.declared_inputs:
-            tensor = to_tensor(values, dtype, current)
-            self.model.graph.initializer[self.initializers[current]].CopyFrom(tensor)
-            self.written.add(current)
-            return
-        base = current or f"{node.name or node.source_op}.{('weight', 'bias')[slot == 2]}"
-        name = self._new_tensor(f"{base}_bnfold", values, dtype)
-        while len(proto.input) <= slot:
-            proto.input.append("")
-        proto.input[slot] = name
+        if current and self._sole_reader(node, current):
+            index = self._initializers(node.subgraph or "")[current]
+            body.initializer[index].CopyFrom(to_tensor(values, dtype, current))
+            key = self._key(node, current)
+        else:
+            role = ("input", "weight", "bias")[min(slot, 2)]
+            base = current or f"{node.name or node.source_op}.{role}"
+            name = self._new_tensor(node, f"{base}_bnfold", values, dtype)
+            while len(proto.input) <= slot:
+                proto.input.append("")
+            proto.input[slot] = name
+            key = self._key(node, name)
+        self.values[key] = np.asarray(values, dtype=np.float64)
+        self.written.add(key)
+        self.owned.add(key)
 
-    def _new_tensor(self, base: str, values: np.ndarray, dtype: str) -> str:
+    def _check_range(self, values: np.ndarray, dtype: str) -> None:
+        """Remember the largest finite value the cast to ``dtype`` turns infinite."""
+        if dtype not in ("float16", "bfloat16", "float32"):
+            return
+        largest = {"float16": 65504.0, "bfloat16": 3.3895314e38, "float32": 3.4028235e38}[dtype]
+        finite = np.asarray(values)[np.isfinite(values)]
+        over = finite[np.abs(finite) > largest]
+        if over.size:
+            found = float(np.abs(over).max())
+            self.overflow = max(self.overflow or 0.0, found)
+
+    def _new_tensor(self, node: Node, base: str, values: np.ndarray, dtype: str) -> str:
         name = self._unique(base)
-        self.written.add(name)
-        self.model.graph.initializer.append(to_tensor(values, dtype, name))
-        self.initializers[name] = len(self.model.graph.initializer) - 1
+        body = self.bodies[node.subgraph or ""]
+        self._initializers(node.subgraph or "")[name] = len(body.initializer)
+        body.initializer.append(to_tensor(values, dtype, name))
+        key = self._key(node, name)
+        self.values[key] = np.asarray(values, dtype=np.float64)
+        self.written.add(key)
+        self.owned.add(key)
         return name
+
+    def _set_attribute(self, node: Node, name: str, value: float) -> None:
+        proto = self._proto(node)
+        kept = [a for a in proto.attribute if a.name != name]
+        del proto.attribute[:]
+        proto.attribute.extend([*kept, helper.make_attribute(name, value)])
 
     def _unique(self, base: str) -> str:
         name, counter = base, 1
@@ -219,71 +350,25 @@ class _Rewriter:
         self.names.add(name)
         return name
 
-    def _absorb(self, bn: Node, producer: Node) -> None:
-        """``producer`` takes over the BN's output name; the BN node goes."""
-        proto = self.nodes[_index(producer)]
-        self.dropped_values.add(proto.output[0])
-        proto.output[0] = bn.outputs[0]
-        self.nodes[_index(bn)] = None
+    def _drop_bn(self, bn: Node) -> None:
+        """The node producing the BN's input takes over the BN's output name."""
+        proto = self._proto(bn)
+        producers = self._producers(bn.subgraph or "")
+        source = producers[proto.input[0]]
+        position = list(source.output).index(proto.input[0])
+        self.renamed[source.output[position]] = proto.output[0]
+        source.output[position] = proto.output[0]
+        producers[proto.output[0]] = source
+        self.removed.add(id(proto))
 
-    # -- finishing ---------------------------------------------------------------------------
-    def _live_nodes(self) -> set[int]:
-        read = names_read(self.nodes) | {o.name for o in self.model.graph.output}
-        return {
-            i
-            for i, node in enumerate(self.nodes)
-            if node is not None and any(name in read for name in node.output)
-        }
-
-    def finish(self, records: list[FoldRecord]) -> ModelProto:
-        graph = self.model.graph
-        self._drop_dead_nodes()
-        positions = {}
-        kept = []
-        for index, node in enumerate(self.nodes):
-            if node is not None:
-                positions[index] = len(kept)
-                kept.append(node)
-        del graph.node[:]
-        graph.node.extend(kept)
-        read = names_read(graph.node) | {o.name for o in graph.output}
-        unused = {t.name for t in graph.initializer} - read
-        initializers = [t for t in graph.initializer if t.name not in unused]
-        del graph.initializer[:]
-        graph.initializer.extend(initializers)
-        inputs = [v for v in graph.input if v.name not in unused]
-        del graph.input[:]
-        graph.input.extend(inputs)
-        values = [v for v in graph.value_info if v.name not in self.dropped_values]
-        del graph.value_info[:]
-        graph.value_info.extend(values)
-        for record in records:  # records are this fold's own: updated in place
-            if record.status == "folded":
-                record.target_index = positions.get(record.target_index)
-                record.add_index = positions.get(record.add_index)
+    # -- finishing ------------------------------------------------------------------------
+    def finish(self) -> ModelProto:
+        for key in list(self.lists):
+            nodes, body = self.lists[key], self.bodies[key]
+            kept = [node for node in nodes if id(node) not in self.removed]
+            kept = without_dead(kept, self.live[key], body)
+            del body.node[:]
+            body.node.extend(kept)
+        for body in self.bodies.values():
+            drop_unread(body, self.renamed)
         return self.model
-
-    def _drop_dead_nodes(self) -> None:
-        """Remove nodes that fed only what the fold removed (e.g. a zero-bias plumbing chain)."""
-        targets = self._target_positions()
-        while True:
-            live_now = self._live_nodes()
-            dead = [
-                i
-                for i in self.live_before - live_now
-                if self.nodes[i] is not None and i not in targets
-            ]
-            if not dead:
-                return
-            for index in dead:
-                self.dropped_values.update(self.nodes[index].output)
-                self.nodes[index] = None
-
-    def _target_positions(self) -> set[int]:
-        return {self.graph.node(node_id).location.node_index for node_id in self.targets}
-
-
-def _index(node: Node) -> int:
-    """The position of a top-level node in the ModelProto's node list."""
-    assert node.location is not None and node.location.node_index is not None
-    return node.location.node_index

@@ -6,10 +6,11 @@ parameters). Arithmetic is float64 through :mod:`bnlint.fold.affine`, results ar
 to each parameter's dtype and device. Unlike ``torch.nn.utils.fusion``, ConvTranspose is
 group-aware (output channels on weight axis 1 within each group).
 
-:func:`fold_torch_graph` folds a whole model along the fold plan of its ModelGraph (the
+:func:`fold_module` folds a whole model along the fold plan of its ModelGraph (the
 PyTorch front end puts the live module on ``graph.extras["torch_module"]``): the producer
 module is replaced by its fused copy and the BN module by ``nn.Identity``, so the model's
-own ``forward`` keeps working and exports as before.
+own ``forward`` keeps working and exports as before. :mod:`bnlint.fold.torch_verify`
+checks the result.
 """
 
 from __future__ import annotations
@@ -23,14 +24,6 @@ from typing import Any
 import numpy as np
 
 from bnlint.fold.affine import BNAffine, fold_bias, fold_weight, forward_fold
-from bnlint.fold.algebra import Layer, check_layers
-from bnlint.fold.results import (
-    FoldResult,
-    NumericResult,
-    Verification,
-    numeric_tolerance,
-    tensor_error,
-)
 from bnlint.fold.verdicts import FoldRecord, FoldVerdict, plan
 from bnlint.graph import ModelGraph
 
@@ -86,21 +79,6 @@ def _with_parameters(module: Any, weight: np.ndarray, bias: np.ndarray) -> Any:
         requires_grad=reference.requires_grad,
     )
     return fused
-
-
-def layer_of(module: Any) -> Layer:
-    """A module's weights in the layout the verifier compares (Linear as (K, N))."""
-    family = _family(module)
-    weight = _array(module.weight)
-    bias = None if module.bias is None else _array(module.bias)
-    dtype = str(module.weight.dtype).replace("torch.", "")
-    if family == "linear":
-        return Layer("linear", weight.T, bias, dtype)
-    structure = tuple(
-        (key, tuple(getattr(module, key, ()) or ()))
-        for key in ("stride", "padding", "dilation", "output_padding")
-    )
-    return Layer(family, weight, bias, dtype, int(module.groups), structure=structure)
 
 
 def fuse_conv_bn(conv: Any, bn: Any) -> Any:
@@ -206,105 +184,3 @@ def fold_module(graph: ModelGraph, keep: Iterable[str] = ()) -> tuple[Any, list[
             )
         )
     return folded, records
-
-
-def fold_torch_graph(graph: ModelGraph, *, keep: Iterable[str] = (), tolerance_scale: float = 1.0):
-    """Fold and verify (algebraic per BN, numeric with torch on the example inputs)."""
-    folded, records = fold_module(graph, keep)
-    original = dict(graph.extras["torch_module"].named_modules())
-    fused = dict(folded.named_modules())
-    for index, record in enumerate(records):
-        if record.status != "folded":
-            continue
-        verdict = record.verdict
-        source = layer_of(original[verdict.producer.scope])
-        result = layer_of(fused[verdict.producer.scope])
-        params, eps = _bn_numbers(original[verdict.bn.scope])
-        algebra = check_layers(source, result, params, eps, verdict.kind or "conv")
-        records[index] = copy.copy(record)
-        records[index].algebra = algebra
-        records[index].problem = None if algebra.ok else algebra.problem
-    verification = Verification(records, tolerance_scale=tolerance_scale)
-    inputs = graph.extras.get("example_inputs")
-    if inputs is None:
-        verification.numeric_skipped = "no example inputs to run the model with"
-    else:
-        _numeric(graph.extras["torch_module"], folded, tuple(inputs), verification)
-    return FoldResult(verification, folded, "torch")
-
-
-def _numeric(module: Any, folded: Any, inputs: tuple, verification: Verification) -> None:
-    import torch
-
-    reference = copy.deepcopy(module).eval()
-    candidate = copy.deepcopy(folded).eval()
-    seen: dict[tuple[str, str], Any] = {}
-
-    def hook(tag: str, path: str):
-        def capture(_module, args, output):
-            seen[(tag, path + ":in")] = args[0] if args else None
-            seen[(tag, path + ":out")] = output
-
-        return capture
-
-    folded_records = [r for r in verification.records if r.status == "folded"]
-    ref_paths = {p for r in folded_records for p in (r.verdict.bn.scope, r.verdict.producer.scope)}
-    new_paths = {r.verdict.producer.scope for r in folded_records}
-    handles = [
-        module.register_forward_hook(hook(tag, path))
-        for tag, model, paths in (("ref", reference, ref_paths), ("new", candidate, new_paths))
-        for path, module in model.named_modules()
-        if path in paths
-    ]
-    with torch.no_grad():
-        ref_out = reference(*inputs)
-        new_out = candidate(*inputs)
-    for handle in handles:
-        handle.remove()
-    verification.numeric_ran = True
-    ref_list = ref_out if isinstance(ref_out, (tuple, list)) else [ref_out]
-    new_list = new_out if isinstance(new_out, (tuple, list)) else [new_out]
-    verification.outputs = [
-        tensor_error(f"output_{i}", _array(a).astype(_np_dtype(a)), _array(b))
-        for i, (a, b) in enumerate(zip(ref_list, new_list, strict=False))
-        if hasattr(a, "detach") and hasattr(b, "detach")
-    ]
-    if verification.outputs:
-        verification.tolerance = numeric_tolerance(
-            verification.outputs[0].dtype, verification.tolerance_scale
-        )
-    _per_bn(verification, folded_records, seen)
-
-
-def _np_dtype(tensor: Any) -> str:
-    name = str(tensor.dtype).replace("torch.", "")
-    return "float32" if name == "bfloat16" else name
-
-
-def _per_bn(verification: Verification, folded_records: list[FoldRecord], seen: dict) -> None:
-    for record in folded_records:
-        forward = record.verdict.kind == "forward_conv"
-        bn_path, producer_path = record.verdict.bn.scope, record.verdict.producer.scope
-        ref_in = seen.get(("ref", (bn_path if forward else producer_path) + ":in"))
-        ref_out = seen.get(("ref", (producer_path if forward else bn_path) + ":out"))
-        new_in = seen.get(("new", producer_path + ":in"))
-        new_out = seen.get(("new", producer_path + ":out"))
-        if ref_out is None or new_out is None:
-            continue
-        out_error = tensor_error(
-            bn_path, _array(ref_out).astype(_np_dtype(ref_out)), _array(new_out)
-        )
-        in_error = None
-        if ref_in is not None and new_in is not None:
-            in_error = tensor_error(
-                producer_path, _array(ref_in).astype(_np_dtype(ref_in)), _array(new_in)
-            )
-        tolerance = numeric_tolerance(out_error.dtype, verification.tolerance_scale)
-        upstream = in_error is not None and in_error.rel > tolerance
-        ok = None if upstream else out_error.rel <= tolerance
-        record.numeric = NumericResult(ok, in_error, out_error, tolerance)
-        if ok is False and record.problem is None:
-            record.problem = (
-                f"the folded output differs by {out_error.max_abs:.3g} ({out_error.rel:.3g} "
-                f"of its magnitude; tolerance {tolerance:.2g}) although its input agrees"
-            )

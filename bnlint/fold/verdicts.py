@@ -3,9 +3,10 @@
 The plan is the precondition half of folding. BN011 reports it; the fold pass
 (``bnlint fold``) executes it. Every BN gets a verdict; nothing is skipped silently.
 
-Backward folding (into the producer: Conv, ConvTranspose, Gemm, MatMul [+ Add]) is
-preferred. Forward folding (into a following Conv) is exact only when that Conv has no
-zero padding and groups == 1 (padding would turn the BN shift into a border artefact).
+Backward folding (into the producer: Conv, ConvTranspose, Gemm, MatMul, through a bias
+Add, a feature Transpose or another folding BN; see :mod:`bnlint.fold.paths`) is
+preferred. Forward folding (into a following Conv) is exact only when that Conv pads
+nothing (padding would turn the BN shift into a border artefact).
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bnlint.bn_arrays import non_finite_terms
+from bnlint.fold.paths import (
+    PRODUCER_REASONS,
+    backward_path,
+    constant_problem,
+    forward_channels,
+    forward_path,
+    linear_problem,
+)
 from bnlint.graph import ModelGraph, Node
 
 FLOAT_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16"})
@@ -25,6 +34,7 @@ KIND_LABEL = {
     "gemm": "Gemm",
     "matmul": "MatMul",
     "matmul_add": "MatMul + Add",
+    "matmul_transpose": "MatMul (through a Transpose)",
     "forward_conv": "following Conv",
 }
 
@@ -35,9 +45,11 @@ class FoldVerdict:
 
     bn: Node
     foldable: bool
-    kind: str | None = None  # conv | conv_transpose | gemm | matmul | matmul_add | forward_conv
+    kind: str | None = None  # a key of KIND_LABEL
     producer: Node | None = None  # the node whose weights absorb the BN
-    add: Node | None = None  # the bias Add of a MatMul + Add pair
+    add: Node | None = None  # a constant bias Add between the producer and the BN
+    via: Node | None = None  # the Transpose of a MatMul -> Transpose -> BN fold
+    after: Node | None = None  # the BN this one composes with (Conv -> BN -> BN)
     reason_code: str | None = None
     reason: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -48,29 +60,27 @@ class FoldVerdict:
 class FoldRecord:
     """What happened to one BN of the original model, in a fold made by bnlint or audited.
 
-    ``status``: ``folded`` (the BN is gone and ``target_index`` is the top-level node of the
-    folded model that absorbed it), ``not-folded`` (still there, or left alone by bnlint,
-    with ``reason_code``/``reason``), ``removed`` (gone although the plan says it cannot be
-    folded exactly), or ``unmatched`` (gone, and no node of the folded model could be
-    identified as its target). ``ref_tensors``/``new_tensors`` name the (input, output)
-    tensors around the fold in the original and the folded model, for numeric comparison.
-    Verification fills ``algebra``, ``numeric`` and, when the fold is wrong, ``problem``.
+    ``status``: ``folded`` (the BN is gone and its region computes the same function in
+    the folded model), ``not-folded`` (still there, or left alone by bnlint, with
+    ``reason_code``/``reason``), ``removed`` (gone although the plan says no exact fold
+    exists), or ``unmatched`` (gone, and its region could not be delimited or evaluated in
+    the folded model; ``reason`` says why). Verification fills ``algebraic`` and
+    ``numeric`` (:class:`bnlint.fold.bounds.Check`) and, when the fold is wrong,
+    ``problem`` and ``problem_code``.
     """
 
     verdict: FoldVerdict
     status: str
     reason_code: str | None = None
     reason: str | None = None
-    target_index: int | None = None
-    add_index: int | None = None
-    ref_tensors: tuple[str, str] | None = None
-    new_tensors: tuple[str, str] | None = None
     matched_by: str | None = None
-    target_name: str | None = None  # display name and op type of the absorbing node
+    target_name: str | None = None  # display name and op type of the absorbing node(s)
     target_op: str | None = None
-    algebra: Any = None
+    algebraic: Any = None
     numeric: Any = None
     problem: str | None = None
+    problem_code: str | None = None
+    region: Any = None  # the bnlint.fold.regional.RegionResult that holds the BN
 
     @property
     def bn(self) -> Node:
@@ -81,9 +91,10 @@ def plan(graph: ModelGraph) -> list[FoldVerdict]:
     """A verdict for every BN in graph order (cached on the graph)."""
     cached = graph.extras.get("fold_plan")
     if cached is None:
-        cached = graph.extras["fold_plan"] = _with_finite_terms(
-            graph, [verdict(graph, bn) for bn in graph.nodes_of("batch_norm")]
-        )
+        verdicts: dict[int, FoldVerdict] = {}
+        for bn in graph.nodes_of("batch_norm"):
+            verdicts[bn.id] = verdict(graph, bn, verdicts)
+        cached = graph.extras["fold_plan"] = _with_finite_terms(graph, list(verdicts.values()))
     return cached
 
 
@@ -143,17 +154,28 @@ def _bn_preconditions(graph: ModelGraph, bn: Node) -> FoldVerdict | None:
     return None
 
 
-def verdict(graph: ModelGraph, bn: Node) -> FoldVerdict:
+def verdict(graph: ModelGraph, bn: Node, verdicts: dict[int, FoldVerdict]) -> FoldVerdict:
     failed = _bn_preconditions(graph, bn)
     if failed is not None:
         return failed
     channels = bn_channels(graph, bn)
-    backward = _backward(graph, bn, channels)
-    if backward.foldable or backward.reason_code not in _PRODUCER_REASONS:
+    backward = _backward(graph, bn, channels, verdicts)
+    if backward.foldable or backward.reason_code not in PRODUCER_REASONS:
         return backward
-    forward = _forward(graph, bn)
-    if isinstance(forward, FoldVerdict):
-        return forward
+    forward = forward_path(graph, bn)
+    if isinstance(forward, Node):
+        produced = forward_channels(graph, forward)
+        if channels is not None and produced is not None and produced != channels:
+            reason = f"{forward.display_name!r} reads {produced} channels but the BN has {channels}"
+            return replace(backward, reason=f"{backward.reason}; {reason}")
+        return FoldVerdict(
+            bn=bn,
+            foldable=True,
+            kind="forward_conv",
+            producer=forward,
+            notes=("folded forward into the following Conv (it pads nothing)",),
+            channels=channels,
+        )
     if forward is None:
         return backward
     return replace(
@@ -161,70 +183,16 @@ def verdict(graph: ModelGraph, bn: Node) -> FoldVerdict:
     )
 
 
-_PRODUCER_REASONS = {"no-producer", "producer-not-foldable", "producer-shared-output"}
-
-
-def _producer_of(graph: ModelGraph, bn: Node) -> tuple[Node | None, Node | None, str | None]:
-    """The weighted producer of ``bn`` and, for MatMul + Add, the Add in between."""
-    producer = graph.producer(bn.inputs[0])
-    if producer is None or producer.op != "add" or len(producer.inputs) != 2:
-        return producer, None, None
-    for index in (0, 1):
-        upstream = graph.producer(producer.inputs[index])
-        is_matmul = (
-            upstream is not None and upstream.op == "linear" and upstream.attrs.get("matmul")
-        )
-        if is_matmul and graph.is_constant(producer.inputs[1 - index]):
-            return upstream, producer, "matmul_add"
-    return producer, None, None
-
-
-def _single_consumer(graph: ModelGraph, tensor: str, expected: Node) -> str | None:
-    consumers = graph.consumers(tensor)
-    record = graph.tensors.get(tensor)
-    if record is not None and record.is_graph_output:
-        return f"its output {tensor!r} is also a graph output"
-    others = [node for node in consumers if node.id != expected.id]
-    if others:
-        names = ", ".join(repr(node.display_name) for node in others[:3])
-        return f"its output also feeds {len(others)} other node(s): {names}"
-    return None
-
-
-def _backward(graph: ModelGraph, bn: Node, channels: int | None) -> FoldVerdict:
-    producer, add, kind = _producer_of(graph, bn)
-    if producer is None:
-        return _fail(
-            bn, "no-producer", "its input comes straight from a graph input", channels=channels
-        )
-    if producer.op not in ("conv", "conv_transpose", "linear"):
-        return _fail(
-            bn,
-            "producer-not-foldable",
-            f"its producer {producer.display_name!r} ({producer.source_op}) has no weights "
-            "to absorb it",
-            producer=producer,
-            channels=channels,
-        )
-    if kind is None:
-        if producer.op == "linear":
-            kind = "matmul" if producer.attrs.get("matmul") else "gemm"
-        else:
-            kind = producer.op
-    chain = [(producer, add)] if add is not None else [(producer, bn)]
-    if add is not None:
-        chain.append((add, bn))
-    for upstream, downstream in chain:
-        shared = _single_consumer(graph, upstream.outputs[0], downstream)
-        if shared is not None:
-            return _fail(
-                bn,
-                "producer-shared-output",
-                f"{upstream.display_name!r}: {shared}",
-                producer=producer,
-                channels=channels,
-            )
-    weight = producer.input("weight")
+def _backward(
+    graph: ModelGraph, bn: Node, channels: int | None, verdicts: dict[int, FoldVerdict]
+) -> FoldVerdict:
+    path = backward_path(graph, bn, verdicts)
+    if "verdict" in path:
+        return replace(path["verdict"], channels=channels)
+    if "fail" in path:
+        code, reason, extra = path["fail"]
+        return _fail(bn, code, reason, channels=channels, **extra)
+    kind, producer, add, via = path["kind"], path["producer"], path["add"], path["via"]
     for role in ("weight", "bias"):
         name = producer.input(role)
         if name is not None and not graph.is_constant(name):
@@ -235,10 +203,17 @@ def _backward(graph: ModelGraph, bn: Node, channels: int | None) -> FoldVerdict:
                 producer=producer,
                 channels=channels,
             )
-    mismatch = _channel_mismatch(graph, producer, kind, channels, bn)
+    problem = linear_problem(graph, bn, kind, producer, via) if producer.op == "linear" else None
+    if problem is not None:
+        return _fail(bn, problem[0], problem[1], producer=producer, channels=channels)
+    bias_problem = constant_problem(graph, add, kind, producer)
+    if bias_problem is not None:
+        return _fail(bn, "bias-not-per-channel", bias_problem, producer=producer, channels=channels)
+    mismatch = _channel_mismatch(graph, producer, kind, channels)
     if mismatch is not None:
         return _fail(bn, "channel-mismatch", mismatch, producer=producer, channels=channels)
     notes = []
+    weight = producer.input("weight")
     sharers = _distinct_consumers(graph, weight) - 1
     if sharers > 0:
         notes.append(f"weight {weight!r} is shared with {sharers} other node(s); folding clones it")
@@ -248,6 +223,7 @@ def _backward(graph: ModelGraph, bn: Node, channels: int | None) -> FoldVerdict:
         kind=kind,
         producer=producer,
         add=add,
+        via=via,
         notes=tuple(notes),
         channels=channels,
     )
@@ -279,55 +255,10 @@ def output_channels(graph: ModelGraph, producer: Node, kind: str) -> int | None:
 
 
 def _channel_mismatch(
-    graph: ModelGraph, producer: Node, kind: str, channels: int | None, bn: Node
+    graph: ModelGraph, producer: Node, kind: str, channels: int | None
 ) -> str | None:
-    # A linear layer feeding a rank > 2 BN is the BatchNorm1d-on-(N, L, C) bug: say so first,
-    # since the channel counts then disagree only as a consequence.
-    if kind in ("gemm", "matmul", "matmul_add"):
-        shape = graph.shape(bn.inputs[0])
-        if shape is not None and len(shape) > 2:
-            return (
-                f"the BN normalises axis 1 of a rank-{len(shape)} tensor while "
-                f"{producer.display_name!r} produces features on the last axis, see BN009"
-            )
     produced = output_channels(graph, producer, kind)
     if channels is not None and produced is not None and produced != channels:
         name = producer.display_name
         return f"{name!r} produces {produced} channels but the BN has {channels}, see BN010"
     return None
-
-
-def _forward(graph: ModelGraph, bn: Node) -> FoldVerdict | str | None:
-    """The forward fold into the single following Conv, or why it is not exact (a string)."""
-    if not bn.outputs or not bn.outputs[0]:
-        return None  # no output to follow (e.g. a graph recovered without its edges)
-    consumers = graph.consumers(bn.outputs[0])
-    if len(consumers) != 1 or consumers[0].op != "conv":
-        return None
-    conv = consumers[0]
-    record = graph.tensors.get(bn.outputs[0])
-    if record is not None and record.is_graph_output:
-        return None
-    pads = conv.attrs.get("pads") or []
-    padded = any(int(p) != 0 for p in pads) or conv.attrs.get("auto_pad", "NOTSET") in (
-        "SAME_UPPER",
-        "SAME_LOWER",
-    )
-    name = conv.display_name
-    if padded:
-        return f"folding forward into {name!r} would not be exact: it pads its input"
-    if int(conv.attrs.get("groups", 1)) != 1:
-        return f"folding forward into {name!r} is not supported: it is grouped"
-    bias = conv.input("bias")
-    if not graph.is_constant(conv.input("weight")) or (
-        bias is not None and not graph.is_constant(bias)
-    ):
-        return f"folding forward into {name!r} is impossible: its weights are not constant"
-    return FoldVerdict(
-        bn=bn,
-        foldable=True,
-        kind="forward_conv",
-        producer=conv,
-        notes=("folded forward into the following Conv (no padding, groups=1)",),
-        channels=bn_channels(graph, bn),
-    )

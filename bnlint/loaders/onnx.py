@@ -243,9 +243,13 @@ class _Builder(ConstantPlumbing):
         initializer_names = self._add_initializers(graph.initializer, scope)
         if len(graph.sparse_initializer):
             self.graph.facts.unsupported.append("sparse initializers")
+        # Before IR 4 every initializer had to be listed as an input: that is no sign of a
+        # parameter meant to be overridden, and runtimes treat it as a constant.
+        overridable = top and self.model.ir_version >= 4
         for position, value in enumerate(graph.input):
             if value.name in initializer_names:
-                self.graph.tensor(scope.key(value.name)).is_graph_input = top
+                record = self.graph.tensor(scope.key(value.name))
+                record.is_graph_input, record.listed_as_input = overridable, top
                 continue
             key = scope.define(value.name)
             self._set_type(key, value, declared=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from onnx import NodeProto
+from onnx import NodeProto, TensorProto
 
 from bnlint.graph import UnreadableParameter
 from bnlint.loaders.onnx_const import EVALUATORS, MAX_FOLD_BYTES, SHAPE_ONLY, evaluate
 from bnlint.loaders.onnx_scope import Scope
-from bnlint.loaders.onnx_tensors import attributes, constant_value
+from bnlint.loaders.onnx_tensors import attributes, constant_value, describe, read_embedded
 from bnlint.loaders.onnx_types import numpy_dtype_by_name
 
 if TYPE_CHECKING:
@@ -32,6 +32,13 @@ class ConstantPlumbing:
         """Evaluate a constant node; True when it became parameters instead of a node."""
         op_type = node.op_type
         if op_type == "Constant":
+            tensor = next(
+                (a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None
+            )
+            if tensor is not None and tensor.data_location != TensorProto.EXTERNAL:
+                # Any size: read lazily from the parsed attribute, as an initializer is.
+                self._define_source(scope, node.output[0], tensor)
+                return True
             value = constant_value(node)
             if value is None:
                 return False
@@ -96,6 +103,13 @@ class ConstantPlumbing:
         self.graph.params.add(key, value)
         record = self.graph.tensor(key)
         record.shape, record.dtype, record.is_param = tuple(value.shape), value.dtype.name, True
+
+    def _define_source(self, scope: Scope, name: str, tensor: TensorProto) -> None:
+        key = scope.define(name)
+        self.graph.params.add_sources({key: tensor}, describe, read_embedded)
+        record = self.graph.tensor(key)
+        record.shape, record.dtype = describe(tensor)
+        record.is_param = True
 
     def _alias(self, scope: Scope, name: str, source: str) -> None:
         key = scope.define(name)

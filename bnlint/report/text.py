@@ -50,6 +50,13 @@ def render(report: Report, options: RenderOptions) -> str:
                 lines.append(
                     _paint(f"  = help: {printable(finding.fix, 2000)}", _DIM, options.color)
                 )
+        if model.verification and not options.quiet:
+            from bnlint.report.verification import table_lines
+
+            lines.append(
+                _paint(f"{printable(model.path, None)}: fold verification", _BOLD, options.color)
+            )
+            lines.extend(f"  {line}" for line in table_lines(model.verification))
     if not options.quiet:
         lines.append(summary_line(report))
         if report.baseline is not None:

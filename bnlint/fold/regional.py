@@ -1,0 +1,347 @@
+"""Compare two versions of a model region by region, by evaluating what each computes.
+
+For every scope pair (see :mod:`bnlint.fold.regions`) the original is cut into regions
+between shared tensors; each region that changed is evaluated on both sides in float64
+(:mod:`bnlint.fold.exact`) on seeded probes and judged by the algebraic criterion
+(:mod:`bnlint.fold.bounds`). The probes are kept, so the numeric level can run the same
+regions in a runtime on the same values. Constants are read through ``read_initializer``
+(the loader's parameters: external data only through bnlint's resolver) or computed from
+the constant-only nodes that define them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from onnx import NodeProto, TensorProto
+
+from bnlint.fold import bounds
+from bnlint.fold.exact import FLOATS, EvalError, Evaluator, Tensor
+from bnlint.fold.regions import (
+    MAX_REGION_NODES,
+    ModelView,
+    Region,
+    Scope,
+    bodies,
+    collect_folded,
+    is_unchanged,
+    partition,
+    region_of,
+    shared_borders,
+)
+from bnlint.onnx_io import round_to
+
+InitializerReader = Callable[[Scope, str], "tuple[np.ndarray, str] | None"]
+TypeOf = Callable[[Scope, str], "tuple[tuple | None, str | None]"]
+SPATIAL_OPS = frozenset(
+    {"Conv", "ConvTranspose", "BatchNormalization", "Add", "Sub", "Mul", "Div", "Relu",
+     "Identity", "Neg", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid"}
+)  # fmt: skip
+PROBE_EXTENT = 8  # the size given to unknown dimensions (and at least this many positions)
+BATCH = 2
+
+
+class Constants:
+    """Constant values of one model, read or computed once, per scope."""
+
+    def __init__(self, view: ModelView, read_initializer: InitializerReader, read_tensor) -> None:
+        self.view = view
+        self.read_initializer = read_initializer
+        self.read_tensor = read_tensor
+        self._cache: dict[tuple[int, str], tuple[np.ndarray, str] | None] = {}
+
+    def get(self, scope: Scope, name: str) -> tuple[np.ndarray, str] | None:
+        owner = scope.owner(name)
+        if owner is None or name not in owner.constant:
+            return None
+        key = (id(owner), name)
+        if key not in self._cache:
+            if name in owner.initializers:
+                self._cache[key] = self.read_initializer(owner, name)
+            else:
+                self._cache[key] = self._compute(owner, name)
+        return self._cache[key]
+
+    def _compute(self, scope: Scope, name: str) -> tuple[np.ndarray, str] | None:
+        nodes = constant_closure(scope, [name])
+        evaluator = Evaluator(
+            self.view.opset, lambda n: self.get(scope, n), self.read_tensor, magnitudes=False
+        )
+        (result,) = evaluator.run([scope.graph.node[i] for i in nodes], {}, [name]).values()
+        return result.value, result.dtype
+
+
+def constant_closure(scope: Scope, names: list[str]) -> list[int]:
+    """The constant-only nodes of ``scope`` that compute ``names``, in graph order."""
+    seen: set[int] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        index = scope.producer.get(name)
+        if index is None or index in seen or name not in scope.constant:
+            continue
+        seen.add(index)
+        stack.extend(n for n in scope.graph.node[index].input if n)
+    return sorted(seen)
+
+
+@dataclass
+class RegionResult:
+    """What happened to one region of the original model."""
+
+    region: Region
+    bns: list[int]  # indices of the original's BatchNormalization nodes in the region
+    changed: bool = True
+    checks: list[bounds.Check] = field(default_factory=list)  # algebraic, one per output
+    numeric: list[bounds.Check] = field(default_factory=list)
+    problem: str | None = None  # the region could not be delimited or evaluated
+    probes: dict[str, np.ndarray] = field(default_factory=dict)
+    exact: dict[str, np.ndarray] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
+    rewritten: set[str] = field(default_factory=set)  # same-name constants whose values differ
+
+    @property
+    def ok(self) -> bool | None:
+        if not self.changed:
+            return True
+        if self.problem is not None or not self.checks:
+            return None
+        return all(check.ok for check in self.checks) and all(c.ok for c in self.numeric)
+
+
+@dataclass
+class Side:
+    view: ModelView
+    constants: Constants
+    type_of: TypeOf
+
+
+def compare(original: Side, folded: Side, seed: int = 0, same_constant=None) -> list[RegionResult]:
+    """Every region of every scope of ``original``, checked against ``folded``."""
+    rng = np.random.default_rng(seed)
+    results = []
+    for path, scope in original.view.scopes.items():
+        other = folded.view.scopes.get(path)
+        if other is None:
+            for region in partition(scope, set()):
+                result = RegionResult(region, _bns(scope, region))
+                result.problem = "the folded model has no such If/Loop/Scan body"
+                results.append(result)
+            continue
+        shared = shared_borders(scope, other)
+        found = [
+            _check(original, folded, scope, other, region, rng, same_constant)
+            for region in partition(scope, shared)
+        ]
+        results += _merge_failures(original, folded, scope, other, found, rng, same_constant)
+    return results
+
+
+def _merge_failures(original, folded, scope, other, found, rng, same_constant):
+    """A tool may keep a tensor's name while changing what it holds (a Conv whose weights
+    absorbed a BN further down keeps its output name): the regions on both sides of it
+    fail alone. Each group of adjacent changed regions holding a failure is evaluated as
+    one region; if that passes, the group's verdict replaces the parts'."""
+    changed = [r for r in found if r.changed and r.problem is None]
+    failing = [r for r in changed if r.ok is False]
+    if not failing:
+        return found
+    producer_of = {name: r for r in changed for name in r.region.outputs}
+    parent = {id(r): id(r) for r in changed}
+
+    def find(key: int) -> int:
+        while parent[key] != key:
+            key = parent[key]
+        return key
+
+    for result in changed:
+        for name in result.region.inputs:
+            source = producer_of.get(name)
+            if source is not None:
+                parent[find(id(result))] = find(id(source))
+    groups: dict[int, list[RegionResult]] = {}
+    for result in changed:
+        groups.setdefault(find(id(result)), []).append(result)
+    replaced: dict[int, RegionResult] = {}
+    for members in groups.values():
+        if len(members) < 2 or not any(m.ok is False for m in members):
+            continue
+        indices = sorted({i for m in members for i in m.region.nodes})
+        if len(indices) > MAX_REGION_NODES:
+            continue
+        merged = _check(
+            original, folded, scope, other, region_of(scope, indices), rng, same_constant
+        )
+        if merged.ok:
+            for member in members:
+                replaced[id(member)] = merged
+    if not replaced:
+        return found
+    out, seen = [], set()
+    for result in found:
+        chosen = replaced.get(id(result), result)
+        if id(chosen) not in seen:
+            seen.add(id(chosen))
+            out.append(chosen)
+    return out
+
+
+def _bns(scope: Scope, region: Region) -> list[int]:
+    return [i for i in region.nodes if scope.graph.node[i].op_type == "BatchNormalization"]
+
+
+def _check(original: Side, folded: Side, scope, other, region, rng, same_constant) -> RegionResult:
+    result = RegionResult(region, _bns(scope, region))
+    collect_folded(other, region)
+    if region.problem is not None:
+        result.problem = region.problem
+        return result
+
+    def equal(a: Scope, b: Scope, name: str) -> bool:
+        if same_constant is not None:
+            return same_constant(a, b, name)
+        return _same_value(original.constants.get(a, name), folded.constants.get(b, name))
+
+    result.rewritten = _rewritten(scope, other, region, equal)
+    if is_unchanged(scope, other, region, equal):
+        result.changed = False
+        return result
+    try:
+        _evaluate(original, folded, scope, other, result, rng)
+    except EvalError as error:
+        result.problem = f"could not evaluate it: {error}"
+    return result
+
+
+def _same_value(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (
+        a[1] == b[1]
+        and np.shape(a[0]) == np.shape(b[0])
+        and np.array_equal(a[0], b[0], equal_nan=True)
+    )
+
+
+def _rewritten(scope: Scope, other: Scope, region: Region, equal) -> set[str]:
+    """Constants the folded region reads under an original name but with other values."""
+    names = {n for i in region.folded for n in other.graph.node[i].input if n}
+    return {
+        n
+        for n in names
+        if other.is_constant(n) and scope.is_constant(n) and not equal(scope, other, n)
+    }
+
+
+def _evaluate(original: Side, folded: Side, scope, other, result: RegionResult, rng) -> None:
+    region = result.region
+    ours = constant_closure(scope, _inputs_of(scope, region.nodes)) + region.nodes
+    theirs = region.folded
+    feeds = {}
+    reducible = _reducible(scope, [scope.graph.node[i] for i in region.nodes], original)
+    for name in region.inputs:
+        shape, dtype = original.type_of(scope, name)
+        shape = _probe_shape(shape, scope, region, name, reducible)
+        if dtype not in FLOATS:
+            raise EvalError(f"it reads {dtype or 'untyped'} data {name!r} bnlint cannot probe")
+        values = round_to(rng.standard_normal(shape), dtype)
+        feeds[name] = Tensor(values, dtype)
+        result.probes[name] = values
+    left = Evaluator(
+        original.view.opset,
+        lambda n: original.constants.get(scope, n),
+        original.constants.read_tensor,
+    )
+    right = Evaluator(
+        folded.view.opset,
+        lambda n: folded.constants.get(other, n),
+        folded.constants.read_tensor,
+        magnitudes=False,
+    )
+    expected = left.run(_sorted(scope, ours), feeds, region.outputs)
+    actual = right.run(_sorted(other, theirs), feeds, region.outputs)
+    for name in region.outputs:
+        dtype = original.type_of(scope, name)[1] or expected[name].dtype
+        result.dtypes[name] = dtype
+        result.exact[name] = expected[name].value
+        result.checks.append(
+            bounds.algebraic(
+                name, expected[name].value, actual[name].value, expected[name].magnitude, dtype
+            )
+        )
+
+
+def _sorted(scope: Scope, indices: list[int]) -> list[NodeProto]:
+    return [scope.graph.node[i] for i in sorted(set(indices))]
+
+
+def _inputs_of(scope: Scope, indices: list[int]) -> list[str]:
+    names = []
+    for i in indices:
+        node = scope.graph.node[i]
+        names += [n for n in node.input if n]
+        for _, _, body in bodies(node):
+            names += sorted(next(c for c in scope.children if c.graph is body).outer_names)
+    return names
+
+
+def _reducible(scope: Scope, nodes: list[NodeProto], side: Side) -> int | None:
+    """The spatial period (product of strides) when the region may run on a smaller input:
+    only local ops, and every constant an elementwise op reads is 1 along spatial axes."""
+    period = 1
+    for node in nodes:
+        if node.op_type not in SPATIAL_OPS:
+            return None
+        if node.op_type in ("Conv", "ConvTranspose"):
+            attrs = {a.name: a for a in node.attribute}
+            if "output_shape" in attrs:
+                return None
+            strides = list(attrs["strides"].ints) if "strides" in attrs else [1]
+            period *= math.prod(max(1, s) for s in strides)
+        elif node.op_type in ("Add", "Sub", "Mul", "Div"):
+            for name in node.input[1:] if len(node.input) > 1 else []:
+                found = side.constants.get(scope, name) if scope.is_constant(name) else None
+                if (
+                    found is not None
+                    and np.ndim(found[0]) >= 3
+                    and any(d > 1 for d in np.shape(found[0])[-2:])
+                ):
+                    return None
+    return period
+
+
+def _probe_shape(shape, scope: Scope, region: Region, name: str, period: int | None) -> tuple:
+    if shape is None:
+        shape = _guess_shape(scope, region, name)
+    dims = []
+    for axis, dim in enumerate(shape):
+        if not isinstance(dim, int) or dim <= 0:
+            dims.append(BATCH if axis == 0 else PROBE_EXTENT)
+        elif axis >= 2 and period is not None and len(shape) >= 3 and dim > 2 * PROBE_EXTENT:
+            target = max(PROBE_EXTENT, 4 * period)
+            dims.append(target + (dim - target) % period)
+        else:
+            dims.append(dim)
+    return tuple(dims)
+
+
+def _guess_shape(scope: Scope, region: Region, name: str) -> tuple:
+    """A plausible shape for an untyped input, from the weighted node reading it."""
+    for i in region.nodes:
+        node = scope.graph.node[i]
+        if node.input and node.input[0] == name and len(node.input) > 1:
+            weight = scope.owner(node.input[1])
+            tensor = weight.initializers.get(node.input[1]) if weight is not None else None
+            dims = list(tensor.dims) if isinstance(tensor, TensorProto) else None
+            if dims and node.op_type == "Conv":
+                groups = next((a.i for a in node.attribute if a.name == "group"), 1) or 1
+                return (BATCH, dims[1] * groups, *([PROBE_EXTENT] * (len(dims) - 2)))
+            if dims and node.op_type == "ConvTranspose":
+                return (BATCH, dims[0], *([PROBE_EXTENT] * (len(dims) - 2)))
+            if dims and node.op_type in ("Gemm", "MatMul"):
+                trans = any(a.name == "transB" and a.i for a in node.attribute)
+                return (BATCH, dims[1] if trans else dims[0])
+    raise EvalError(f"the shape of {name!r} is unknown (give --input-shape)")

@@ -1,0 +1,78 @@
+"""Graph bookkeeping for the ONNX rewrite: what stays live, what is dropped, how values
+broadcast onto a channel axis. Pure helpers of :mod:`bnlint.fold.rewrite`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import GraphProto, NodeProto
+
+from bnlint.fold.affine import BNAffine
+from bnlint.graph import ModelGraph, Node
+from bnlint.onnx_io import names_read
+
+
+def live(nodes: list[NodeProto], body: GraphProto) -> set[int]:
+    read = names_read(nodes) | {o.name for o in body.output}
+    return {id(node) for node in nodes if any(name in read for name in node.output if name)}
+
+
+def without_dead(nodes: list[NodeProto], live_before: set[int], body: GraphProto) -> list:
+    """Drop what fed only removed nodes (e.g. a zero-bias plumbing chain)."""
+    while True:
+        read = names_read(nodes) | {o.name for o in body.output}
+        dead = {
+            id(node)
+            for node in nodes
+            if id(node) in live_before and not any(o in read for o in node.output if o)
+        }
+        if not dead:
+            return nodes
+        nodes = [node for node in nodes if id(node) not in dead]
+
+
+def drop_unread(graph: GraphProto, renamed: dict[str, str]) -> None:
+    """Initializers nothing reads any more, their input declarations and recorded types."""
+    read = names_read(graph.node) | {o.name for o in graph.output}
+    unused = {t.name for t in graph.initializer} - read
+    if unused:
+        initializers = [t for t in graph.initializer if t.name not in unused]
+        del graph.initializer[:]
+        graph.initializer.extend(initializers)
+        inputs = [v for v in graph.input if v.name not in unused]
+        del graph.input[:]
+        graph.input.extend(inputs)
+    gone = {name for name in renamed if name not in read} | unused
+    if gone:
+        values = [v for v in graph.value_info if v.name not in gone]
+        del graph.value_info[:]
+        graph.value_info.extend(values)
+
+
+def all_names(graph: GraphProto) -> set[str]:
+    names = {t.name for t in graph.initializer} | {v.name for v in graph.input}
+    for node in graph.node:
+        names.update(node.output)
+        for attribute in node.attribute:
+            for body in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                names |= all_names(body)
+    return names
+
+
+def rank(graph: ModelGraph, producer: Node) -> int:
+    shape = graph.shape(producer.outputs[0]) or graph.shape(producer.input("weight"))
+    return len(shape) if shape else 4
+
+
+def along(affine: BNAffine, axis: str, rank: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """mult and shift shaped to broadcast on the channel axis (1 of ``rank``) or the last."""
+    if axis == "last":
+        return affine.mult, affine.shift
+    shape = (-1,) + (1,) * ((rank or 4) - 2)
+    return affine.mult.reshape(shape), affine.shift.reshape(shape)
+
+
+def scaled(bias: np.ndarray, mult: np.ndarray, axis: str) -> np.ndarray:
+    if axis == "last" or bias.ndim <= 1:
+        return bias * mult
+    return bias * mult.reshape((-1,) + (1,) * (bias.ndim - 1))
