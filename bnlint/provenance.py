@@ -263,7 +263,7 @@ def collect(report: Report, resolver: Any, invocation: Invocation) -> dict[str, 
         settings, ruleset = resolver.resolve(invocation.working_directory)
         configurations.append(configuration_record(settings, ruleset))
         all_settings.append(settings)
-    return {
+    record = {
         "bnlint_version": __version__,
         "started": invocation.started,
         "finished": utc_now(),
@@ -273,6 +273,12 @@ def collect(report: Report, resolver: Any, invocation: Invocation) -> dict[str, 
         "models": models,
         "verification": _verification(report, models, all_settings, imported),
     }
+    samples = sorted({s.sample_data for s in all_settings if s.sample_data})
+    if samples:  # --sample-data: the served inputs BN021 compared the models with
+        from bnlint.drift.provenance import sample_record
+
+        record["sample_data"] = sample_record(samples[0])
+    return record
 
 
 def _model_entry(model: ModelResult, settings: Settings, configuration: int) -> dict[str, Any]:

@@ -41,7 +41,13 @@ def _conv_moments(weight: np.ndarray, bias: np.ndarray, mean: np.ndarray, cov: n
 class LinearNet:
     """x -> Conv 3x3 (3->6) -> BN1 -> Conv 1x1 (6->5) -> BN2, with exact statistics."""
 
-    def __init__(self, seed: int = 0, stale_second: bool = False) -> None:
+    def __init__(
+        self, seed: int = 0, stale_second: bool = False, boundary: tuple[str, float] | None = None
+    ) -> None:
+        """``boundary=("mean", 0.5)`` stores BN1's running mean exactly 0.5 running standard
+        deviations below the true mean; ``("variance", 2.0)`` its running variance so that
+        (var + eps) / (running var + eps) is exactly 2. BN2's statistics stay exact for
+        what BN1 then outputs."""
         rng = np.random.default_rng(seed)
         self.w1 = rng.standard_normal((6, 3, 3, 3)) * 0.4
         self.b1 = rng.standard_normal(6) * 0.2
@@ -50,9 +56,13 @@ class LinearNet:
         self.g2, self.beta2 = 1 + 0.2 * rng.standard_normal(5), 0.1 * rng.standard_normal(5)
         mean1, cov1 = _conv_moments(self.w1, self.b1, MEANS, np.diag(STDS**2))
         self.m1, self.v1 = mean1, np.diag(cov1)
+        if boundary is not None and boundary[0] == "variance":
+            self.v1 = (self.v1 + EPS) / boundary[1] - EPS
+        if boundary is not None and boundary[0] == "mean":
+            self.m1 = mean1 - boundary[1] * np.sqrt(self.v1 + EPS)
         # BN1 output: g1 (y - m1) / sqrt(v1 + eps) + beta1, a per-channel affine map
         scale = self.g1 / np.sqrt(self.v1 + EPS)
-        mean_bn1 = self.beta1
+        mean_bn1 = self.beta1 + scale * (mean1 - self.m1)
         cov_bn1 = cov1 * np.outer(scale, scale)
         mean2, cov2 = _conv_moments(self.w2, np.zeros(5), mean_bn1, cov_bn1)
         self.m2, self.v2 = mean2, np.diag(cov2)

@@ -88,36 +88,55 @@ class OnnxCollector:
         return f"{PREFIX}/{site.id}/{role}"
 
     def _edit(self, wanted: Sequence[BnSite]):
-        from onnx import TensorProto, ValueInfoProto, helper
+        from onnx import ValueInfoProto
 
         def edit(model: ModelProto) -> None:
             graph = model.graph
             if self.point == "input":
                 self._rewire_statistics(model)
             del graph.output[:]
+            extra: dict[int, list] = {}  # node index -> the statistics nodes that follow it
             for site in wanted:
                 tensor = site.node.inputs[0] if self.point == "input" else site.node.outputs[0]
-                a, w = self._stat_names(site)
-                base = f"{PREFIX}/{site.id}"
-                rank = self._rank(tensor)
-                if rank is not None and rank <= 2:
-                    graph.node.append(helper.make_node("Identity", [tensor], [a], name=a))
-                    graph.output.append(ValueInfoProto(name=a))
-                    continue
-                cast, _mean, centred, square = (f"{base}/{s}" for s in ("f32", "m", "c", "sq"))
-                graph.node.extend(
-                    [
-                        helper.make_node("Cast", [tensor], [cast], to=TensorProto.FLOAT),
-                        helper.make_node("GlobalAveragePool", [cast], [a]),
-                        helper.make_node("Sub", [cast, a], [centred]),
-                        helper.make_node("Mul", [centred, centred], [square]),
-                        helper.make_node("GlobalAveragePool", [square], [w]),
-                    ]
-                )
-                graph.output.extend([ValueInfoProto(name=a), ValueInfoProto(name=w)])
+                nodes, outputs = self._statistic_nodes(site, tensor)
+                extra[site.node.location.node_index] = nodes
+                graph.output.extend(ValueInfoProto(name=name) for name in outputs)
+            # Each summary right after its BN: ONNX Runtime then frees the activation as it
+            # goes instead of keeping every BN's tensor alive until the end of the graph.
+            nodes = []
+            for index, node in enumerate(graph.node):
+                nodes.append(node)
+                nodes.extend(extra.get(index, ()))
+            del graph.node[:]
+            graph.node.extend(nodes)
             _prune(model)
 
         return edit
+
+    def _statistic_nodes(self, site: BnSite, tensor: str) -> tuple[list, list[str]]:
+        """Per-sample channel mean ``a`` and mean square (output point) or variance about
+        ``a`` (input point) of ``tensor``, inside the session."""
+        from onnx import TensorProto, helper
+
+        a, w = self._stat_names(site)
+        rank = self._rank(tensor)
+        if rank is not None and rank <= 2:
+            return [helper.make_node("Identity", [tensor], [a], name=a)], [a]
+        base = f"{PREFIX}/{site.id}"
+        nodes = []
+        if self.graph.dtype(tensor) not in (None, "float32"):
+            nodes.append(helper.make_node("Cast", [tensor], [f"{base}/f32"], to=TensorProto.FLOAT))
+            tensor = f"{base}/f32"
+        nodes.append(helper.make_node("GlobalAveragePool", [tensor], [a]))
+        if self.point == "input":  # statistics that may be written: centred per sample
+            nodes.append(helper.make_node("Sub", [tensor, a], [f"{base}/c"]))
+            tensor = f"{base}/c"
+        # A BN's output is standardised per channel (|mean| / sd is that of the running
+        # statistics' scale), so the mean square loses no useful precision to cancellation;
+        # one full-size pass fewer keeps ONNX Runtime's fused kernels busy.
+        nodes.append(helper.make_node("Mul", [tensor, tensor], [f"{base}/sq"]))
+        nodes.append(helper.make_node("GlobalAveragePool", [f"{base}/sq"], [w]))
+        return nodes, [a, w]
 
     def _rank(self, tensor: str) -> int | None:
         shape = self.graph.shape(tensor)
@@ -178,6 +197,8 @@ class OnnxCollector:
                 positions = self._positions(site)
                 a2 = a.reshape(a.shape[0], a.shape[1]).astype(np.float64)
                 w2 = outputs[w_name].reshape(a2.shape).astype(np.float64)
+                if self.point == "output":  # a mean square: the variance about the mean
+                    w2 = np.maximum(w2 - a2 * a2, 0.0)
             else:  # a rank-2 input: each sample is one value per channel
                 positions, a2, w2 = 1, a.astype(np.float64), np.zeros(a.shape)
             if self.point == "output":

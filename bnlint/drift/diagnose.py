@@ -116,16 +116,17 @@ class Diagnosis:
             found["note"] = self.note
         return found
 
-    def message(self) -> str:
+    def detail(self) -> str:
+        """Where and why, completing "the drift starts here, ..." """
         if self.cause == "stale-statistics":
             return (
-                "the drift starts here, below BNs that match the data: its running "
-                "statistics are stale (the weights feeding it changed after they were "
-                "computed, e.g. fine-tuned in eval mode or with frozen BatchNorm)"
+                "below BNs that match the data: its running statistics are stale (the weights "
+                "feeding it changed after they were computed, e.g. fine-tuned in eval mode or "
+                "with frozen BatchNorm)"
             )
         if self.explanation is not None and self.explanation.fits:
-            return f"the drift starts here, at the first BN: {self.explanation.describe()}"
-        text = "the drift starts here, at the first BN, so the preprocessing differs from training"
+            return f"at the first BN: {self.explanation.describe()}"
+        text = "at the first BN, so the preprocessing differs from training"
         if self.note:
             return f"{text} ({self.note})"
         if self.tried:
@@ -135,6 +136,9 @@ class Diagnosis:
                 f"(closest: {best.kind}, {best.beyond} of {best.channels} channels still off)"
             )
         return text
+
+    def message(self) -> str:
+        return f"the drift starts here, {self.detail()}"
 
 
 def _num(value: float) -> str:

@@ -14,6 +14,11 @@ from bnlint.rule import RuleContext
 
 WORST_SHOWN = 2
 RECALIBRATE = "bnlint recalibrate MODEL --sample-data FILE -o OUT"
+STALE_FIX = (
+    "fine-tune with BatchNorm in train mode, or re-estimate the statistics "
+    f"({RECALIBRATE}) and check the accuracy: weights tuned against stale statistics may "
+    "need a short fine-tune after"
+)
 
 
 def _rounded(values: np.ndarray) -> list[float | None]:
@@ -87,11 +92,11 @@ def drift_findings(profile: DriftProfile, ctx: RuleContext) -> Iterator[Finding]
             fix = (
                 "make the serving preprocessing match training's"
                 if diagnosis.cause == "preprocessing"
-                else f"re-estimate the statistics ({RECALIBRATE}) or fine-tune in train mode"
+                else STALE_FIX
             )
         elif layer.root:
             message = f"{head}; a drift starts here too"
-            fix = f"re-estimate the statistics ({RECALIBRATE})"
+            fix = STALE_FIX
         else:
             origin = names.get(layer.upstream_roots[0]) if layer.upstream_roots else None
             where = f" at {origin}" if origin else ""

@@ -23,7 +23,7 @@ REPORTERS = {
 
 # Per-model data a format needs from the live graph, computed in the (worker) process that
 # linted the model and stored in ModelResult.extras (see bnlint.report.extras).
-EXTRAS_BY_FORMAT: dict[str, tuple[str, ...]] = {"html": ("bn_table", "neighborhood")}
+EXTRAS_BY_FORMAT: dict[str, tuple[str, ...]] = {"html": ("bn_table", "neighborhood", "drift")}
 
 
 @dataclass

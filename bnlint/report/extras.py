@@ -27,9 +27,16 @@ def _neighborhood(graph: ModelGraph, result: ModelResult) -> Any:
     return neighborhoods(graph, [f.order for f in result.findings if f.order >= 0])
 
 
+def _drift(graph: ModelGraph, result: ModelResult) -> Any:
+    from bnlint.report.drift_chart import drift_extra
+
+    return drift_extra(graph)
+
+
 BUILDERS: dict[str, Callable[[ModelGraph, ModelResult], Any]] = {
     "bn_table": _bn_table,
     "neighborhood": _neighborhood,
+    "drift": _drift,
 }
 
 

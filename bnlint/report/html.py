@@ -23,6 +23,7 @@ from typing import Any
 from bnlint.findings import Report, Severity, json_safe
 from bnlint.report import RenderOptions
 from bnlint.report.catalog import rule_docs
+from bnlint.report.drift_chart import drift_view
 from bnlint.report.html_svg import (
     log_domain,
     neighborhood_svg,
@@ -172,6 +173,9 @@ def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
     context["details"] = details
     context["bn"] = {model.index: _bn_rows(model) for model in context["models"]}
     context["fold"] = {model.index: _fold_rows(model) for model in context["models"]}
+    context["drift"] = {
+        model.index: drift_view(model.result.extras.get("drift")) for model in context["models"]
+    }
     context["codes"] = sorted(context["rules"])
     context["provenance"] = provenance_view(report)
     context["title"] = options.extra.get("title", "bnlint report")

@@ -9,8 +9,9 @@ from bnlint._version import __version__
 from bnlint.findings import Report
 from bnlint.report import RenderOptions
 
-# 1.1: optional top-level ``provenance`` (docs/json-schema.md has the schema changelog).
-SCHEMA_VERSION = "1.1"
+# 1.1: optional top-level ``provenance``; 1.2: ``provenance.sample_data`` and
+# ``recalibration`` (docs/json-schema.md has the schema changelog).
+SCHEMA_VERSION = "1.2"
 
 
 def report_dict(report: Report) -> dict[str, Any]:

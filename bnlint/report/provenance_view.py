@@ -139,6 +139,9 @@ def _reproduce(data: dict[str, Any], models: list[dict[str, Any]]) -> list[str]:
     lines.append("pip install " + " ".join(shlex.quote(pin) for pin in pins))
     lines.append("# the same inputs (sha256):")
     lines += [f"# {m['sha256']}  {m['path']}" for m in models if len(m["sha256"]) == 64]
+    samples = data.get("sample_data") or {}
+    if samples.get("sha256"):
+        lines.append(f"# {samples['sha256']}  {samples.get('path')}  (--sample-data)")
     if invocation.get("command_line"):
         lines.append(f"cd {shlex.quote(invocation.get('working_directory') or '.')}")
         lines.append(invocation["command_line"])
@@ -147,6 +150,22 @@ def _reproduce(data: dict[str, Any], models: list[dict[str, Any]]) -> list[str]:
     lines.append("# or, from a JSON report of this run: rerun with the recorded settings, compare")
     lines.append("python -m bnlint.reproduce report.json")
     return lines
+
+
+def _samples(data: dict[str, Any]) -> str | None:
+    record = data.get("sample_data")
+    if not record:
+        return None
+    if record.get("error"):
+        return f"{record.get('path')}: {record['error']}"
+    arrays = "; ".join(
+        f"{name}: {item.get('dtype')} [{'×'.join(str(d) for d in item.get('shape') or [])}]"
+        for name, item in (record.get("arrays") or {}).items()
+    )
+    return (
+        f"{record.get('path')} — {record.get('samples')} samples ({arrays}); "
+        f"sha256 {record.get('sha256')}, {_size(record.get('size'))}"
+    )
 
 
 def _inert(value: Any) -> Any:
@@ -193,6 +212,7 @@ def provenance_view(report: Report) -> dict[str, Any] | None:
             for position, record in enumerate(data.get("configurations") or [])
         ],
         "verification": _verification(data),
+        "sample_data": _samples(data),
         "reproduce": _reproduce(data, models),
     }
     # Paths, input names and settings come from users and model files: shown inert. The JSON
