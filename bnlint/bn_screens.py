@@ -65,7 +65,12 @@ def _out_of_range(values: np.ndarray) -> np.ndarray:
     return (magnitude > SMALLEST_MAX) | ((magnitude > 0) & (magnitude < LARGEST_MIN_NORMAL))
 
 
-def fold_hazards(graph: ModelGraph, verdicts: dict[int, Any], target_dtype: str | None):
+def fold_hazards(
+    graph: ModelGraph,
+    verdicts: dict[int, Any],
+    target_dtype: str | None,
+    spread_bits: float = 10.0,
+):
     """BN013: any value that a fold could push outside float16's range or normal range.
 
     None (every BN) for int8 targets, whose channel-spread check needs every weight.
@@ -86,6 +91,11 @@ def fold_hazards(graph: ModelGraph, verdicts: dict[int, Any], target_dtype: str 
         magnitude = np.where(valid, np.abs(scale), 0.0)
         shift = np.abs(table.aligned("mean", 0.0)) * magnitude + np.abs(table.aligned("bias", 0.0))
         selected |= table.any("var", shift > SMALLEST_MAX)
+        spread = np.abs(table.aligned("mean", 0.0)) / np.sqrt(
+            var + table.per_element("var", table.eps)
+        )
+        alive = var > table.per_element("var", table.eps)
+        selected |= table.any("var", alive & np.isfinite(spread) & (spread >= 2.0**spread_bits))
     candidates = _ids(table, selected)
     _weight_screen(graph, table, verdicts, magnitude, candidates)
     return candidates

@@ -10,6 +10,7 @@ couples samples.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,9 @@ MAX_FEED_BYTES = 256 * 1024**2  # a probe input larger than this is refused, nev
 
 
 def _onnxruntime() -> Any:
+    # ONNX Runtime otherwise writes a telemetry device id under ~/.cache and $TMPDIR on
+    # import: a linter leaves nothing behind in the user's home.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     try:
         import onnxruntime
     except ImportError:

@@ -18,9 +18,19 @@ forward fold into the next Conv) and the folded bias (b - mean) * s + beta. Agai
   127 / `int8-spread` levels), and the layer is reported when at least
   `int8-affected-fraction` of its nonzero channels are affected.
 
-Evidence carries the numbers: the largest |scale|, |folded weight| and |folded bias|, the
-channels affected and, for int8, the spread ratio. Channels with NaN, Inf or
-var + eps <= 0 are left to BN006.
+- a running mean `mean-spread-bits` or more binary orders of magnitude away from zero in
+  units of the running standard deviation (|mean| / sqrt(var + eps) >= 2^10 by default):
+  the folded bias beta - mean * s cancels against the folded weights' output, and about
+  log2 of that ratio significant bits of the dtype are lost. The unfolded BN subtracts the
+  same mean, and every tool's fold loses the same bits: this is a precision hazard, not a
+  wrong fold (BN012 stays silent). Channels whose variance is no larger than eps (a
+  constant input) are left to BN006.
+
+Channels whose folded weights and bias all lie below one rounding of the layer's largest
+channel (pruned channels, gamma ~ 1e-30) are not reported as subnormal or flushed:
+flushing them changes nothing the dtype can represent. Evidence carries the numbers: the
+largest |scale|, |folded weight| and |folded bias|, the channels affected and, for int8,
+the spread ratio. Channels with NaN, Inf or var + eps <= 0 are left to BN006.
 
 ## Why it matters
 Fold passes compute in float32 and cast back: a channel with a tiny running variance gets a
@@ -42,6 +52,8 @@ layer) in float32, or quantize the folded weights per output channel instead of 
 - `int8-spread` (default 16.0): ratio of the layer's largest channel range to a channel's
   range beyond which that channel counts as losing precision.
 - `int8-affected-fraction` (default 0.5): share of nonzero channels that must be affected.
+- `mean-spread-bits` (default 10): report channels whose |mean| / sqrt(var + eps) reaches
+  2 to this power (10: three decimal digits lost).
 """
 
 from __future__ import annotations
@@ -52,7 +64,8 @@ from typing import Any
 import numpy as np
 
 from bnlint import bn_screens as screens
-from bnlint.fold import plan
+from bnlint.fold import hazards, plan
+from bnlint.fold.hazards import stats_kind
 from bnlint.graph import ModelGraph
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
 from bnlint.stats import (
@@ -75,7 +88,7 @@ RULE = RuleSpec(
     since="0.1.0",
     phases=INFERENCE,
     needs=frozenset({"parameters"}),
-    options={"int8-spread": 16.0, "int8-affected-fraction": 0.5},
+    options={"int8-spread": 16.0, "int8-affected-fraction": 0.5, "mean-spread-bits": 10.0},
 )
 
 
@@ -83,9 +96,16 @@ _PARAM_KEYS = {"scale": "gamma", "bias": "beta", "mean": "running_mean", "var": 
 
 
 def _range_checks(
-    key: str, values: np.ndarray, fmt: FloatFormat, out: dict, msgs: list, subnormal: bool
+    key: str,
+    values: np.ndarray,
+    fmt: FloatFormat,
+    out: dict,
+    msgs: list,
+    subnormal: bool,
+    ignore: np.ndarray | None = None,
 ) -> None:
-    """Record channels of ``values`` beyond ``fmt``'s range (and below its normal range)."""
+    """Record channels of ``values`` beyond ``fmt``'s range (and below its normal range,
+    leaving out the ``ignore`` channels, whose flushing changes nothing)."""
     label = key.replace("_", " ")
     finite = np.isfinite(values)
     magnitude = np.abs(np.where(finite, values, 0.0))
@@ -97,6 +117,8 @@ def _range_checks(
             f"channel(s) {found['channels']} (> {fmt.name} max {describe(fmt.max)})"
         )
     tiny = finite & (magnitude > 0) & (magnitude < fmt.min_normal)
+    if ignore is not None and ignore.shape == tiny.shape:
+        tiny &= ~ignore
     if subnormal and tiny.any():
         flushed = int((tiny & (magnitude <= fmt.min_subnormal / 2)).sum())
         found = out[f"{key}_subnormal"] = {**channel_summary(tiny, magnitude), "flushed": flushed}
@@ -129,7 +151,8 @@ def _target(ctx: RuleContext, model_dtype: str | None) -> tuple[FloatFormat, str
 
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
     verdicts = {verdict.bn.id: verdict for verdict in plan(graph)}
-    candidates = screens.fold_hazards(graph, verdicts, ctx.target_dtype)  # None: all BNs
+    bits = float(ctx.options["mean-spread-bits"])
+    candidates = screens.fold_hazards(graph, verdicts, ctx.target_dtype, bits)  # None: all
     for bn in graph.nodes_of("batch_norm"):
         if bn.attrs.get("training"):
             continue  # batch statistics, not these parameters, are used (BN003)
@@ -148,29 +171,39 @@ def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
         evidence["max_abs_folded_scale"] = (
             float(np.abs(scale[valid]).max()) if valid.any() else None
         )
+        verdict = verdicts.get(bn.id)
+        weights = bias = negligible = None
+        foldable = verdict is not None and verdict.foldable and verdict.producer is not None
+        if foldable:
+            kind, producer = stats_kind(verdict.kind), verdict.producer
+            evidence["folded_into"] = producer.display_name
+            weights = folded_weight_absmax(graph, kind, producer, np.where(valid, scale, 0.0))
+            bias = folded_bias(graph, kind, producer, verdict.add, params, scale)
+            negligible = hazards.negligible_channels(
+                weights, bias, hazards.fan_in(graph, producer, scale.size), fmt.name
+            )
         if fmt.name != "float64":
             for role in BN_ROLES:
                 values = params.get(role)
                 if values is not None:
                     _range_checks(_PARAM_KEYS[role], values, fmt, evidence, msgs, False)
-            _range_checks("folded_scale", np.where(valid, scale, 0.0), fmt, evidence, msgs, True)
-        verdict = verdicts.get(bn.id)
-        if verdict is not None and verdict.foldable and verdict.producer is not None:
-            kind, producer = verdict.kind or "conv", verdict.producer
-            evidence["folded_into"] = producer.display_name
-            weights = folded_weight_absmax(graph, kind, producer, np.where(valid, scale, 0.0))
-            if weights is not None:
-                finite = weights[np.isfinite(weights)]
-                evidence["max_abs_folded_weight"] = float(finite.max()) if finite.size else None
-                if fmt.name != "float64":
-                    _range_checks("folded_weight", weights, fmt, evidence, msgs, True)
-                if ctx.target_dtype == "int8":
-                    _int8_spread(weights, ctx, evidence, msgs)
-            bias = folded_bias(graph, kind, producer, verdict.add, params, scale)
-            if bias is not None and np.isfinite(bias).any():
-                evidence["max_abs_folded_bias"] = float(np.abs(bias[np.isfinite(bias)]).max())
-                if fmt.name != "float64":
-                    _range_checks("folded_bias", bias, fmt, evidence, msgs, False)
+            folded_scale = np.where(valid, scale, 0.0)
+            _range_checks("folded_scale", folded_scale, fmt, evidence, msgs, True, negligible)
+        if weights is not None:
+            finite = weights[np.isfinite(weights)]
+            evidence["max_abs_folded_weight"] = float(finite.max()) if finite.size else None
+            if fmt.name != "float64":
+                _range_checks("folded_weight", weights, fmt, evidence, msgs, True, negligible)
+            if ctx.target_dtype == "int8":
+                _int8_spread(weights, ctx, evidence, msgs)
+        if bias is not None and np.isfinite(bias).any():
+            evidence["max_abs_folded_bias"] = float(np.abs(bias[np.isfinite(bias)]).max())
+            if fmt.name != "float64":
+                _range_checks("folded_bias", bias, fmt, evidence, msgs, False)
+        spread = hazards.mean_spread(params, bits, fmt.name)
+        if spread is not None:
+            evidence["mean_spread"] = spread
+            msgs.append(hazards.describe_spread(spread, fmt.name))
         if msgs:
             target = "int8" if ctx.target_dtype == "int8" else fmt.name
             yield ctx.finding(

@@ -133,22 +133,23 @@ def test_fold_table_renders_when_verification_data_is_present(tmp_path: Path) ->
     model = onnx_zoo.resnet_opset15(tmp_path)
     report = bnlint.lint(str(model), extras=extras_for(["html"]))
     assert "Fold and verify" not in render(report, "html", RenderOptions())
-    report.models[0].extras["fold"] = [
-        {
-            "bn": "stem.bn",
-            "verdict": "folded",
-            "producer": "stem.conv",
-            "kind": "conv",
-            "reason": None,
-            "max_abs_error": 3.1e-7,
-            "tolerance": 2e-6,
-        },
-        {"bn": "<b>x</b>", "verdict": "folded-wrongly", "problem": "scale on axis 1"},
-        {"bn": "block.bn2", "verdict": "unverified", "into": "Conv block.conv2"},
-    ]
+    report.models[0].verification = {
+        "bns": [
+            {
+                "bn": "stem.bn",
+                "verdict": "folded-correctly",
+                "into": "Conv stem.conv",
+                "kind": "conv",
+                "algebraic": {"error": 3.1e-7, "bound": 2e-6, "margin": 6.45},
+            },
+            {"bn": "<b>x</b>", "verdict": "folded-wrongly", "problem": "scale on axis 1"},
+            {"bn": "block.bn2", "verdict": "unverified", "into": "Conv block.conv2"},
+        ]
+    }
     html = render(report, "html", RenderOptions())
     fold = html.split("Fold and verify", 1)[1].split("</table>", 1)[0]
-    assert '<td class="good">folded</td>' in fold and "3.1e-07" in fold and "2e-06" in fold
+    assert '<td class="good">folded-correctly</td>' in fold
+    assert "3.1e-07" in fold and "2e-06" in fold
     assert '<td class="bad">folded-wrongly</td>' in fold and "&lt;b&gt;x&lt;/b&gt;" in fold
     assert "scale on axis 1" in fold and "Conv block.conv2" in fold
     assert '<td class="neutral">unverified</td>' in fold

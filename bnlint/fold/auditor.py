@@ -158,7 +158,7 @@ def audit(
             numeric_skipped=skipped,
         )
     except SizeLimit as error:
-        raise FoldError(f"{folded_graph.path}: audit refused: {error}") from None
+        raise FoldError(f"audit refused: {error}") from None
     for record in records:
         _verdict(record, original, folded_graph, theirs)
         region = record.region.region if record.region is not None else None

@@ -56,11 +56,28 @@ def _tolerance_scale(given: float | None, ctx: Any) -> float:
     return float(given if given is not None else ctx.options.get("tolerance-scale", 1.0))
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _refuse_input_target(target: Path, inputs: Sequence[Any]) -> None:
+    """Exit 2 when ``target`` is (device and inode) one of the files read."""
+    from bnlint.report.write import UnsafeOutput, refuse_input_target
+
     try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
+        refuse_input_target(target, inputs)
+    except UnsafeOutput as error:
+        _fail(f"{printable(str(target), None)}: {error}")
+
+
+def _inputs(source: Path, graph: Any, resolver: Any) -> list[Any]:
+    """Every file the fold read: the model, its external data, the configuration."""
+    found: list[Any] = [source]
+    model = graph.extras.get("onnx_model")
+    if model is not None:
+        from bnlint.onnx_io import external_files
+
+        found += sorted(external_files(model, source))
+    file_config = resolver.config_for(source.absolute().parent)
+    if file_config is not None and getattr(file_config, "path", None):
+        found.append(file_config.path)
+    return found
 
 
 @click.command("fold")
@@ -131,8 +148,7 @@ def fold(
     from bnlint.loaders import LoadError, load_model
 
     source, target = Path(model), Path(output)
-    if _same_file(source, target):
-        _fail(f"{output}: refusing to overwrite the input model")
+    _refuse_input_target(target, [source])
     try:
         for pattern in keep:
             re.compile(pattern)
@@ -152,20 +168,27 @@ def fold(
         )
     except re.error as error:
         _fail(f"--keep: bad regular expression: {error}")
-    except (ConfigError, LoadError, FoldError) as error:
+    except (ConfigError, LoadError) as error:
         _fail(str(error))
+    except FoldError as error:
+        text = str(error)
+        _fail(text if text.startswith(str(model)) else f"{model}: {text}")
     except Exception as error:  # an internal failure still ends in one line and exit 2
         if debug:
             traceback.print_exc()
         _fail(f"internal error: {type(error).__name__}: {error} (rerun with --debug)")
-    _report_fold(result, ctx, graph, output_format, resolver)
+    _report_fold(result, ctx, graph, output_format, resolver, err=_is_stdout(target))
     if not result.verification.ok:
         click.echo("bnlint: fold failed verification; nothing written", err=True)
         sys.exit(1)
-    _write(result, graph, source, target)
+    inputs = _inputs(source, graph, resolver)
+    _refuse_input_target(target, inputs)
+    _write(result, graph, source, target, inputs)
 
 
-def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str, resolver: Any) -> None:
+def _report_fold(
+    result: Any, ctx: Any, graph: Any, output_format: str, resolver: Any, err: bool = False
+) -> None:
     from bnlint.findings import ModelResult, Report
     from bnlint.fold.report import record_findings, verification_section
     from bnlint.report.verification import table_lines
@@ -194,16 +217,16 @@ def _report_fold(result: Any, ctx: Any, graph: Any, output_format: str, resolver
         report.provenance = collect(report, resolver, Invocation("cli", _invocation_argv()))
         import json
 
-        click.echo(json.dumps(report_dict(report), indent=2, allow_nan=False))
+        click.echo(json.dumps(report_dict(report), indent=2, allow_nan=False), err=err)
         return
-    click.echo("\n".join(table_lines(section)))
+    click.echo("\n".join(table_lines(section)), err=err)
     from bnlint.report.text import finding_line
 
     for finding in findings:
-        click.echo(finding_line(graph.path, finding))
+        click.echo(finding_line(graph.path, finding), err=err)
 
 
-def _write(result: Any, graph: Any, source: Path, target: Path) -> None:
+def _write(result: Any, graph: Any, source: Path, target: Path, inputs: list[Any]) -> None:
     folded = sum(1 for record in result.records if record.status == "folded")
     if folded == 0:
         total = len(result.records)
@@ -215,7 +238,7 @@ def _write(result: Any, graph: Any, source: Path, target: Path) -> None:
         click.echo(f"bnlint: nothing was folded: {why}; writing an unchanged copy", err=True)
     try:
         if result.format == "onnx":
-            written = _write_onnx(result.folded, graph, source, target)
+            written = _write_onnx(result.folded, graph, source, target, inputs)
         else:
             written = [_write_torch(result.folded, graph, target)]
     except OSError as error:
@@ -224,7 +247,9 @@ def _write(result: Any, graph: Any, source: Path, target: Path) -> None:
     click.echo(f"wrote {names}: {folded} of {len(result.records)} BatchNorm folded", err=True)
 
 
-def _write_onnx(folded: Any, graph: Any, source: Path, target: Path) -> list[Path]:
+def _write_onnx(
+    folded: Any, graph: Any, source: Path, target: Path, inputs: list[Any]
+) -> list[Path]:
     from bnlint.fold.engine import check_onnx
     from bnlint.onnx_io import (
         PROTOBUF_LIMIT,
@@ -242,6 +267,10 @@ def _write_onnx(folded: Any, graph: Any, source: Path, target: Path) -> list[Pat
     data_file = (target.absolute().parent / (target.name + ".data")).resolve()
     if external and data_file in external_files(original, source):
         _fail(f"{data_file}: refusing to overwrite the input model's external data")
+    if external:
+        _refuse_input_target(data_file, inputs)
+    if _special(target):  # /dev/null, /dev/stdout, a FIFO: written in place, never replaced
+        return [_write_in_place(folded, target, inputs, external)]
 
     def checked(staged: Path) -> str | None:
         """The checker on the written file (one serialization, read back by C++)."""
@@ -255,6 +284,51 @@ def _write_onnx(folded: Any, graph: Any, source: Path, target: Path) -> list[Pat
     except FoldIOError as error:
         _fail(str(error))
     return []
+
+
+def _is_stdout(target: Path) -> bool:
+    """Whether the folded model goes to stdout (the report then goes to stderr)."""
+    from bnlint.report.write import _own_descriptor
+
+    if _own_descriptor(str(target)) == 1:
+        return True
+    try:
+        return os.path.samestat(os.stat(target), os.fstat(1))
+    except (OSError, ValueError):
+        return False
+
+
+def _special(target: Path) -> bool:
+    """Whether ``target`` is this process's own descriptor (``/dev/stdout``, directly or
+    through symlinks) or exists and is not a regular file: written in place, never
+    replaced by a renamed file."""
+    import stat
+
+    from bnlint.report.write import _own_descriptor
+
+    if _own_descriptor(str(target)) is not None:
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(target).st_mode)
+    except OSError:
+        return False
+
+
+def _write_in_place(folded: Any, target: Path, inputs: list[Any], external: bool) -> Path:
+    from bnlint.report.write import UnsafeOutput, check_output_target, discard, write_output
+
+    try:
+        checked = check_output_target(target, inputs)
+    except UnsafeOutput as error:
+        _fail(f"{printable(str(target), None)}: {error}")
+    if external:
+        discard(checked)
+        _fail(f"{printable(str(target), None)}: a model with external data needs a folder")
+    try:
+        write_output(checked, folded.SerializeToString())
+    except (OSError, UnsafeOutput) as error:
+        _fail(f"{printable(str(target), None)}: cannot write: {error}")
+    return target
 
 
 def _may_exceed(source: Path, limit: int) -> bool:

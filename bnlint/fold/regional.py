@@ -19,7 +19,7 @@ import numpy as np
 from onnx import NodeProto, TensorProto
 
 from bnlint.fold import bounds
-from bnlint.fold.exact import FLOATS, EvalError, Evaluator, Tensor
+from bnlint.fold.exact import FLOATS, EvalError, Evaluator, SizeLimit, Tensor
 from bnlint.fold.regions import (
     MAX_REGION_NODES,
     ModelView,
@@ -211,6 +211,8 @@ def _check(original: Side, folded: Side, scope, other, region, rng, same_constan
         return result
     try:
         _evaluate(original, folded, scope, other, result, rng)
+    except SizeLimit:
+        raise  # a hostile size is bad input: the caller refuses the model
     except EvalError as error:
         result.problem = f"could not evaluate it: {error}"
     return result

@@ -10,6 +10,7 @@ relative to the working directory.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 import numpy as np
 from onnx import ModelProto, TensorProto
@@ -18,6 +19,7 @@ from bnlint.fold.exact import EvalError, SizeLimit, _dtype_name
 from bnlint.fold.exact_ops import check_size
 from bnlint.fold.regional import Constants, Side
 from bnlint.fold.regions import ModelView, Scope
+from bnlint.fold.results import FoldError
 from bnlint.graph import ModelGraph
 from bnlint.loaders.onnx_tensors import read_embedded
 from bnlint.params import UnreadableParameter
@@ -45,7 +47,9 @@ def graph_reader(graph: ModelGraph) -> Callable[[Scope, str], tuple[np.ndarray, 
             try:
                 return np.asarray(graph.params.get(key)), _dtype_name(tensor.data_type)
             except (UnreadableParameter, OSError, ValueError) as error:
-                raise EvalError(f"initializer {name!r} cannot be read: {error}") from None
+                # An input bnlint cannot read is bad input, not an open question.
+                where = Path(str(graph.path)).name
+                raise FoldError(f"tensor {name!r} of {where} cannot be read: {error}") from None
         return read_tensor(tensor), _dtype_name(tensor.data_type)
 
     return read

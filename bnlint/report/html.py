@@ -37,7 +37,7 @@ from bnlint.report.view import ModelView, base_context, environment, short_path
 
 BN_COLUMNS = (("gamma", "γ (scale)", False), ("var", "running variance", True))
 BN_COLUMNS += (("scale", "folded scale γ/√(var+ε)", False),)
-FOLD_FIELDS = ("bn", "verdict", "producer", "kind", "reason", "max_abs_error", "tolerance")
+FOLD_LEVELS = ("algebraic", "numeric")
 GOOD_VERDICTS = frozenset({"folded", "folded-correctly", "verified", "ok", "pass", "passed"})
 BAD_VERDICTS = frozenset({"folded-wrongly", "unmatched", "mismatch", "error", "outputs-differ"})
 
@@ -123,24 +123,24 @@ def _verdict_class(verdict: str) -> str:
 
 
 def _fold_rows(model: ModelView) -> list[dict[str, Any]] | None:
-    """The fold/verify table from ``extras["fold"]`` (a list of per-BN dicts), if present.
-
-    Documented keys (docs/reports.md): bn, verdict, producer, kind, reason, max_abs_error,
-    tolerance; ``into`` and ``problem`` are accepted for producer and reason.
-    """
-    data = model.result.extras.get("fold")
+    """The verification table from the model's verification section (one row per BN:
+    verdict, target or reason, and error / bound / margin of each level), if present."""
+    section = model.result.verification
+    data = section.get("bns") if isinstance(section, dict) else None
     if not isinstance(data, list) or not data:
         return None
     rows = []
     for entry in data:
         if not isinstance(entry, dict):
             continue
-        row = {name: entry.get(name) for name in FOLD_FIELDS}
-        row["producer"] = row["producer"] or entry.get("into")
-        row["reason"] = row["reason"] or entry.get("problem")
+        row = {key: entry.get(key) for key in ("bn", "verdict", "into", "kind")}
+        row["reason"] = entry.get("problem") or entry.get("reason")
         row["cls"] = _verdict_class(str(row["verdict"] or ""))
-        for key in ("max_abs_error", "tolerance"):
-            row[key] = number(row[key]) if row[key] is not None else "—"
+        for level in FOLD_LEVELS:
+            check = entry.get(level) if isinstance(entry.get(level), dict) else {}
+            for key in ("error", "bound", "margin"):
+                value = check.get(key)
+                row[f"{level}_{key}"] = number(value) if value is not None else "—"
         rows.append(row)
     return rows
 

@@ -10,8 +10,9 @@ from bnlint.findings import Report
 from bnlint.report import RenderOptions
 
 # 1.1: optional top-level ``provenance``; 1.2: ``provenance.sample_data`` and
-# ``recalibration`` (docs/json-schema.md has the schema changelog).
-SCHEMA_VERSION = "1.2"
+# ``recalibration``; 1.3: optional per-model ``verification`` (docs/json-schema.md has the
+# schema changelog).
+SCHEMA_VERSION = "1.3"
 
 
 def report_dict(report: Report) -> dict[str, Any]:

@@ -50,6 +50,18 @@ def one_narrow_channel():
     return conv_bn(C, scale=scale, var=np.ones(C))
 
 
+def large_mean():
+    from tests.fold_cases import large_mean as build
+
+    return build()
+
+
+def pruned_channels():
+    from tests.fold_cases import pruned_channels as build
+
+    return build()
+
+
 POSITIVE = [
     Case(
         "float32-statistics-deployed-in-float16",
@@ -103,6 +115,13 @@ POSITIVE = [
         message="[11]",
     ),
     Case(
+        "running-mean-1560-sigmas-from-zero",
+        large_mean,
+        ["bn"],
+        message="1560 standard deviations from zero",
+        evidence={"target_dtype": "float32"},
+    ),
+    Case(
         "convtranspose-decoder-dead-channel-int8",
         decoder_with_dead_channel,
         ["decoder.4"],
@@ -111,6 +130,8 @@ POSITIVE = [
     ),
 ]
 NEGATIVE = [
+    Case("pruned-channels-flush-harmlessly", pruned_channels, []),
+    Case("pruned-channels-flush-harmlessly-in-float16", pruned_channels, [], settings=F16),
     Case("float32-statistics-kept-in-float32", values("var", 2, 0.0, eps=1e-12), []),
     Case("float16-model-ordinary", lambda: conv_bn(C, dtype=np.float16), [], settings=F16),
     Case("resnet-small-int8", lambda: exported("resnet_small"), [], settings=INT8),
