@@ -37,11 +37,30 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
+def _real_directory(path: Path) -> bool:
+    """A directory itself, not a symlink to one (``lstat``)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _hf_blobs_root(model_dir: Path) -> Path | None:
-    """``.../models--org--name/blobs`` when the model sits in a Hugging Face snapshot."""
-    for parent in (model_dir, *model_dir.parents):
-        if parent.name.startswith("models--"):
-            return (parent / "blobs").resolve()
+    """``.../models--org--name/blobs`` when the model sits in a Hugging Face snapshot.
+
+    Only a real cache layout counts: the model below ``models--*/snapshots/``, and both
+    ``models--*`` and its ``blobs`` real directories. A folder that merely names itself like
+    a cache — ``models--x/blobs -> /`` shipped beside a model — would otherwise make any
+    file on the machine "inside the cache".
+    """
+    folder = model_dir.resolve()  # every component real: a symlinked models--* has no such name
+    for parent in (folder, *folder.parents):
+        if not parent.name.startswith("models--"):
+            continue
+        snapshots, blobs = parent / "snapshots", parent / "blobs"
+        if folder == snapshots or not _inside(folder, snapshots) or not _real_directory(blobs):
+            return None
+        return blobs
     return None
 
 
@@ -54,7 +73,7 @@ class ExternalDataResolver:
         # when the model file itself is a symlink into a cache's blob store.
         self.model_dir = model_path.absolute().parent
         self.roots = [self.model_dir.resolve()]
-        blobs = _hf_blobs_root(model_path.absolute().parent)
+        blobs = _hf_blobs_root(self.model_dir)
         if blobs is not None:
             self.roots.append(blobs)
         self.roots += [Path(root).resolve() for root in allowed_roots]

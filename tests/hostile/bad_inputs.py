@@ -132,6 +132,18 @@ def external_symlink(folder: Path) -> HostileCase:
     return refused(path, "resolves outside the model's folder")
 
 
+def external_fake_hf_cache(folder: Path) -> HostileCase:
+    """A folder shaped like a Hugging Face cache whose ``blobs`` is a symlink to ``/``: the
+    external data is a symlink to a decoy outside the model's folder (issue 12, item 3)."""
+    repo = folder / "hub" / "models--org--net"
+    path = onnx_zoo.external_data(repo / "snapshots" / "abc123")
+    data = path.parent / "external_data.bin"
+    data.rename(decoy := folder / "decoy.bin")
+    data.symlink_to(decoy)
+    (repo / "blobs").symlink_to("/")
+    return refused(path, "resolves outside the model's folder")
+
+
 def external_missing(folder: Path) -> HostileCase:
     return refused(onnx_zoo.external_data_at(folder / "m", "gone.bin"), "file not found")
 
@@ -203,6 +215,7 @@ BUILDERS: dict[str, Callable[[Path], HostileCase]] = {
     "external_dotdot": external_dotdot,
     "external_absolute": external_absolute,
     "external_symlink": external_symlink,
+    "external_fake_hf_cache": external_fake_hf_cache,
     "external_missing": external_missing,
     "external_fifo": external_fifo,
     "external_hardlink": external_hardlink,
