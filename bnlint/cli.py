@@ -21,6 +21,7 @@ from bnlint._version import __version__
 from bnlint.options import check_options, color_enabled, settings_from_options
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 INVOCATION = "bnlint.argv"  # click Context.meta keys (shared by nested contexts)
 STARTED = "bnlint.started"
 
@@ -49,6 +50,9 @@ class DefaultGroup(click.Group):
         except BrokenPipeError:  # `bnlint rules | head`: not an error of bnlint's
             silence_stdout()
             ctx.exit(0)
+        except KeyboardInterrupt:  # Ctrl-C: one line, the shell's code for SIGINT
+            click.echo("bnlint: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 def fail(message: str) -> None:

@@ -3,7 +3,8 @@
 Seeds are valid files built in code (ONNX from the zoo, ``.pt2``, TorchScript, ``torch.save``
 zips, safetensors); :mod:`tests.fuzz_mutations` edits their bytes, their protobuf
 structure (dims, arities, dangling names, cycles, absurd attributes, external data), their
-zip members and the JSON inside. The oracle, on every example: the CLI exits 0, 1 or 2;
+zip members and the JSON inside; :mod:`tests.fuzz_constructs` builds whole constructs that
+third-party inference mishandles (Einsum equations, function call graphs, shape chains). The oracle, on every example: the CLI exits 0, 1 or 2;
 no traceback, no "internal error" (which would stop the other files), at most one error
 line, no memory exhaustion under the address-space limit, no raw escape character in
 terminal output, no file written and no read of the decoys outside the model's folder
@@ -38,6 +39,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from bnlint.cli import main
+from tests.fuzz_constructs import CONSTRUCTS
 from tests.fuzz_mutations import (
     DECOY_HARDLINK,
     DECOY_OUTSIDE,
@@ -52,9 +54,9 @@ REPO = Path(__file__).resolve().parents[1]
 LONG_RUN = int(os.environ.get("BNLINT_FUZZ_EXAMPLES", "0"))
 STRICT = os.environ.get("BNLINT_FUZZ_STRICT") == "1"
 FINDINGS_LOG = os.environ.get("BNLINT_FUZZ_LOG")
-# Shares of a long run: ONNX bytes, ONNX structure, archives.
-SHARES = {"onnx_bytes": 0.3, "onnx_structure": 0.4, "archives": 0.3}
-DEFAULT_EXAMPLES = {"onnx_bytes": 60, "onnx_structure": 100, "archives": 80}
+# Shares of a long run: ONNX bytes, ONNX structure, archives, generated constructs.
+SHARES = {"onnx_bytes": 0.25, "onnx_structure": 0.35, "archives": 0.25, "constructs": 0.15}
+DEFAULT_EXAMPLES = {"onnx_bytes": 60, "onnx_structure": 100, "archives": 80, "constructs": 45}
 EXAMPLE_SECONDS = 60  # guard per example (a typical one takes 20-200 ms)
 ADDRESS_SPACE_HEADROOM = 4 * 1024**3
 FORMATS = ["json", "text", "sarif", "html", "markdown", "junit", "github", "gitlab"]
@@ -300,6 +302,20 @@ def test_mutated_torch_archives(data, archive_seeds, workdir: Path) -> None:
     path = _write(workdir, blob, suffix)
     with _guards():
         check_cli(path, data.draw(st.sampled_from(["json", "text", "html"]), label="format"))
+    path.unlink()
+
+
+@_examples("constructs")
+@_seeded
+@given(data=st.data())
+def test_generated_constructs(data, workdir: Path) -> None:
+    """Einsum equations near the grammar, model-local function call graphs (recursion
+    included) and shape-operator chains from huge declared or constant sizes
+    (:mod:`tests.fuzz_constructs`): never a hang, an explosion or a second error line."""
+    kind = data.draw(st.sampled_from(sorted(CONSTRUCTS)), label="construct")
+    path = _write(workdir, CONSTRUCTS[kind](data).SerializeToString(), ".onnx")
+    with _guards():
+        check_cli(path, data.draw(st.sampled_from(["json", "text"]), label="format"))
     path.unlink()
 
 

@@ -24,6 +24,7 @@ from bnlint._perf import gc_paused
 from bnlint.graph import CANONICAL_OPS, BatchSize, GraphFacts, Location, ModelGraph
 from bnlint.loaders import LoadError
 from bnlint.loaders.external import ExternalDataResolver, lazy_reader
+from bnlint.loaders.onnx_bounded import expanded_node_count
 from bnlint.loaders.onnx_const import EVALUATORS
 from bnlint.loaders.onnx_file import MappedModel, MappedTensor, is_protobuf_path, read_mapped
 from bnlint.loaders.onnx_ops import STANDARD_DOMAINS, canonical_op, normalize
@@ -94,7 +95,7 @@ def build_graph(
     file), so weights are read without copying.
     """
     if model.functions:
-        model = _inline_functions(model, path)
+        model = _inline_functions(model, path, getattr(settings, "max_nodes", 2_000_000))
         raw_ranges = None
     builder = _Builder(model, path, settings)
     if raw_ranges and buffer is not None:
@@ -118,7 +119,16 @@ def _onnx_runner(graph_ref: weakref.ref[ModelGraph]) -> Any:
     return runner_for_graph(graph_ref())
 
 
-def _inline_functions(model: ModelProto, path: Path) -> ModelProto:
+def _inline_functions(model: ModelProto, path: Path, max_nodes: int) -> ModelProto:
+    """Inline model-local functions, after checking what that would build (functions that
+    call each other can double the graph at every level: 40 levels of a 4 KB file are
+    2**40 nodes)."""
+    try:
+        total = expanded_node_count(model, max_nodes)
+    except ValueError as error:
+        raise LoadError(path, str(error)) from None
+    if total > max_nodes:
+        raise LoadError(path, f"model-local functions expand to over {max_nodes} nodes (max-nodes)")
     try:
         from onnx import inliner
 
@@ -187,10 +197,21 @@ class _Builder(ConstantPlumbing):
             raise LoadError(self.path, f"{total} nodes exceed the limit of {max_nodes} (max-nodes)")
         self._graph(self.model.graph, Scope(None, ""), top=True)
         self._record_batch_sizes()
-        model, shapes = self.model, self.input_shapes
-        data_prop, bodies = needs_data_prop(self.op_types), self.has_bodies
+        model, shapes, ops, notes = (
+            self.model,
+            self.input_shapes,
+            self.op_types,
+            self.graph.facts.partial,
+        )
+        data_prop, bodies = needs_data_prop(ops), self.has_bodies
         self.graph.shape_provider = lambda: infer_types(
-            model, shapes, body_path, data_prop=data_prop, has_bodies=bodies
+            model,
+            shapes,
+            body_path,
+            data_prop=data_prop,
+            has_bodies=bodies,
+            op_types=ops,
+            notes=notes,
         )
         return self.graph.finalize()
 

@@ -181,6 +181,21 @@ def _result_bytes(op_type: str, inputs: Sequence[Any], attrs: dict[str, Any]) ->
         shape = np.broadcast_shapes(np.shape(inputs[0]), np.shape(inputs[1]))
         itemsize = np.result_type(inputs[0], inputs[1]).itemsize
         return int(np.prod(shape, dtype=object)) * itemsize
+    if op_type == "Concat":  # the sum of its inputs: a node may list one input many times
+        return sum(np.asarray(item).nbytes for item in inputs if item is not None)
+    if op_type == "Expand" and len(inputs) == 2:  # broadcasts both ways, not just to the shape
+        dims = [int(d) for d in np.asarray(inputs[1]).reshape(-1)[:64]]
+        if len(np.asarray(inputs[1]).reshape(-1)) > 64 or any(d < 0 for d in dims):
+            return MAX_FOLD_BYTES + 1
+        shape = np.broadcast_shapes(np.shape(inputs[0]), tuple(dims))
+        return int(np.prod(shape, dtype=object)) * np.asarray(inputs[0]).dtype.itemsize
+    if op_type == "ConstantOfShape" and inputs:
+        dims = np.asarray(inputs[0]).reshape(-1)
+        if dims.size > 64 or any(int(d) < 0 for d in dims):
+            return MAX_FOLD_BYTES + 1
+        return int(np.prod([int(d) for d in dims], dtype=object)) * 8
+    if op_type in ("Cast", "CastLike") and inputs:  # up to 8 bytes per element
+        return int(np.asarray(inputs[0]).size) * 8
     if op_type == "Gather" and len(inputs) == 2:
         data, indices = np.asarray(inputs[0]), np.asarray(inputs[1])
         axis = attrs.get("axis", 0) % max(data.ndim, 1)

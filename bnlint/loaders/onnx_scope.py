@@ -62,12 +62,9 @@ def exporter_metadata(node: NodeProto) -> ExporterMetadata:
     props = {prop.key: prop.value for prop in node.metadata_props}
     module_path = None
     scopes = props.get("pkg.torch.onnx.name_scopes")
-    try:
-        names = ast.literal_eval(scopes) if scopes else None
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        names = None
-    if isinstance(names, list) and len(names) >= 2 and names[-2]:
-        module_path = str(names[-2])
+    names = last_two_names(scopes) if scopes else None
+    if names is not None and names[0]:
+        module_path = names[0]
     source_file, source_line = None, None
     trace = props.get("pkg.torch.onnx.stack_trace")
     if trace:
@@ -78,6 +75,66 @@ def exporter_metadata(node: NodeProto) -> ExporterMetadata:
             source_file, source_line = frame
     training = "_native_batch_norm_legit_functional" in props.get("namespace", "")
     return ExporterMetadata(module_path, source_file, source_line, training)
+
+
+def _literal_ending(text: str, end: int) -> int | None:
+    """Start of the string literal whose closing quote is ``text[end - 1]``, or None.
+
+    Linear in the literal: each backslash before a quote is looked at once.
+    """
+    if end < 2 or text[end - 1] not in "'\"":
+        return None
+    quote, position = text[end - 1], end - 2
+    while position >= 0:
+        position = text.rfind(quote, 0, position + 1)
+        if position < 0:
+            return None
+        slash = position - 1
+        while slash >= 0 and text[slash] == "\\":
+            slash -= 1
+        if (position - 1 - slash) % 2 == 0:
+            return position
+        position = slash
+    return None
+
+
+def last_two_names(text: str) -> tuple[str, str] | None:
+    """The last two entries of a Python list literal of strings (``name_scopes``), or None.
+
+    Only the end of the list is read: the two literals before the closing bracket are found
+    from the end and evaluated alone, so the cost is theirs, whatever the list's length
+    (``ast.literal_eval`` of a 5 MB list builds an AST of gigabytes).
+    """
+    body = text.strip()
+    if len(body) < 2 or body[0] != "[" or body[-1] != "]":
+        return None
+    found: list[str] = []
+    end = len(body) - 1
+    while end > 0 and body[end - 1].isspace():
+        end -= 1
+    if body[end - 1 : end] == ",":  # a trailing comma
+        end -= 1
+        while end > 0 and body[end - 1].isspace():
+            end -= 1
+    for position in range(2):
+        start = _literal_ending(body, end)
+        if start is None:
+            return None
+        found.insert(0, body[start:end])
+        end = start
+        while end > 0 and body[end - 1].isspace():
+            end -= 1
+        if position == 0:
+            if body[end - 1 : end] != ",":
+                return None
+            end -= 1
+            while end > 0 and body[end - 1].isspace():
+                end -= 1
+    try:
+        first, second = (ast.literal_eval(item) for item in found)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return (first, second) if isinstance(first, str) and isinstance(second, str) else None
 
 
 _LEGACY_NAME = re.compile(r"^/(.+)/[A-Za-z][A-Za-z0-9]*(?:_\d+)?$")

@@ -11,12 +11,18 @@ subgraph-body names as ``<path>::<name>``, and decoded one name at a time on dem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from typing import Any
 
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, TensorProto
 
+from bnlint.loaders.onnx_bounded import (
+    InferenceStopped,
+    data_propagation_problem,
+    infer_bounded,
+    inference_problems,
+)
 from bnlint.loaders.onnx_types import dtype_name
 
 _SMALL_INITIALIZER = 4096  # bytes of integer data kept so Reshape/Expand targets infer
@@ -259,29 +265,48 @@ def infer_types(
     *,
     data_prop: bool | None = None,
     has_bodies: bool = True,
+    op_types: Set[tuple[str, str]] | None = None,
+    notes: list[str] | None = None,
 ) -> InferredTypes:
     """Every tensor's (shape, dtype) that ONNX shape inference can find.
 
     ``body_path`` names a subgraph body exactly as the graph builder does, so keys match.
     ``data_prop`` defaults to whether any node's inference could use propagated data;
     ``has_bodies=False`` (no If/Loop/Scan) skips looking for subgraph value infos.
+    Inference runs bounded (:mod:`bnlint.loaders.onnx_bounded`); what it skipped or could
+    not finish is appended to ``notes`` (the graph's partial-read facts, so BN901).
     """
-    from onnx import onnx_cpp2py_export
-
+    notes = notes if notes is not None else []
+    if op_types is None:
+        op_types = {(node.domain, node.op_type) for node in _all_nodes(model.graph)}
     if data_prop is None:
-        data_prop = needs_data_prop((node.domain, node.op_type) for node in _all_nodes(model.graph))
+        data_prop = needs_data_prop(op_types)
     serialized = _with_input_shapes(weightless_bytes(model), input_shapes)
-    try:
-        inferred = onnx_cpp2py_export.shape_inference.infer_shapes(
-            serialized, False, False, bool(data_prop)
-        )
-        graph = ModelProto.FromString(inferred).graph
-    except Exception:
-        # Inference is a convenience: a graph it cannot type is still linted without shapes.
+    problems = inference_problems(model) if ("", "Einsum") in op_types else []
+    if problems:
+        notes.append(f"shape inference skipped: {problems[0]}")
         graph = ModelProto.FromString(serialized).graph
+    else:
+        if data_prop and (why := data_propagation_problem(model, op_types, has_bodies)):
+            notes.append(why)
+            data_prop = False
+        graph = _inferred_graph(serialized, bool(data_prop), notes)
     # Inputs past the declared ones are the initializers typed above: parameters, whose
     # shapes the ModelGraph has already.
     return InferredTypes(graph, body_path if has_bodies else None, len(model.graph.input))
+
+
+def _inferred_graph(serialized: bytes, data_prop: bool, notes: list[str]) -> GraphProto:
+    """The inferred graph; without data propagation if that did not finish; else as given."""
+    for attempt in (data_prop, False) if data_prop else (False,):
+        try:
+            return ModelProto.FromString(infer_bounded(serialized, attempt)).graph
+        except InferenceStopped as stopped:
+            what = "with data propagation " if attempt else ""
+            notes.append(f"shape inference {what}{stopped}")
+        except Exception:
+            break  # Inference is a convenience: a graph it cannot type is linted without shapes
+    return ModelProto.FromString(serialized).graph
 
 
 def _index(

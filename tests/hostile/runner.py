@@ -5,7 +5,8 @@ command such as ``python -m bnlint.reproduce``) with:
 
 - its own ``HOME`` and ``TMPDIR`` inside the test's folder (both must stay empty);
 - an address-space limit (``setrlimit(RLIMIT_AS)`` in ``preexec_fn``) and a timeout of
-  ten times a generous expected duration (killed after that: ``returncode`` is None);
+  ten times a generous expected duration (killed after that: ``returncode`` is None); its
+  peak resident memory is read with ``wait4`` (``peak_mib``);
 - an optional SIGINT sent after a delay (Ctrl-C in a terminal).
 
 Every entry below the watched folders is fingerprinted before and after (mode, size,
@@ -76,6 +77,7 @@ class Attack:
     seconds: float
     changed: list[str] = field(default_factory=list)  # watched entries changed, made or gone
     home_left: list[str] = field(default_factory=list)
+    peak_mib: int = 0  # the process's peak resident memory (a guard, never a measurement)
 
     @property
     def lines(self) -> list[str]:
@@ -129,16 +131,19 @@ def run_attack(
         )
         interrupted = interrupt_after is None
         timeout = 10 * expected_seconds
-        while process.poll() is None and time.monotonic() - started < timeout:
+        status = None
+        while status is None and time.monotonic() - started < timeout:
             if not interrupted and time.monotonic() - started >= interrupt_after:
                 process.send_signal(signal.SIGINT)
                 interrupted = True
-            time.sleep(0.02)
+            status = _reaped(process)
+            if status is None:
+                time.sleep(0.02)
         seconds = time.monotonic() - started
-        killed = process.poll() is None
+        killed = status is None
         if killed:
             process.kill()
-        process.wait()
+            status = _reaped(process, block=True)
         outputs = []
         for stream in (stdout, stderr):
             stream.seek(0)
@@ -158,7 +163,17 @@ def run_attack(
         seconds,
         changed,
         sorted(os.listdir(home)) + sorted(os.listdir(tmp)),
+        peak_mib=status[1] // 1024 if status else 0,
     )
+
+
+def _reaped(process: subprocess.Popen, block: bool = False) -> tuple[int, int] | None:
+    """(exit code, peak resident KiB) once ``process`` ended, read with ``wait4``."""
+    pid, status, usage = os.wait4(process.pid, 0 if block else os.WNOHANG)
+    if pid == 0:
+        return None
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss
 
 
 def problems(
