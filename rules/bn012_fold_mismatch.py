@@ -1,31 +1,32 @@
-"""Folding a BatchNorm into its neighbour changes the model's outputs beyond tolerance.
+"""Folding a BatchNorm into its neighbour changes what the model computes: a wrong fold.
 
 ## What it detects
 With `--verify`, bnlint folds every foldable BN on a copy of the model (as `bnlint fold`
-would) and verifies the copy at two levels. Algebraic, without a runtime: per output
-channel and in float64, the folded weight over the original must equal
-gamma / sqrt(var + eps) along the layout's output-channel axis (Conv axis 0,
-ConvTranspose axis 1 within each group, Gemm/MatMul the output features) and the bias
-must be b * m + beta - mean * m, within a few units of rounding of the model's dtype.
-Numeric: original and folded model run on seeded inputs (ONNX Runtime with graph
-optimizations disabled, or torch for PyTorch modules); the tensors around each fold are
-compared against a tolerance relative to their magnitude (2e-6 for float32, scaled by
-the unit roundoff for float16 and bfloat16). Each failing BN is reported with the level
-that failed, the worst model output, the maximum absolute and relative error and the
-minimum tolerance that would have passed. `bnlint verify FOLDED --against ORIGINAL`
-reports the same finding for folds made by other tools, naming the bug class.
+would) and verifies the copy; `bnlint verify FOLDED --against ORIGINAL` verifies a fold
+made by any tool. Both models are cut into regions at the tensors they share, and every
+changed region is evaluated on both sides on the same seeded probe: in float64 by
+bnlint's own evaluator (the algebraic level: the folded region may differ from the
+original by at most 8 roundings of the terms that make each element, so a correct fold
+of any fan-in passes and pruned channels that underflow read as nothing), then in ONNX
+Runtime or torch (the numeric level: the folded region's error within 4 times the
+original's own error against the float64 result), then the whole models beside a null
+fold of the original. BN012 reports a fold that fails: the BN, the tensor, the error, the
+bound and the margin, and the bug class when the folded numbers match one (wrong axis,
+groups ignored, eps ignored, bias not scaled, Gemm beta ignored, float16 precision,
+overflow, BN applied twice, a shared weight rescaled in place). A correct fold is no
+finding: every BN's verdict is in the report's verification section.
 
 ## Why it matters
 A fold is only free if it is exact. Folding fails in practice: float16 weights overflow
-when gamma / sqrt(var + eps) is large, a running mean far larger than the running
-spread makes the folded bias cancel catastrophically, and several optimizers have shipped
-folds on the wrong weight axis, without the group offset, without eps, or ignoring a
-Gemm's beta. None of that is visible in the graph; only verification shows it.
+when gamma / sqrt(var + eps) is large, and several optimizers have shipped folds on the
+wrong weight axis, without the group offset, without eps, ignoring a Gemm's beta, or
+rescaling a weight another node still reads. None of that is visible in the graph; only
+evaluating what the folded model computes shows it.
 
 ## Example
 A float16 Conv + BN whose running variance is 1e-8 with eps 1e-9: gamma / sqrt(var + eps)
 is about 1e4, the folded weights exceed float16's 65504 and become infinite; BN012 names
-the BN, with weight error `inf` at the algebraic level.
+the BN with problem `overflow`, error `Infinity` against its bound.
 
 ## Fix
 Keep that BN unfolded (`bnlint fold --keep NAME`), fold in float32 and convert the
@@ -34,7 +35,7 @@ statistics (BN006). For folds made by another tool, use a fold that verifies
 (`bnlint fold`).
 
 ## Options
-`tolerance-scale` multiplies the numeric tolerance of every dtype (default 1.0).
+`tolerance-scale` multiplies the numeric and model-output bounds (default 1.0).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from onnx import ModelProto
 
 from bnlint.fold.diagnose import name_bug
 from bnlint.fold.exact import SizeLimit
-from bnlint.fold.matching import renamed, structural_names
+from bnlint.fold.matching import kept_producer_names, renamed, structural_names
 from bnlint.fold.regional import RegionResult, Side
 from bnlint.fold.results import FoldError, Verification
 from bnlint.fold.runtime_level import light_model, null_fold
@@ -144,6 +144,9 @@ def audit(
     mapping = structural_names(original_model, folded_model)
     if mapping:
         folded_model = renamed(folded_model, mapping)
+    kept = kept_producer_names(original_model, folded_model)
+    if kept:
+        folded_model = renamed(folded_model, kept)
     ours, theirs = side(original_model, original), side(folded_model, folded_graph)
     records = [FoldRecord(verdict, "unmatched") for verdict in plan(original)]
     runtime, skipped = _runtime(original, folded_graph, folded_model, problems, input_shapes)

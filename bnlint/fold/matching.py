@@ -86,3 +86,38 @@ def renamed(model: ModelProto, mapping: dict[str, str]) -> ModelProto:
 
     rename(copy.graph)
     return copy
+
+
+def kept_producer_names(original: ModelProto, folded: ModelProto) -> dict[str, str]:
+    """Folded tensor name -> original name for tools that keep the producer's output name.
+
+    onnxoptimizer folds ``Conv -> t -> BN -> b`` into a Conv that still writes ``t``, now
+    holding what ``b`` held, and rewires ``b``'s readers to ``t``. When ``b`` (and every BN
+    output after it in a chain of BNs) is gone from the folded model while ``t`` is still
+    there, ``t`` is renamed ``b`` in the folded copy, so regions are cut where they mean
+    the same. Only top-level tensors; the evaluation still decides.
+    """
+    theirs = {o for n in folded.graph.node for o in n.output if o}
+    readers: dict[str, list[NodeProto]] = {}
+    for node in original.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    mapping: dict[str, str] = {}
+    for node in original.graph.node:
+        if node.op_type in ("BatchNormalization",) or not node.output:
+            continue
+        start = node.output[0]
+        if start not in theirs:
+            continue
+        last, current = None, start
+        while True:
+            nexts = readers.get(current, [])
+            if len(nexts) != 1 or nexts[0].op_type != "BatchNormalization":
+                break
+            after = nexts[0].output[0]
+            if after in theirs:
+                break
+            last = current = after
+        if last is not None:
+            mapping[start] = last
+    return mapping

@@ -141,43 +141,52 @@ def compare(original: Side, folded: Side, seed: int = 0, same_constant=None) -> 
 
 
 def _merge_failures(original, folded, scope, other, found, rng, same_constant):
-    """A tool may keep a tensor's name while changing what it holds (a Conv whose weights
-    absorbed a BN further down keeps its output name): the regions on both sides of it
-    fail alone. Each group of adjacent changed regions holding a failure is evaluated as
-    one region; if that passes, the group's verdict replaces the parts'."""
+    """A tool may keep a tensor's name while changing what it holds (onnxoptimizer's Conv
+    keeps its output name after absorbing the BN behind it): the regions on both sides of
+    that tensor fail alone. A failing region is therefore also evaluated together with its
+    changed neighbours (the one before, the one after, both); when such a union computes
+    the same function, it replaces its parts."""
     changed = [r for r in found if r.changed and r.problem is None]
-    failing = [r for r in changed if r.ok is False]
-    if not failing:
+    if not any(r.ok is False for r in changed):
         return found
     producer_of = {name: r for r in changed for name in r.region.outputs}
-    parent = {id(r): id(r) for r in changed}
-
-    def find(key: int) -> int:
-        while parent[key] != key:
-            key = parent[key]
-        return key
-
+    readers: dict[int, list[RegionResult]] = {}
     for result in changed:
         for name in result.region.inputs:
             source = producer_of.get(name)
-            if source is not None:
-                parent[find(id(result))] = find(id(source))
-    groups: dict[int, list[RegionResult]] = {}
-    for result in changed:
-        groups.setdefault(find(id(result)), []).append(result)
+            if source is not None and source is not result:
+                readers.setdefault(id(source), []).append(result)
     replaced: dict[int, RegionResult] = {}
-    for members in groups.values():
-        if len(members) < 2 or not any(m.ok is False for m in members):
+    for result in changed:
+        if result.ok is not False or id(result) in replaced:
             continue
-        indices = sorted({i for m in members for i in m.region.nodes})
-        if len(indices) > MAX_REGION_NODES:
-            continue
-        merged = _check(
-            original, folded, scope, other, region_of(scope, indices), rng, same_constant
-        )
-        if merged.ok:
+
+        def around(members: list[RegionResult]) -> list[RegionResult]:
+            found_near = list(members)
             for member in members:
-                replaced[id(member)] = merged
+                near = [producer_of[n] for n in member.region.inputs if n in producer_of]
+                near += readers.get(id(member), [])
+                found_near += [n for n in near if all(n is not m for m in found_near)]
+            return found_near
+
+        before = [producer_of[n] for n in result.region.inputs if n in producer_of]
+        after = readers.get(id(result), [])
+        ring = around([result])
+        unions = [[result, b] for b in before] + [[result, a] for a in after]
+        unions += [[result, *before], [result, *after], ring, around(ring)]
+        for members in unions:
+            if len(members) < 2 or any(id(m) in replaced for m in members):
+                continue
+            indices = sorted({i for m in members for i in m.region.nodes})
+            if len(indices) > MAX_REGION_NODES:
+                continue
+            merged = _check(
+                original, folded, scope, other, region_of(scope, indices), rng, same_constant
+            )
+            if merged.ok:
+                for member in members:
+                    replaced[id(member)] = merged
+                break
     if not replaced:
         return found
     out, seen = [], set()

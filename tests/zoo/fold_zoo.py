@@ -311,3 +311,28 @@ def export(family: Family | str, seed: int = 0, opset: int = 17) -> onnx.ModelPr
             input_names=["x"],
         )
     return onnx.load_from_string(buffer.getvalue())
+
+
+def export_seeds(family: Family | str, seeds: tuple[int, ...], opset: int = 17):
+    """``{seed: export(family, seed)}``, tracing once: the exporter names every
+    initializer after its parameter, so each further seed's model (built, calibrated and
+    randomised from its own seed) only replaces the values. Falls back to a full export
+    when a name has no parameter behind it."""
+    from onnx import numpy_helper
+
+    if isinstance(family, str):
+        family = FAMILIES[family]
+    first = export(family, seeds[0], opset)
+    models = {seeds[0]: first}
+    for seed in seeds[1:]:
+        state = build(family, seed).state_dict()
+        if any(t.name not in state for t in first.graph.initializer):
+            models[seed] = export(family, seed, opset)
+            continue
+        model = onnx.ModelProto()
+        model.CopyFrom(first)
+        for tensor in model.graph.initializer:
+            values = state[tensor.name].detach().cpu().numpy()
+            tensor.CopyFrom(numpy_helper.from_array(values.astype(values.dtype), tensor.name))
+        models[seed] = model
+    return models
