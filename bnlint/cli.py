@@ -353,6 +353,8 @@ def list_rules(output_format: str, rules_dirs: tuple[str, ...]) -> None:
     if output_format == "json":
         import json
 
+        from bnlint.formats import rule_formats
+
         rows = [
             {
                 "code": rule.code,
@@ -360,6 +362,8 @@ def list_rules(output_format: str, rules_dirs: tuple[str, ...]) -> None:
                 "severity": rule.spec.severity.label,
                 "summary": rule.summary,
                 "phases": sorted(rule.spec.phases),
+                "needs": sorted(rule.spec.needs),
+                "formats": rule_formats(rule),  # evidence per input format (docs/pytorch.md)
                 "since": rule.spec.since,
                 "origin": rule.origin,
                 "options": dict(rule.spec.options),

@@ -16,6 +16,8 @@ SOURCE_URL = "https://github.com/bnlint/bnlint/blob/main/"
 EDIT_URL = "https://github.com/bnlint/bnlint/edit/main/"
 NEEDS = {
     "edges": "the graph's edges (which node feeds which)",
+    "producer_edges": "which layer feeds each BatchNorm (read, or inferred from "
+    "parameter names and shapes in state dicts)",
     "parameters": "parameter values (weights, running statistics)",
     "modules": "PyTorch module attributes (requires_grad, train/eval flags)",
     "samples": "served inputs (`--sample-data FILE`) and a runnable model",
@@ -50,9 +52,13 @@ def _phases(rule: Rule) -> str:
     if rule.origin == "diagnostic":
         return "all (bnlint reports it itself)"
     text = "; ".join(PHASE_NOTES[phase] for phase in PHASES if phase in rule.spec.phases)
-    if rule.spec.runs_without_phase:
+    if runs_without_phase(rule):
         text += "; also on bare weights without a phase (state dicts, safetensors)"
     return text
+
+
+def runs_without_phase(rule: Rule) -> bool:
+    return not rule.spec.needs_phase
 
 
 def _needs(rule: Rule) -> str:

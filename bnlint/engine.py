@@ -13,13 +13,19 @@ from typing import Any
 from bnlint._perf import gc_paused
 from bnlint.config import Settings
 from bnlint.diagnostics import diagnostic
-from bnlint.findings import Finding, ModelResult
-from bnlint.graph import ModelGraph, UnreadableParameter
+from bnlint.findings import Finding, ModelResult, Severity
+from bnlint.graph import GraphFacts, ModelGraph, UnreadableParameter
 from bnlint.graph_checks import structure_findings
 from bnlint.registry import RuleSet
 from bnlint.rule import Rule, RuleContext, RuleInputError
 
 _GRAPH_NEEDS = {"edges": "has_edges", "parameters": "has_parameters", "modules": "has_modules"}
+
+
+def _has(facts: GraphFacts, need: str) -> bool:
+    if need == "producer_edges":  # read edges, or producer -> BN edges inferred from names
+        return facts.has_edges or facts.has_producer_edges
+    return bool(getattr(facts, _GRAPH_NEEDS[need]))
 
 
 def effective_phase(graph: ModelGraph, settings: Settings) -> str | None:
@@ -38,18 +44,15 @@ def applicable_rules(
     ]
     runnable, blocked = [], {}
     for rule in selected:
-        if phase is None and not rule.spec.runs_without_phase:
+        if phase is None and rule.spec.needs_phase:
+            blocked.setdefault("phase", []).append(rule.code)
             continue
         if phase is not None and phase not in rule.spec.phases:
             continue
         if "samples" in rule.spec.needs and not settings.sample_data:
             blocked.setdefault("samples", []).append(rule.code)
             continue
-        missing = [
-            need
-            for need in rule.spec.needs - {"samples"}
-            if not getattr(graph.facts, _GRAPH_NEEDS[need])
-        ]
+        missing = [need for need in rule.spec.needs - {"samples"} if not _has(graph.facts, need)]
         if missing:
             for need in missing:
                 blocked.setdefault(need, []).append(rule.code)
@@ -94,7 +97,10 @@ def _run_rules(
             sample_data=settings.sample_data,
         )
         try:
-            findings.extend(rule.check(graph, context))
+            found = list(rule.check(graph, context))
+            if graph.facts.inferred:
+                found = [mark_inferred(graph, f) if _uses_edges(rule, f) else f for f in found]
+            findings.extend(found)
         except RuleInputError:  # unusable user input (e.g. --sample-data): the model fails
             raise
         except UnreadableParameter as error:
@@ -181,21 +187,27 @@ def _model_diagnostics(
     facts = graph.facts
     reasons = {
         "edges": "the graph's edges are unknown",
+        "producer_edges": "no layer feeding a BatchNorm is known",
         "parameters": "parameter values are unavailable",
         "modules": "module attributes are unavailable",
+        "phase": f"a {facts.format} file does not say what the model is for (pass --phase)",
     }
-    parts = list(facts.partial)
+    parts = [*facts.partial, *facts.inferred]
     for need, codes in blocked.items():
         parts.append(f"{reasons[need]}, so {', '.join(sorted(codes))} could not run")
     if parts:
         evidence = {
             "skipped": facts.partial,
+            "inferred": facts.inferred,
             "rules_not_run": sorted(c for codes in blocked.values() for c in codes),
         }
+        # a warning when part of the file was skipped; what the format cannot hold is a note
+        severity = None if facts.partial else Severity.INFO
         found.append(
             diagnostic(
                 "BN901",
                 "model partially read: " + "; ".join(parts),
+                severity=severity,
                 file=graph.path,
                 evidence=evidence,
                 docs_url=settings.docs_url,
@@ -221,6 +233,36 @@ def _codes_match(ruleset: RuleSet, code: str, selectors: tuple[str, ...]) -> boo
     if rule is None:
         return False
     return any(ruleset.specificity(selector, rule) is not None for selector in selectors)
+
+
+# Evidence keys by which a parameter rule (BN010, BN013) says it used the BN's producer.
+_PRODUCER_EVIDENCE = ("producer", "folded_into")
+
+
+def _uses_edges(rule: Rule, finding: Finding) -> bool:
+    return bool(rule.spec.needs & {"edges", "producer_edges"}) or any(
+        key in finding.evidence for key in _PRODUCER_EVIDENCE
+    )
+
+
+def mark_inferred(graph: ModelGraph, finding: Finding) -> Finding:
+    """Word a finding on a node that an inferred edge touches as resting on that inference."""
+    if finding.order < 0 or finding.order >= len(graph.nodes):
+        return finding
+    node = graph.node(finding.order)
+    reasons = {
+        graph.tensors[name].inferred
+        for name in (*node.inputs[:1], *node.outputs)
+        if name in graph.tensors and graph.tensors[name].inferred
+    }
+    if not reasons:
+        return finding
+    reason = "; ".join(sorted(r for r in reasons if r))
+    return replace(
+        finding,
+        message=f"{finding.message} (edge inferred from {reason})",
+        evidence={**finding.evidence, "edge": "inferred", "inferred_from": reason},
+    )
 
 
 def finalize_findings(

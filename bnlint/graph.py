@@ -148,6 +148,9 @@ class Tensor:
     is_graph_input: bool = False  # a caller may feed it (an overridable initializer too)
     is_graph_output: bool = False
     listed_as_input: bool = False  # an initializer also in graph.input (even before IR 4)
+    # Why an edge exists when the file does not record it (state dicts, pickled modules):
+    # "nn.Sequential order", "layer names (conv1/bn1) and matching channels" …
+    inferred: str | None = None
 
 
 @dataclass(slots=True)
@@ -168,10 +171,16 @@ class GraphFacts:
     default_phase: str | None = "inference"
     batch_sizes: dict[str, BatchSize] = field(default_factory=dict)
     has_edges: bool = True
+    # Producer -> BN edges only (a state dict's conv1 -> bn1), enough for rules that
+    # declare the need "producer_edges"; implied by has_edges.
+    has_producer_edges: bool = False
     has_parameters: bool = True
     has_modules: bool = False
     partial: list[str] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
+    # What a reader inferred rather than read (edges from names and shapes): a note in
+    # BN901, not a warning, and every finding resting on it says so (engine.mark_inferred)
+    inferred: list[str] = field(default_factory=list)
 
 
 class ModelGraph:

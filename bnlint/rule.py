@@ -47,7 +47,7 @@ ALL_PHASES = frozenset(PHASES)
 INFERENCE = frozenset({"inference"})
 TRAINING_PHASES = frozenset({"training", "finetune"})
 TARGET_DTYPES = ("float32", "float16", "bfloat16", "int8")
-NEEDS = frozenset({"edges", "parameters", "modules", "samples"})
+NEEDS = frozenset({"edges", "producer_edges", "parameters", "modules", "samples"})
 
 REQUIRED_SECTIONS = ("What it detects", "Why it matters", "Example", "Fix")
 _SECTION = re.compile(r"^## (.+?)\s*$", re.MULTILINE)
@@ -75,6 +75,12 @@ class RuleSpec:
     runs_without_phase: bool = False  # parameter rules that also run on bare weights
     options: Mapping[str, Any] = field(default_factory=dict)
     status: str = "stable"
+
+    @property
+    def needs_phase(self) -> bool:
+        """False for a rule of every phase (it runs on bare weights too) or one declared
+        ``runs_without_phase``; True when a file without a phase (a state dict) skips it."""
+        return not (self.runs_without_phase or self.phases == ALL_PHASES)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phases", frozenset(self.phases))

@@ -56,6 +56,7 @@ RULE = RuleSpec(
     severity=Severity.WARNING,
     since="0.1.0",
     phases=TRAINING_PHASES,
+    needs=frozenset({"producer_edges"}),  # the BN's input shape: read or inferred
     options={"min-batch-size": 8, "min-values-per-channel": 16},
 )
 

@@ -42,7 +42,7 @@ RULE = RuleSpec(
     name="redundant-bias-before-norm",
     severity=Severity.INFO,
     since="0.1.0",
-    needs=frozenset({"edges", "parameters"}),
+    needs=frozenset({"producer_edges", "parameters"}),
     phases=ALL_PHASES,
 )
 

@@ -39,6 +39,7 @@ RULE = RuleSpec(
     severity=Severity.INFO,
     since="0.1.0",
     phases=INFERENCE,
+    needs=frozenset({"producer_edges"}),  # the BN's producer: read or inferred is enough
 )
 
 

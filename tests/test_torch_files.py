@@ -182,15 +182,41 @@ def test_checkpoint_with_prefix_and_arch(tmp_path: Path, monkeypatch) -> None:
         load(tmp_path / "wrong.pt", arch=arch)
 
 
-def test_pickled_module_needs_trust(tmp_path: Path) -> None:
+def test_pickled_module_is_read_statically(tmp_path: Path) -> None:
     path = tmp_path / "whole.pt"
     torch.save(small_model(), path)
+    graph = load(path)
+    facts = graph.facts
+    assert (facts.format, facts.default_phase, facts.mode) == (
+        "pickled_module",
+        "inference",
+        "inference",
+    )
+    layers = bns(graph)
+    assert len(layers) == 10
+    assert layers["bn1"].attrs["eps"] == 1e-3 and layers["layer1.0.bn2"].attrs["momentum"] is None
+    assert layers["layer1.0.bn1"].attrs["training"] is True
+    assert layers["layer2.1.bn2"].attrs["affine_requires_grad"] == (False, True)
+    assert layers["bn1"].attrs["module_class"] == "torch.nn.modules.batchnorm.BatchNorm2d"
+    np.testing.assert_array_equal(graph.param("bn1.running_var"), small_model().bn1.running_var)
+    # conv1/bn1 by name and channels, downsample.0 -> .1 by nn.Sequential order
+    assert graph.producer(layers["bn1"].inputs[0]).scope == "conv1"
+    edge = graph.tensors[layers["layer2.0.downsample.1"].inputs[0]]
+    assert edge.inferred.startswith("nn.Sequential order")
+    trusted = load(path, trust_model_code=True, input_shapes={"x": (1, 3, 32, 32)})
+    assert trusted.facts.format == "module" and trusted.facts.has_edges
+
+
+def test_code_calls_in_a_pickle_stay_refused(tmp_path: Path) -> None:
+    from tests.hostile.generate import exec_payload
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(exec_payload(tmp_path / "MARKER"))
     with pytest.raises(LoadError) as refused:
         load(path)
-    assert "torch.save(model.state_dict(), path)" in refused.value.problem
-    assert "ResNetSmall" in refused.value.problem
-    graph = load(path, trust_model_code=True, input_shapes={"x": (1, 3, 32, 32)})
-    assert graph.facts.format == "module" and graph.facts.has_edges
+    assert "(builtins.exec)" in refused.value.problem
+    assert "--trust-model-code" in refused.value.problem
+    assert not (tmp_path / "MARKER").exists()
 
 
 def test_safetensors_bfloat16_without_torch_tensors(tmp_path: Path) -> None:

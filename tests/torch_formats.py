@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 FORMATS = ("pt2", "script", "trace", "state_dict", "safetensors", "onnx")
+# what torch.save writes besides a bare state dict: a training checkpoint, a whole module
+PICKLES = ("checkpoint", "pickled_module")
 
 
 def save_pt2(model: nn.Module, example: tuple, path: Path) -> Path:
@@ -57,6 +59,16 @@ def save_state_dict(model: nn.Module, path: Path) -> Path:
     return path
 
 
+def save_checkpoint(model: nn.Module, path: Path) -> Path:
+    torch.save({"epoch": 3, "state_dict": model.state_dict(), "lr": 0.1}, path)
+    return path
+
+
+def save_pickled_module(model: nn.Module, path: Path) -> Path:
+    torch.save(model, path)  # the whole module: its class is named in the pickle
+    return path
+
+
 def save_safetensors(model: nn.Module, path: Path) -> Path:
     from safetensors.torch import save_file
 
@@ -74,6 +86,8 @@ def save_all(
         "script": lambda: save_script(model, folder / "model.script.pt"),
         "trace": lambda: save_trace(model, example, folder / "model.trace.pt"),
         "state_dict": lambda: save_state_dict(model, folder / "model.state.pt"),
+        "checkpoint": lambda: save_checkpoint(model, folder / "model.ckpt"),
+        "pickled_module": lambda: save_pickled_module(model, folder / "model.module.pt"),
         "safetensors": lambda: save_safetensors(model, folder / "model.safetensors"),
         "onnx": lambda: save_onnx(model, example, folder / "model.onnx"),
     }
@@ -94,3 +108,24 @@ def buffers_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     state.update({f"buffer:{k}": v.detach().clone() for k, v in model.named_buffers()})
     state.update({f"mode:{k}": torch.tensor(m.training) for k, m in model.named_modules()})
     return state
+
+
+ZOO_FORMATS = ("pt2", "script", "trace", "state_dict", "checkpoint", "pickled_module")
+
+
+def save_parity_zoo(folder: Path, formats: tuple[str, ...] = ZOO_FORMATS) -> dict[str, Any]:
+    """Every parity-zoo network (``tests/zoo/torch_parity.py``), defect and clean twin, in
+    every format it can be saved in; ``{"<case>[_clean]": {format: path}}``. A network that
+    cannot run (the pruned layer) has no ``.pt2``, trace or ONNX."""
+    from tests.zoo import torch_models, torch_parity
+
+    saved: dict[str, Any] = {}
+    for name, case in torch_parity.CASES.items():
+        for variant in (name, f"{name}_clean"):
+            runs = case.runs or variant.endswith("_clean")
+            wanted = tuple(f for f in formats if runs or f not in ("pt2", "trace", "onnx"))
+            model = torch_models.build(variant, fill_stats=runs)
+            example = (torch_models.example_input(variant),)
+            paths = save_all(model, example, folder / variant, wanted)
+            saved[variant] = {fmt: str(path) for fmt, path in paths.items()}
+    return saved

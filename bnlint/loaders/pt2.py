@@ -25,6 +25,19 @@ DEFAULT_MAX_NODES = 2_000_000  # Settings.max_nodes
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
 
 
+# What parsing JSON allocates, estimated from its bytes before anything is parsed: each
+# object or array (CPython: 56-64 bytes) and each element slot, plus the text itself for
+# strings and numbers. torch.export programs come to 3-6 times their size; a text of
+# nothing but "{}," comes to 27.
+JSON_AMPLIFICATION = 12
+JSON_FLOOR_BYTES = 16 * 1024**2
+
+
+def json_memory(text: bytes) -> int:
+    containers = text.count(b"{") + text.count(b"[")
+    return 64 * containers + 16 * text.count(b",") + len(text)
+
+
 def is_pt2(archive: ZipArchive) -> bool:
     if archive.has("archive_format"):
         try:
@@ -132,8 +145,17 @@ class Pt2Reader:
         self.big_endian = False
 
     def _json(self, relative: str) -> dict[str, Any]:
+        text = self.archive.read(relative)
+        estimate = json_memory(text)
+        if estimate > JSON_AMPLIFICATION * len(text) + JSON_FLOOR_BYTES:
+            raise LoadError(
+                self.path,
+                f"{relative}: {len(text)} bytes of JSON would build about {estimate} bytes of "
+                f"objects (real programs need at most {JSON_AMPLIFICATION} times their size); "
+                "refusing to parse it",
+            )
         try:
-            data = json.loads(self.archive.read(relative))
+            data = json.loads(text)
         except (ValueError, RecursionError) as error:
             raise LoadError(self.path, f"{relative}: invalid JSON ({error})") from None
         if not isinstance(data, dict):

@@ -82,18 +82,18 @@ class UnsafePickle(pickle.UnpicklingError):
 class PickledObject:
     """Stands for an object the pickle describes; nothing is imported or executed."""
 
-    __slots__ = ("args", "items", "kwargs", "state")
+    __slots__ = ("args", "called", "items", "kwargs", "state")
     module = ""
     name = ""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> PickledObject:
-        return super().__new__(cls)
+        record = super().__new__(cls)
+        record.args, record.kwargs, record.state, record.items = args, kwargs, None, []
+        record.called = False  # NEWOBJ: an instance of the class, made without calling it
+        return record
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-        self.kwargs = kwargs
-        self.state: Any = None
-        self.items: list[Any] = []
+        self.called = True  # REDUCE: the result of calling the global with these arguments
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
@@ -299,6 +299,9 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         _callable(self.stack[0] if self.stack else None, "OBJ")
         super().load_obj()
 
+    def load_proto(self) -> None:
+        self.proto = self.read(1)[0]  # any number, as torch's reader: the opcodes decide
+
     def load_bytearray8(self) -> None:
         raise UnsafePickle("BYTEARRAY8 (out-of-band buffers) is not used by PyTorch files")
 
@@ -314,6 +317,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
     dispatch[pickle.OBJ[0]] = load_obj
     dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+    dispatch[pickle.PROTO[0]] = load_proto
 
 
 def _callable(value: Any, opcode: str) -> None:

@@ -4,12 +4,13 @@
   (by design, like pytest imports tests) and lints the live module.
 - ``load_file(path, kind)``: ``kind`` is ``torch-zip`` or ``pickle`` from content sniffing.
   Zip archives are told apart by their members: ``.pt2`` (``models/*.json``), TorchScript
-  (``code/``, ``constants.pkl``) or ``torch.save`` (``data.pkl``). ``.pt2`` and TorchScript
-  are read statically unless ``--trust-model-code``; ``torch.save`` files only ever go
-  through ``torch.load(weights_only=True)`` without that flag.
+  (``code/``, ``constants.pkl``) or ``torch.save`` (``data.pkl``). Without
+  ``--trust-model-code`` every one of them is read statically, by bnlint alone (no torch
+  import: only a legacy pre-1.6 state dict goes through ``torch.load(weights_only=True)``).
 - ``graph_from_module(module, example_inputs)``: ``bnlint.lint(nn.Module, example_inputs=…)``.
 
-torch is imported lazily; without it every PyTorch input is one clear LoadError.
+torch is imported lazily; without it, entry points, trusted loads and legacy state dicts
+are one clear LoadError and the static readers still work.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def graph_from_module(module: Any, example_inputs: Any, settings: Any) -> ModelG
 
 
 def load_file(path: Path, kind: str, settings: Any) -> ModelGraph:
-    require_torch(path)
     trusted = bool(getattr(settings, "trust_model_code", False))
+    if trusted or getattr(settings, "arch", None):
+        require_torch(path)  # the static readers below need no PyTorch at all
     if kind == "pickle":
         from bnlint.loaders import torch_state
 

@@ -25,6 +25,9 @@ MAX_JSON_BYTES = 256 * 1024**2  # a program description larger than this is not 
 # crafting; the floor keeps tiny archives of compressible text readable.
 MAX_EXPANSION_RATIO = 100
 EXPANSION_FLOOR_BYTES = 16 * 1024**2
+# Members bnlint parses (pickles, JSON, code) grow in memory as they are parsed, and torch
+# writes pickles and JSON uncompressed: past this floor they expand at most 100:1 either.
+PARSED_FLOOR_BYTES = 1024**2
 MAX_EXPANDED_BYTES = 1024**4
 MAX_MEMBERS = 1_000_000
 # A tensor view may repeat its storage (stride 0, e.g. an expanded tensor); copying it out
@@ -188,7 +191,11 @@ class ZipArchive:
     def size(self, relative: str) -> int:
         return self.infos[self.member(relative)].file_size
 
-    def read(self, relative: str, limit: int = MAX_JSON_BYTES) -> bytes:
+    def read(
+        self, relative: str, limit: int = MAX_JSON_BYTES, floor: int = PARSED_FLOOR_BYTES
+    ) -> bytes:
+        """A member's bytes; ``floor``: the size above which it may not expand more than
+        ``MAX_EXPANSION_RATIO`` times (low for what is parsed, high for raw tensors)."""
         name = self.member(relative)
         info = self.infos.get(name)
         if info is None:
@@ -197,10 +204,7 @@ class ZipArchive:
             raise LoadError(
                 self.path, f"archive member {name!r} is {info.file_size} bytes (limit {limit})"
             )
-        if (
-            info.file_size > EXPANSION_FLOOR_BYTES
-            and info.file_size > MAX_EXPANSION_RATIO * info.compress_size
-        ):
+        if info.file_size > floor and info.file_size > MAX_EXPANSION_RATIO * info.compress_size:
             raise LoadError(
                 self.path,
                 f"archive member {name!r} expands {info.compress_size} bytes to "
@@ -246,7 +250,7 @@ class ZipArchive:
                         f"{self.member(relative)} holds {stored} bytes, fewer than the "
                         f"{needed} its tensor of shape {sizes} needs"
                     )
-                raw = self.read(relative, limit=stored) if needed else b""
+                raw = self.read(relative, stored, EXPANSION_FLOOR_BYTES) if needed else b""
                 return strided_array(raw, dtype_name, sizes, strides, offset, big_endian)
             except (ValueError, TypeError, OverflowError, LoadError) as error:
                 problem = error.problem if isinstance(error, LoadError) else str(error)

@@ -51,6 +51,9 @@ _CONSTANT_ATTRS = (
 )
 _BAKED = "traced in train mode; training=True is baked into the TorchScript code"
 _UNNAMED_CLASS = {"batch_norm": "BatchNorm"}
+FORCED_ATTRS: dict[str, dict[str, Any]] = {
+    "linear": {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 1},
+}
 ROLE_TENSORS = {
     "batch_norm": ("weight", "bias", "running_mean", "running_var"),
     "conv": ("weight", "bias"),
@@ -89,7 +92,7 @@ class ModuleRecord:
 def canonical_module_op(record: ModuleRecord) -> tuple[str, dict[str, Any]] | None:
     """The canonical op a leaf module computes (forced for state dicts, else by class)."""
     if record.op is not None:
-        return record.op, {}
+        return record.op, dict(FORCED_ATTRS.get(record.op, {}))
     return module_class_op(record.qualname, record.constants)
 
 
@@ -136,17 +139,30 @@ def plain_constants(module: Any) -> dict[str, Any]:
     return found
 
 
-def records_from_tensor_names(names: Iterable[str]) -> dict[str, ModuleRecord]:
-    """BN layers of a flat state dict, recognised by their ``running_mean``/``running_var``."""
+def records_from_tensor_names(
+    shapes: Mapping[str, tuple | None] | Iterable[str],
+) -> dict[str, ModuleRecord]:
+    """Layers of a flat state dict, in its order: BN by its ``running_mean``/``running_var``;
+    with shapes, a conv by a weight of rank 3 to 5 and a Linear by a 2-D weight next to a
+    bias or alone (the class itself is not stored, so these ops are forced)."""
+    named = shapes if isinstance(shapes, Mapping) else dict.fromkeys(shapes)
     groups: dict[str, dict[str, str | None]] = {}
-    for name in names:
+    for name in named:
         prefix, _, local = name.rpartition(".")
         groups.setdefault(prefix, {})[local] = name
-    return {
-        prefix: ModuleRecord(path=prefix, op="batch_norm", tensors=tensors)
-        for prefix, tensors in groups.items()
-        if "running_mean" in tensors and "running_var" in tensors
-    }
+    records = {}
+    for prefix, tensors in groups.items():
+        weight = named.get(tensors.get("weight", ""))
+        if "running_mean" in tensors and "running_var" in tensors:
+            op = "batch_norm"
+        elif weight is not None and 3 <= len(weight) <= 5 and set(tensors) <= {"weight", "bias"}:
+            op = "conv"
+        elif weight is not None and len(weight) == 2 and set(tensors) <= {"weight", "bias"}:
+            op = "linear"
+        else:
+            continue
+        records[prefix] = ModuleRecord(path=prefix, op=op, tensors=tensors)
+    return records
 
 
 def _is_plain(value: Any) -> bool:

@@ -37,6 +37,7 @@ class ObjectRecord:
 
 
 _TENSOR_BUILDERS = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"}
+_PARAMETER_BUILDERS = {"_rebuild_parameter", "_rebuild_parameter_with_state"}
 _LIST_BUILDERS = {
     "build_intlist",
     "build_doublelist",
@@ -87,7 +88,7 @@ class _Interpreter:
         module, name = value.module, value.name
         if module == "torch._utils" and name in _TENSOR_BUILDERS:
             return _tensor(value.args)
-        if module == "torch._utils" and name == "_rebuild_parameter" and value.args:
+        if module == "torch._utils" and name in _PARAMETER_BUILDERS and value.args:
             tensor = self(value.args[0], inner)
             if isinstance(tensor, TensorRecord) and len(value.args) > 1:
                 tensor.requires_grad = value.args[1] is True
@@ -99,10 +100,20 @@ class _Interpreter:
             return self(value.args[0], inner)
         if module == "torch.jit._pickle" and name == "restore_type_tag" and value.args:
             return self(value.args[0], inner)
-        if module.startswith("__torch__"):
-            state = self(value.state, inner)
-            return ObjectRecord(value.qualname, state if isinstance(state, dict) else {})
+        if module.startswith("__torch__") or not value.called:
+            return self._instance(value.qualname, value.state, inner)
+        if module == "copyreg" and name == "_reconstructor" and value.args:
+            cls = value.args[0]  # protocol 0/1 spelling of "an instance of cls"
+            if isinstance(cls, type) and issubclass(cls, PickledObject):
+                return self._instance(cls.qualname, value.state, inner)
         return value
+
+    def _instance(self, qualname: str, state: Any, depth: int) -> ObjectRecord:
+        """An object of a class the pickle names (never resolved) with its ``__dict__``."""
+        if isinstance(state, tuple) and len(state) == 2:  # (__dict__, slot state)
+            state = state[0]
+        found = self(state, depth)
+        return ObjectRecord(qualname, found if isinstance(found, dict) else {})
 
 
 def interpret(value: Any, depth: int = 0) -> Any:

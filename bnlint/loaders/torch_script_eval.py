@@ -97,7 +97,7 @@ class ScriptInterpreter(OperatorCalls):
         self, module: ModuleValue, name: str, args: list, kwargs: dict, caller: Frame | None
     ) -> Any:
         function, source = self._method(module, name)
-        return self._invoke(function, source, [module, *args], kwargs, caller)
+        return self._invoke(function, source, [module, *args], kwargs, caller, module.path)
 
     def call_function(self, qualname: str, args: list, kwargs: dict, caller: Frame | None) -> Any:
         found = self.code.function(qualname)
@@ -112,11 +112,14 @@ class ScriptInterpreter(OperatorCalls):
         args: list,
         kwargs: dict,
         caller: Frame | None,
+        module: str | None = None,
     ) -> Any:
         depth = caller.depth + 1 if caller is not None else 0
         if depth > MAX_CALL_DEPTH:
             raise self._fail(f"TorchScript calls nested deeper than {MAX_CALL_DEPTH}")
-        frame = Frame({}, source, caller, None, depth)
+        if module is None and caller is not None:
+            module = caller.module  # a free function runs on behalf of its caller's module
+        frame = Frame({}, source, caller, None, depth, module)
         params = function.args
         names = [a.arg for a in (*params.args, *params.kwonlyargs)]
         defaults = [None] * (len(params.args) - len(params.defaults)) + list(params.defaults)
@@ -204,7 +207,9 @@ class ScriptInterpreter(OperatorCalls):
         self.dry += 1
         try:
             for statements in blocks:
-                branch = Frame(dict(frame.env), frame.source, frame.caller, node, frame.depth)
+                branch = Frame(
+                    dict(frame.env), frame.source, frame.caller, node, frame.depth, frame.module
+                )
                 try:
                     self.block(statements, branch)
                 except (DeadPath, _Return):
@@ -239,7 +244,7 @@ class ScriptInterpreter(OperatorCalls):
         self.writer.graph.facts.partial.append(f"control flow ({kind}) kept as an opaque node")
         self.writer.graph.facts.unsupported.append(f"TorchScript {kind}")
         target = "higher_order.cond" if kind == "prim::If" else "higher_order.while_loop"
-        self.writer.add(target, inputs, outputs, self.location(frame))
+        self.writer.add(target, inputs, outputs, self.location(frame), frame.module or None)
         for name, output in zip(tensors, outputs, strict=True):
             frame.env[name] = Ref(output)
 

@@ -50,6 +50,7 @@ class PendingList:
     target: str
     args: dict[str, Any]
     source: tuple[str, int] | None
+    scope: str | None = None
     items: list[Ref] | None = None
 
 
@@ -64,6 +65,7 @@ class Frame:
     caller: Frame | None = None
     node: ast.AST | None = None
     depth: int = 0
+    module: str | None = None  # path of the innermost module whose method is running
 
 
 class OperatorCalls:
@@ -98,10 +100,10 @@ class OperatorCalls:
             return UNKNOWN if value is NOT_SCALAR else value
         target = f"{'aten' if namespace in ('torch', 'aten') else namespace}.{op}"
         if op in LIST_OUTPUT_OPS and want == 1:
-            return PendingList(target, named, self.location(frame))
+            return PendingList(target, named, self.location(frame), frame.module or None)
         outputs = [self.fresh(hint or op) for _ in range(max(want, 1))]
         if not self.dry:
-            self.writer.add(target, named, outputs, self.location(frame))
+            self.writer.add(target, named, outputs, self.location(frame), frame.module or None)
         refs = [Ref(output) for output in outputs]
         return refs[0] if want <= 1 else tuple(refs)
 
@@ -141,7 +143,9 @@ class OperatorCalls:
         if pending.items is None:
             outputs = [self.fresh(pending.target.split(".")[-1]) for _ in range(count)]
             if not self.dry:
-                self.writer.add(pending.target, pending.args, outputs, pending.source)
+                self.writer.add(
+                    pending.target, pending.args, outputs, pending.source, pending.scope
+                )
             pending.items = [Ref(o) for o in outputs]
         return pending.items
 

@@ -71,7 +71,7 @@ def _infer(op: str, args: Args, shape_of: ShapeOf) -> Shape | list[Shape | None]
             return None
         return broadcast(shape, other_shape if other_shape is not None else ())
     if shape is None:
-        return None
+        return _pooled(op, args)
     if op in ("conv1d", "conv2d", "conv3d", "_convolution", "convolution") or op.startswith(
         "conv_transpose"
     ):
@@ -79,6 +79,15 @@ def _infer(op: str, args: Args, shape_of: ShapeOf) -> Shape | list[Shape | None]
     if op in ("linear", "matmul", "mm", "bmm"):
         return _matmul(op, args, shape, shape_of)
     return _reshaping(op, args, shape, shape_of)
+
+
+def _pooled(op: str, args: Args) -> Shape | None:
+    """A 2-D/3-D adaptive pooling fixes its output's spatial size whatever its input: a
+    batched (N, C, *output_size) (a BatchNorm2d/3d after it requires the batch axis)."""
+    if not op.startswith(("adaptive_avg_pool", "adaptive_max_pool")) or op[-2] not in "23":
+        return None
+    size = _ints(args.get("output_size"), int(op[-2]))
+    return None if size is None else (None, None, *size)
 
 
 def broadcast(left: Shape | None, right: Shape | None) -> Shape | None:

@@ -17,6 +17,7 @@ from typing import Any
 from bnlint.graph import BatchSize, GraphFacts, ModelGraph
 from bnlint.loaders import LoadError
 from bnlint.loaders.torch_aten import AtenGraphBuilder, Ref, is_torch_source
+from bnlint.loaders.torch_infer import assume_linear_features
 from bnlint.loaders.torch_live import register_tensors
 from bnlint.loaders.torch_modules import ModuleRecord, plain_constants
 from bnlint.loaders.torch_program import ProgramWriter, script_builder
@@ -126,6 +127,7 @@ def load_torchscript(path: Path, settings: Any) -> ModelGraph:
         _finish(graph, module, inputs, [])
         return graph
     names = _TorchScriptGraph(graph, builder).add(ts_graph, _input_shapes(path, inputs))
+    assume_linear_features(graph)
     _finish(graph, module, inputs, names)
     return graph.finalize()
 
@@ -215,8 +217,28 @@ class _TorchScriptGraph:
             self.values[outputs[0]] = scalar_op(
                 kind.split("::")[1], [self.values.get(node.input())]
             )
+        elif kind == "prim::If" and self._decided(node, outputs):
+            return
         elif kind.startswith(("aten::", "prim::If", "prim::Loop")):
             self._call(node, kind, outputs, index)
+
+    def _decided(self, node: Any, outputs: list) -> bool:
+        """Walk the branch a known condition takes, or the only one that does not raise
+        (the static reader decides the same branches from the same values)."""
+        condition = self.values.get(node.input())
+        blocks = list(node.blocks())
+        if isinstance(condition, bool):
+            chosen = blocks[0 if condition else 1]
+        else:
+            raising = [_raises(block) for block in blocks]
+            if raising[0] == raising[1]:
+                return False
+            chosen = blocks[1 if raising[0] else 0]
+        for index, inner in enumerate(chosen.nodes()):
+            self._node(inner, index)
+        for output, value in zip(outputs, chosen.outputs(), strict=False):
+            self.values[output] = self.values.get(value)
+        return True
 
     def _call(self, node: Any, kind: str, outputs: list, index: int) -> None:
         tensor_outputs = [o for o in outputs if _is_tensor(o)]
@@ -244,7 +266,7 @@ class _TorchScriptGraph:
         else:
             for value in outputs:
                 self.values[value] = Ref(value.debugName())
-        self.writer.add(target, args, names, _source(node))
+        self.writer.add(target, args, names, _source(node), _module_path(node))
 
     def _holds_ref(self, value: Any) -> bool:
         found = self.values.get(value)
@@ -305,6 +327,25 @@ def _constant(value: Any) -> Any:
     ):
         return list(constant)
     return None
+
+
+_HIERARCHY = re.compile(r"(\w+)\(([^()]*)\)")
+
+
+def _module_path(node: Any) -> str | None:
+    """``classifier.2`` from ``classifier(Sequential).2(Dropout).UNKNOWN_INSTANCE(…)``: the
+    innermost module whose code the inlined node came from (the static reader's scope)."""
+    try:
+        hierarchy = node.getModuleHierarchy()
+    except Exception:
+        return None
+    names = [m.group(1) for m in _HIERARCHY.finditer(hierarchy or "")]
+    names = [name for name in names if name != "UNKNOWN_INSTANCE"]
+    return ".".join(names) or None
+
+
+def _raises(block: Any) -> bool:
+    return any(inner.kind() == "prim::RaiseException" for inner in block.nodes())
 
 
 def _is_tensor(value: Any) -> bool:

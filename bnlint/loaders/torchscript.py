@@ -22,6 +22,7 @@ from bnlint.loaders import LoadError
 from bnlint.loaders.safe_pickle import describe, restricted_loads
 from bnlint.loaders.torch_archive import ZipArchive
 from bnlint.loaders.torch_aten import Ref
+from bnlint.loaders.torch_infer import assume_linear_features
 from bnlint.loaders.torch_modules import ModuleRecord, add_module_nodes
 from bnlint.loaders.torch_pickle import ObjectRecord, TensorRecord, interpret
 from bnlint.loaders.torch_program import ProgramWriter, script_builder
@@ -113,6 +114,7 @@ class TorchScriptReader:
             if cls is None or "forward" not in cls.methods:
                 raise _NoForward(f"{demangle(root.qualname)[:200]} has no forward method in code/")
             self._interpret(root, records, requires_grad, input_shapes or {})
+            assume_linear_features(graph)
         except LoadError:
             raise
         except Exception as error:  # no forward, or an interpreter gap: the module tree, BN901

@@ -396,3 +396,15 @@ def build(model_name: str, seed: int = 0, fill_stats: bool = True) -> ZooModel:
     if fill_stats:
         fill_bn_statistics(model, example_input(model_name, seed), seed=seed)
     return model.eval()
+
+
+def register_parity_zoo(cases: dict) -> None:
+    """The parity zoo (``tests/zoo/torch_parity.py``): ``<case>`` plants the defect,
+    ``<case>_clean`` is the same network written correctly."""
+    for name, case in cases.items():
+        MODELS[name] = partial(case.model, defect=True)
+        MODELS[f"{name}_clean"] = partial(case.model, defect=False)
+
+
+# Importing the parity zoo registers it (whichever of the two modules is imported first).
+from tests.zoo import torch_parity  # noqa: E402, F401
