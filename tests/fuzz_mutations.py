@@ -315,3 +315,102 @@ def mutate_zip(data: st.DataObject, blob: bytes) -> bytes:
         for name, payload in members.items():
             archive.writestr(name or "empty", payload)
     return out.getvalue()
+
+
+# -- pickles: shared and recursive structures (issue 12, item 7) ---------------------------
+_GLOBALS = [
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch", "FloatStorage"),
+    ("builtins", "set"),
+    ("builtins", "exec"),
+    ("__torch__", "M"),
+    ("__torch__.torch.nn.modules.batchnorm", "BatchNorm2d"),
+    ("copyreg", "_reconstructor"),
+]
+
+
+_STEPS = ["int", "str", "tuple", "list", "dict", "set", "frozenset", "call", "object"]
+_STEPS += ["persid", "marks", "sets", "get"]
+
+
+def _memo(index: int) -> bytes:
+    return b"r" + index.to_bytes(4, "little")  # LONG_BINPUT
+
+
+def _get(index: int) -> bytes:
+    return b"j" + index.to_bytes(4, "little")  # LONG_BINGET
+
+
+def pickle_structure(data: st.DataObject) -> bytes:
+    """A protocol-2 pickle whose objects reference earlier ones (shared tuples, lists, dicts
+    and sets, nested to any depth, the same object reachable by exponentially many paths),
+    mixed with the records torch writes (OrderedDict, tensors, ``__torch__`` modules), calls
+    of arbitrary globals, persistent ids, deep MARK nesting and runs of EMPTY_SET.
+
+    Each step leaves one object on the stack and memoizes it, so any later step can share
+    it; the last object is the root."""
+    out = bytearray(b"\x80\x02")
+    steps = data.draw(st.integers(1, 40), label="pickle steps")
+    for count in range(steps):
+        kind = data.draw(st.sampled_from(_STEPS), label="pickle step")
+        picks = [data.draw(st.integers(0, max(count - 1, 0))) for _ in range(2)] if count else []
+        items = b"".join(_get(i) for i in picks) if count else b"K\x00"
+        if kind == "int":
+            out += b"J" + data.draw(st.integers(-(2**31), 2**31 - 1)).to_bytes(
+                4, "little", signed=True
+            )
+        elif kind == "str":
+            text = data.draw(st.sampled_from(["training", "weight", "x", "", *HOSTILE_TEXT]))
+            raw = text.encode()
+            out += b"X" + len(raw).to_bytes(4, "little") + raw
+        elif kind == "tuple":
+            out += b"(" + items + b"t"
+        elif kind == "list":
+            out += b"]" + (b"(" + items + b"e" if count else b"")
+        elif kind == "dict":  # keys may be shared tuples: hashing them must stay bounded
+            out += b"}" + (
+                b"(" + items + (_get(picks[0]) if picks else b"") + b"u" if count else b""
+            )
+        elif kind == "set":
+            out += b"\x8f" + (b"(" + items + b"\x90" if count else b"")
+        elif kind == "frozenset":
+            out += b"(" + items + b"\x91"
+        elif kind in ("call", "object"):
+            module, name = data.draw(st.sampled_from(_GLOBALS), label="global")
+            out += b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+            out += b"(" + items + b"t" + (b"R" if kind == "call" else b"\x81")
+            if count and data.draw(st.booleans(), label="with state"):
+                out += _get(picks[0]) + b"b"  # BUILD with a shared state
+        elif kind == "persid":
+            key = data.draw(st.sampled_from(["0", "1", "../x", ""]))
+            out += b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX" + len(key).to_bytes(
+                4, "little"
+            )
+            out += (
+                key.encode()
+                + b"X\x03\x00\x00\x00cpu"
+                + b"J"
+                + data.draw(st.sampled_from(HUGE[:8])).to_bytes(8, "little", signed=True)[:4]
+                + b"tQ"
+            )
+        elif kind == "marks":
+            depth = data.draw(st.integers(1, 20_000), label="mark depth")
+            out += b"(" * depth + b"K\x01" + b"t" * depth
+        elif kind == "sets":
+            out += b"\x8f0" * data.draw(st.integers(1, 200_000), label="empty sets") + b"\x8f"
+        else:  # the same object again
+            out += _get(picks[0]) if count else b"N"
+        out += _memo(count)
+    return bytes(out + b".")
+
+
+def with_data_pkl(blob: bytes, data_pkl: bytes) -> bytes:
+    """``blob`` (a TorchScript or torch.save zip) with its ``data.pkl`` replaced."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(blob)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            payload = source.read(info)
+            target.writestr(info, data_pkl if info.filename.endswith("/data.pkl") else payload)
+    return out.getvalue()

@@ -4,7 +4,9 @@ Seeds are valid files built in code (ONNX from the zoo, ``.pt2``, TorchScript, `
 zips, safetensors); :mod:`tests.fuzz_mutations` edits their bytes, their protobuf
 structure (dims, arities, dangling names, cycles, absurd attributes, external data), their
 zip members and the JSON inside; :mod:`tests.fuzz_constructs` builds whole constructs that
-third-party inference mishandles (Einsum equations, function call graphs, shape chains). The oracle, on every example: the CLI exits 0, 1 or 2;
+third-party inference mishandles (Einsum equations, function call graphs, shape chains);
+:func:`tests.fuzz_mutations.pickle_structure` writes pickles of shared and recursive
+structures from scratch. The oracle, on every example: the CLI exits 0, 1 or 2;
 no traceback, no "internal error" (which would stop the other files), at most one error
 line, no memory exhaustion under the address-space limit, no raw escape character in
 terminal output, no file written and no read of the decoys outside the model's folder
@@ -47,6 +49,8 @@ from tests.fuzz_mutations import (
     mutate_bytes,
     mutate_model,
     mutate_zip,
+    pickle_structure,
+    with_data_pkl,
 )
 from tests.zoo import onnx_zoo
 
@@ -54,9 +58,22 @@ REPO = Path(__file__).resolve().parents[1]
 LONG_RUN = int(os.environ.get("BNLINT_FUZZ_EXAMPLES", "0"))
 STRICT = os.environ.get("BNLINT_FUZZ_STRICT") == "1"
 FINDINGS_LOG = os.environ.get("BNLINT_FUZZ_LOG")
-# Shares of a long run: ONNX bytes, ONNX structure, archives, generated constructs.
-SHARES = {"onnx_bytes": 0.25, "onnx_structure": 0.35, "archives": 0.25, "constructs": 0.15}
-DEFAULT_EXAMPLES = {"onnx_bytes": 60, "onnx_structure": 100, "archives": 80, "constructs": 45}
+# Shares of a long run: ONNX bytes, ONNX structure, archives, generated constructs,
+# generated pickles.
+SHARES = {
+    "onnx_bytes": 0.25,
+    "onnx_structure": 0.35,
+    "archives": 0.15,
+    "constructs": 0.15,
+    "pickles": 0.1,
+}
+DEFAULT_EXAMPLES = {
+    "onnx_bytes": 60,
+    "onnx_structure": 100,
+    "archives": 80,
+    "constructs": 45,
+    "pickles": 40,
+}
 EXAMPLE_SECONDS = 60  # guard per example (a typical one takes 20-200 ms)
 ADDRESS_SPACE_HEADROOM = 4 * 1024**3
 FORMATS = ["json", "text", "sarif", "html", "markdown", "junit", "github", "gitlab"]
@@ -314,6 +331,35 @@ def test_generated_constructs(data, workdir: Path) -> None:
     (:mod:`tests.fuzz_constructs`): never a hang, an explosion or a second error line."""
     kind = data.draw(st.sampled_from(sorted(CONSTRUCTS)), label="construct")
     path = _write(workdir, CONSTRUCTS[kind](data).SerializeToString(), ".onnx")
+    with _guards():
+        check_cli(path, data.draw(st.sampled_from(["json", "text"]), label="format"))
+    path.unlink()
+
+
+@_examples("pickles")
+@_seeded
+@given(data=st.data())
+def test_shared_pickle_structures(data, archive_seeds, workdir: Path) -> None:
+    """Pickles of shared and recursive structures (a tuple reachable by 2**n paths as a
+    dict key, a list shared at every level, runs of EMPTY_SET, deep MARKs, calls of any
+    global): the restricted unpickler returns or refuses within the guards, and so does
+    the CLI on a TorchScript or torch.save archive holding the pickle as its data.pkl."""
+    import pickle
+
+    from bnlint.loaders.safe_pickle import RestrictedUnpickler
+    from bnlint.loaders.torch_pickle import interpret
+
+    payload = pickle_structure(data)
+    with _guards():
+        signal.setitimer(signal.ITIMER_REAL, EXAMPLE_SECONDS)
+        try:
+            interpret(RestrictedUnpickler(payload).load())
+        except (pickle.UnpicklingError, EOFError, ValueError):
+            pass  # refused: what the loaders turn into one error line
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    seed = data.draw(st.sampled_from(["script", "state"]), label="seed")
+    path = _write(workdir, with_data_pkl(archive_seeds[seed], payload), ".pt")
     with _guards():
         check_cli(path, data.draw(st.sampled_from(["json", "text"]), label="format"))
     path.unlink()

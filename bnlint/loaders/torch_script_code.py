@@ -153,15 +153,19 @@ def _check_node(node: ast.AST, parents: dict[int, ast.AST]) -> None:
         if node.decorator_list:
             raise _Refusal(node, f"decorators on {node.name!r} are not in the TorchScript subset")
         if isinstance(node, ast.ClassDef) and node.keywords:
-            raise _Refusal(node, f"class keywords on {node.name!r} are not in the subset")
+            raise _Refusal(
+                node, f"class keywords on {node.name!r} are not in the TorchScript subset"
+            )
         if isinstance(node, ast.FunctionDef) and (node.args.vararg or node.args.kwarg):
-            raise _Refusal(node, f"*args/**kwargs of {node.name!r} are not in the subset")
+            raise _Refusal(
+                node, f"*args/**kwargs of {node.name!r} are not in the TorchScript subset"
+            )
     elif isinstance(node, ast.Import):
         if parents.get(id(node)) is not None or any(
             alias.asname or alias.name.split(".")[0] not in ("torch", "__torch__")
             for alias in node.names
         ):
-            raise _Refusal(node, "an import of anything but torch is not in the subset")
+            raise _Refusal(node, "an import of anything but torch is not in the TorchScript subset")
     elif isinstance(node, (ast.Assign, ast.AnnAssign)):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         in_class = isinstance(parents.get(id(node)), ast.ClassDef)
@@ -181,11 +185,11 @@ def _check_call(node: ast.Call) -> None:
     if isinstance(func, ast.Name) and func.id == "getattr":
         name = node.args[1] if len(node.args) == 2 and not node.keywords else None
         if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
-            raise _Refusal(node, "getattr() with a computed name is not in the subset")
+            raise _Refusal(node, "getattr() with a computed name is not in the TorchScript subset")
         if _dunder(name.value):
             raise _Refusal(node, f"getattr(…, {name.value!r}) is not in the TorchScript subset")
     if not isinstance(func, (ast.Name, ast.Attribute, ast.Subscript)):
-        raise _Refusal(node, f"calling a {type(func).__name__} is not in the subset")
+        raise _Refusal(node, f"calling a {type(func).__name__} is not in the TorchScript subset")
 
 
 def check_source(tree: ast.Module) -> None:

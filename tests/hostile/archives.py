@@ -171,3 +171,12 @@ SIMPLE = {
     "member_names": member_names,
     "safetensors_lie": safetensors_lie,
 }
+
+
+def _add_pickle_bombs() -> None:
+    from tests.hostile import pickle_bombs
+
+    SIMPLE.update(pickle_bombs.CASES)
+
+
+_add_pickle_bombs()
