@@ -69,8 +69,9 @@ class LinearNet:
         if stale_second:  # the second conv "fine-tuned" after its BN's statistics were taken
             self.w2 = self.w2 * 1.8 + 0.3 * rng.standard_normal(self.w2.shape)
 
-    def model(self, batch: int | str = "N") -> onnx.ModelProto:
-        f = np.float32
+    def model(self, batch: int | str = "N", dtype: type = np.float32) -> onnx.ModelProto:
+        f = dtype
+        elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
         inits = [
             numpy_helper.from_array(np.asarray(value, dtype=f), name)
             for name, value in {
@@ -108,8 +109,8 @@ class LinearNet:
         graph = helper.make_graph(
             nodes,
             "linear_net",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, SIZE, SIZE])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 5, SIZE - 2, SIZE - 2])],
+            [helper.make_tensor_value_info("x", elem, [batch, 3, SIZE, SIZE])],
+            [helper.make_tensor_value_info("y", elem, [batch, 5, SIZE - 2, SIZE - 2])],
             inits,
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])

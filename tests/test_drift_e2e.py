@@ -211,3 +211,11 @@ def test_every_front_end_writes_the_same_statistics(
     assert len(names) == 8 and all(name in state for name in names)  # exported under FQNs
     for name in names:
         np.testing.assert_allclose(state[name].numpy(), inits[name], rtol=2e-4, atol=1e-5)
+
+
+def test_an_exported_program_runs_only_with_trust(scenario: Path) -> None:
+    report = lint(
+        str(scenario / "base.pt2"), select=["BN021"], sample_data=str(scenario / "x255.npz")
+    )
+    (note,) = report.findings
+    assert note.code == "BN905" and "--trust-model-code" in note.message

@@ -231,3 +231,20 @@ def test_bad_samples_and_unrunnable_models_exit_2(run_cli, scaled, tmp_path: Pat
     result = run_cli(["recalibrate", model, "--sample-data", bad, "-o", out], exit_code=2)
     assert "contains NaN" in result.stderr and str(bad) in result.stderr
     assert not out.exists()
+
+
+def test_float16_models_are_checked_and_statistics_that_overflow_are_refused(
+    run_cli, tmp_path: Path
+) -> None:
+    model = tmp_path / "half.onnx"
+    onnx.save(dc.LinearNet(0).model(dtype=np.float16), str(model))
+    fine, scaled = tmp_path / "fine.npy", tmp_path / "scaled.npy"
+    np.save(fine, dc.samples(64, 1).astype(np.float16))
+    np.save(scaled, (dc.samples(64, 1) * 255).astype(np.float16))
+    run_cli([model, "--sample-data", fine, "--select", "BN021"])
+    run_cli([model, "--sample-data", scaled, "--select", "BN021"], exit_code=1)
+    out = tmp_path / "out.onnx"
+    result = run_cli(["recalibrate", model, "--sample-data", scaled, "-o", out], exit_code=2)
+    assert "float16 cannot hold" in result.stderr and not out.exists()
+    run_cli(["recalibrate", model, "--sample-data", fine, "-o", out])
+    assert numpy_helper.to_array(onnx.load(str(out)).graph.initializer[4]).dtype == np.float16

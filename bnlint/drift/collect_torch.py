@@ -89,6 +89,10 @@ class TorchCollector:
                 buffer = self._buffer(site, role, name)
                 buffer.copy_(self.torch.as_tensor(np.asarray(values), dtype=buffer.dtype))
 
+    def buffer(self, site: BnSite, role: str) -> Any:
+        """The tensor holding ``site``'s running ``role`` (mean or var) in the private copy."""
+        return self._buffer(site, role, site.node.input(role))
+
     def _buffer(self, site: BnSite, role: str, name: str | None) -> Any:
         if not self.is_fx:
             attribute = "running_mean" if role == "mean" else "running_var"

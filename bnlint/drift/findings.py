@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlint.drift.profile import DriftProfile, LayerDrift, Thresholds
+from bnlint.drift.profile import CLT_SAMPLES, DriftProfile, LayerDrift, Thresholds
 from bnlint.findings import Finding
 from bnlint.rule import RuleContext
 
@@ -113,12 +113,21 @@ def _notes(profile: DriftProfile, ctx: RuleContext) -> Iterator[Finding]:
     if weak:
         needed = [layer.samples_needed for layer in weak if layer.samples_needed]
         more = f"; about {max(needed)} samples would be" if needed else ""
+        if profile.samples < CLT_SAMPLES:
+            alpha = 1 - t.confidence
+            gross = t.mean_shift + math.sqrt((1 / alpha - 1) * t.variance_ratio / profile.samples)
+            ratio = t.variance_ratio / alpha
+            why = (
+                f"with fewer than {CLT_SAMPLES} samples only gross drift is tested (a mean "
+                f"shift beyond {gross:.3g} σ or a variance beyond ×{ratio:g})"
+            )
+        else:
+            why = f"e.g. {weak[0].site.name}: a mean shift of {2 * t.mean_shift:g} σ would not show"
         yield ctx.diagnostic(
             "BN905",
             None,
             f"BN021: {profile.samples} samples are too few to compare {len(weak)} of "
-            f"{len(profile.layers)} BatchNorm layers confidently (e.g. {weak[0].site.name}: "
-            f"a mean shift of {2 * t.mean_shift:g} σ would not show){more}",
+            f"{len(profile.layers)} BatchNorm layers confidently ({why}){more}",
             evidence={
                 "samples": profile.samples,
                 "layers": [layer.site.name for layer in weak],

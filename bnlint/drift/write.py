@@ -77,7 +77,15 @@ def _changes(graph: ModelGraph, result: Recalibration) -> list[tuple[Any, int, s
         for (role, index), values in zip(ROLES, (mean, var), strict=True):
             name = site.node.input(role)
             dtype = graph.dtype(name) or "float32"
-            changes.append((site, index, name, np.asarray(round_to(values, dtype)), dtype))
+            stored = np.asarray(round_to(values, dtype))
+            if not np.isfinite(stored).all():
+                worst = float(np.max(np.abs(values)))
+                raise RecalibrationError(
+                    f"the re-estimated running {role} of BatchNorm {site.name!r} reaches "
+                    f"{worst:.3g}, which {dtype} cannot hold: the samples overflow this "
+                    "model's precision (check the preprocessing)"
+                )
+            changes.append((site, index, name, stored, dtype))
     return changes
 
 
@@ -171,6 +179,16 @@ def write_torch(
 
     check_target(target, inputs)
     module = result.collector.module  # the private copy, holding the new statistics
+    for site in result.sites:
+        for role, values in zip(("mean", "var"), result.new[site.id], strict=True):
+            stored = result.collector.buffer(site, role).detach().double().numpy()
+            if not np.isfinite(stored).all():
+                dtype = str(result.collector.buffer(site, role).dtype).replace("torch.", "")
+                raise RecalibrationError(
+                    f"the re-estimated running {role} of BatchNorm {site.name!r} reaches "
+                    f"{float(np.max(np.abs(values))):.3g}, which {dtype} cannot hold: the "
+                    "samples overflow this model's precision (check the preprocessing)"
+                )
     stream = io.BytesIO()
     try:
         if target.suffix == ".pt2":

@@ -86,7 +86,46 @@ POSITIVE = [
     ),
 ]
 
+def _clustered():
+    """A BN on (N, 6) features that cluster by class (4 tight clusters, equally likely): its
+    running statistics are the mixture's exactly."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    centres = _CENTRES
+    mean = centres.mean(axis=0)
+    var = ((centres - mean) ** 2).mean(axis=0) + 0.05**2
+    inits = [
+        numpy_helper.from_array(np.asarray(v, np.float32), n)
+        for n, v in (("g", np.ones(6)), ("b", np.zeros(6)), ("m", mean), ("v", var))
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["y"], name="bn")],
+        "clustered",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    return model
+
+
+# like a classifier head: every feature fires for class 3 and stays near 0 for the others
+_CENTRES = np.zeros((4, 6))
+_CENTRES[3] = [1.0, 0.8, 1.2, 0.9, 1.1, 1.0]
+
+
+def _unlucky_draw():
+    """8 samples that happen to miss class 3: their spread is mostly within-cluster."""
+    rng = np.random.default_rng(4)
+    classes = rng.integers(0, 3, 8)
+    return (_CENTRES[classes] + rng.normal(0, 0.05, (8, 6))).astype(np.float32)
+
+
 NEGATIVE = [
+    # the t-test would call this a variance collapse; below 30 samples only gross drift counts
+    _case("eight-samples-missing-a-class", _clustered, _unlucky_draw, []),
     _case("in-distribution", _linear(), lambda: dc.samples(300, 6), []),
     _case("in-distribution-bn1d", _gemm, _gemm_samples(), []),
     _case(
@@ -129,3 +168,26 @@ def test_the_fitted_scale_is_the_applied_one() -> None:
     for case, applied in ((POSITIVE[0], 255.0), (POSITIVE[-1], 3.0)):
         (first, *_) = check_case("BN021", case)
         assert abs(first.evidence["explanation_params"]["scale"] / applied - 1) < 0.05
+
+
+def test_too_few_samples_give_a_note_with_the_count_needed() -> None:
+    from bnlint.api import lint
+
+    path = _FOLDER / "three.npy"
+    np.save(path, dc.samples(3, 8))
+    report = lint(dc.LinearNet(0).model(), select=["BN021"], sample_data=str(path))
+    (note,) = report.findings
+    assert note.code == "BN905" and "too few to compare" in note.message
+    assert note.evidence["samples"] == 3 and note.evidence["samples_needed"] > 3
+
+
+def test_selecting_bn021_without_samples_says_what_it_needs(run_cli, tmp_path: Path) -> None:
+    import onnx
+
+    model = tmp_path / "m.onnx"
+    onnx.save(dc.LinearNet(0).model(), str(model))
+    named = run_cli([model, "--select", "BN021", "--format", "json"]).json
+    (note,) = named["models"][0]["findings"]
+    assert note["code"] == "BN905" and "--sample-data" in note["message"]
+    everything = run_cli([model, "--format", "json"]).json
+    assert not [f for f in everything["models"][0]["findings"] if f["code"] == "BN905"]
