@@ -5,17 +5,18 @@ With `--sample-data FILE` (a `.npz` of arrays keyed by input name, or a `.npy` f
 single-input model; the first axis indexes samples), bnlint runs the model on the samples
 (ONNX Runtime for ONNX, torch for PyTorch) and measures, for every BatchNorm in inference
 mode, the mean and variance of its input per channel. Per channel it compares them with
-the running statistics: the standardized mean shift
-`|mean_data - running_mean| / sqrt(running_var + eps)` and the variance ratio
-`(var_data + eps) / (running_var + eps)`. A channel counts only when its estimate exceeds
-a threshold by more than its sampling error allows (errors from the spread between
-samples, a one-sided test at `confidence`); a layer is reported when more of its channels
-are beyond a threshold than chance could give (a binomial test, corrected for the number
-of layers). Layers are reported in graph order, and the first mismatching layer gets a
-cause: at the first BN, the preprocessing (a scale factor, a per-channel offset, a
-channel permutation, or scale and offset are each fitted and re-tested, and the simplest
-that explains the data is named); deeper, below layers that match, statistics gone stale.
-Too few samples for a confident verdict give a BN905 note saying how many would do.
+the running statistics: the standardized mean shift `|mean_data - running_mean| /
+sqrt(running_var + eps)` and the variance ratio `(var_data + eps) / (running_var + eps)`.
+A channel counts only when its estimate exceeds a threshold by more than its sampling
+error allows (errors from the spread between samples, a one-sided test at `confidence`;
+below 30 samples, distribution-free bounds that only gross drift passes); a layer is
+reported when more of its channels are beyond a threshold than chance could give (a
+binomial test, corrected for the number of layers). Layers are reported in graph order,
+and the first mismatching layer gets a cause: at the first BN, the preprocessing (a scale
+factor, a per-channel offset, a channel permutation, or scale and offset are each fitted
+and re-tested, and the simplest that explains the data is named); deeper, below layers
+that match, statistics gone stale. Too few samples for a confident verdict give a BN905
+note saying how many would do.
 
 ## Why it matters
 Running statistics are estimated on the training data, and at inference they normalise
@@ -30,9 +31,10 @@ mismatch: the served inputs look 255x the training inputs", and every BN after i
 
 ## Fix
 At the first BN, fix the serving preprocessing to match training (the finding names the
-scale, offset or channel order). Deeper, re-estimate the statistics on representative
-data with `bnlint recalibrate MODEL --sample-data FILE -o OUT`, or fine-tune with the
-BatchNorms in train mode.
+scale, offset or channel order). Deeper, fine-tune with the BatchNorms in train mode, or
+re-estimate the statistics on representative data with
+`bnlint recalibrate MODEL --sample-data FILE -o OUT` and check the accuracy: weights
+fine-tuned against stale statistics may need a short fine-tune after.
 
 ## Options
 `mean-shift` is the standardized mean shift that matters (default 0.5 running standard

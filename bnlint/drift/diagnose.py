@@ -36,28 +36,12 @@ import numpy as np
 
 from bnlint.drift.collect import Collector, measure
 from bnlint.drift.moments import ChannelStats
+from bnlint.drift.paths import is_affine_path, reaches
 from bnlint.drift.profile import DriftProfile, LayerDrift, layer_drift
 from bnlint.drift.samples import SampleArray, SampleFile
-from bnlint.graph import ModelGraph, Node
+from bnlint.graph import ModelGraph
 
 MAX_PERMUTED_CHANNELS = 4  # 23 candidate permutations at most
-_LINEAR_OPS = {
-    "conv",
-    "conv_transpose",
-    "linear",
-    "pad",
-    "reshape",
-    "flatten",
-    "transpose",
-    "identity",
-    "cast",
-    "dropout",
-    "concat",
-    "split",
-    "add",
-    "sub",
-}
-_LINEAR_OTHER = {"Unsqueeze", "Squeeze", "Slice", "Expand", "Gather", "Neg"}
 
 
 @dataclass
@@ -169,44 +153,12 @@ def diagnose(
     if collector is None or samples is None or bound is None:
         diagnosis.note = "the model could not be run again to test explanations"
         return diagnosis
-    data_inputs = [name for name in bound if _feeds(graph, first.site.node, name)]
+    data_inputs = [name for name in bound if reaches(graph, first.site.node, name)]
     if len(data_inputs) != 1:
         diagnosis.note = "it depends on several inputs"
         return diagnosis
     _Fitter(graph, profile, collector, samples, bound, data_inputs[0]).run(diagnosis)
     return diagnosis
-
-
-def _feeds(graph: ModelGraph, node: Node, name: str) -> bool:
-    from bnlint.drift.sites import ancestors_of
-
-    upstream = ancestors_of(graph, node)
-    return any(c.id in upstream or c.id == node.id for c in graph.consumers(name))
-
-
-def is_affine_path(graph: ModelGraph, node: Node) -> bool:
-    """Whether every operation between the inputs and ``node``'s input is affine."""
-    from bnlint.drift.sites import ancestors_of
-
-    for node_id in ancestors_of(graph, node):
-        upstream = graph.node(node_id)
-        if upstream.op in ("add", "sub", "mul", "div", "matmul"):
-            varying = [n for n in upstream.inputs if n and not graph.is_constant(n)]
-            if upstream.op in ("mul", "div", "matmul") and len(varying) > 1:
-                return False
-            if upstream.op == "div" and upstream.inputs[0] not in varying:
-                return False
-            continue
-        if upstream.op == "pool":
-            if "max" in upstream.source_op.lower() or "lp" in upstream.source_op.lower():
-                return False
-            continue
-        if upstream.op == "pad" and str(upstream.attrs.get("mode", "constant")) != "constant":
-            continue  # reflect/edge padding is linear too
-        if upstream.op in _LINEAR_OPS or upstream.source_op in _LINEAR_OTHER:
-            continue
-        return False
-    return True
 
 
 class _Fitter:

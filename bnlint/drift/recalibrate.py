@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bnlint.drift.collect import Overrides, collector_for, measure
+from bnlint.drift.collect import collector_for, measure
 from bnlint.drift.profile import DriftProfile, Thresholds, compare
 from bnlint.drift.samples import SampleFile
 from bnlint.drift.sites import BnSite, Sites, find_sites
@@ -98,17 +98,13 @@ def recalibrate(graph: ModelGraph, samples: SampleFile, thresholds: Thresholds) 
     for depth in sorted({site.depth for site in analysed}):
         wave = [site for site in analysed if site.depth == depth]
         if depth > 1:
-            measured = measure(collector, samples, bound, wave, _overrides(new))
+            measured = measure(collector, samples, bound, wave, dict(new))
             passes += 1
         for site in wave:
             stats = measured[site.id]
             new[site.id] = (stats.mean, np.asarray(stats.unbiased_var))
-    after_measured = measure(collector, samples, bound, analysed, _overrides(new))
+    after_measured = measure(collector, samples, bound, analysed, dict(new))
     passes += 1
     updated = [replace(site, mean=new[site.id][0], var=new[site.id][1]) for site in analysed]
     after = compare(graph, updated, after_measured, thresholds, samples=samples.count)
     return Recalibration(analysed, new, before, after, passes, collector)
-
-
-def _overrides(new: dict[int, tuple[np.ndarray, np.ndarray]]) -> Overrides:
-    return dict(new)

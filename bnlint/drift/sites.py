@@ -50,9 +50,6 @@ class Sites:
     analysed: list[BnSite]
     skipped: list[tuple[Node, str]]
 
-    def by_id(self) -> dict[int, BnSite]:
-        return {site.id: site for site in self.analysed}
-
 
 def _skip_reason(graph: ModelGraph, bn: Node) -> str | None:
     if bn.subgraph is not None:

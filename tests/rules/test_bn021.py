@@ -86,10 +86,10 @@ POSITIVE = [
     ),
 ]
 
+
 def _clustered():
     """A BN on (N, 6) features that cluster by class (4 tight clusters, equally likely): its
     running statistics are the mixture's exactly."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     centres = _CENTRES
