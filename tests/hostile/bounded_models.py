@@ -20,80 +20,50 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from tests.zoo.onnx_builder import GraphBuilder
 
 OPSET = [helper.make_opsetid("", 17)]
 
 
-def _bn_block(
-    extra_nodes: list, extra_inits: list | None = None, extra_outputs=(), extra_inputs=()
-) -> onnx.GraphProto:
-    inits = [
-        numpy_helper.from_array(np.full(shape, value, np.float32), name)
-        for name, shape, value in (
-            ("w", (4, 2, 1, 1), 0.5),
-            ("s", (4,), 1.0),
-            ("b", (4,), 0.0),
-            ("m", (4,), 0.1),
-            ("v", (4,), 2.0),
-        )
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-        helper.make_node(
-            "BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn", training_mode=1
-        ),
-        *extra_nodes,
-    ]
-    outputs = [
-        helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
-        for name in ("y", *extra_outputs)
-    ]
-    return helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4]), *extra_inputs],
-        outputs,
-        inits + list(extra_inits or []),
-    )
+def _bn_block() -> tuple[GraphBuilder, str]:
+    """A Conv -> BatchNormalization(training_mode=1) builder and the BN's output."""
+    g = GraphBuilder(opset=17)
+    x = g.input("x", [1, 2, 4, 4])
+    return g, g.bn(g.conv(x, 4, k=1, name="conv", bias=False), name="bn", training=True)
 
 
-def _save(graph: onnx.GraphProto, path: Path, **kwargs) -> Path:
+def _save(g: GraphBuilder, outputs: list[str], path: Path, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = helper.make_model(graph, opset_imports=kwargs.pop("opsets", OPSET), **kwargs)
+    model = helper.make_model(g.graph(outputs), opset_imports=kwargs.pop("opsets", OPSET), **kwargs)
     path.write_bytes(model.SerializeToString())
     return path
 
 
 def einsum(path: Path) -> Path:
-    operand = helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 3, 4])
-    nodes = [helper.make_node("Einsum", ["t", "t"], ["e"], equation="...i...,...i->...")]
-    return _save(_bn_block(nodes, extra_outputs=["e"], extra_inputs=[operand]), path)
+    g, y = _bn_block()
+    operand = g.input("t", [2, 3, 4])
+    (e,) = g.node("Einsum", [operand, operand], name="einsum", equation="...i...,...i->...")
+    return _save(g, [y, e], path)
 
 
 def value_sized_concat(path: Path, length: int = 10**9) -> Path:
-    shape = numpy_helper.from_array(np.array([length], np.int64), "shape")
-    nodes = [
-        helper.make_node(
-            "ConstantOfShape",
-            ["shape"],
-            ["ones"],
-            value=helper.make_tensor("one", TensorProto.INT64, [1], [1]),
-        ),
-        helper.make_node("Concat", ["ones", "ones"], ["target"], axis=0),
-        helper.make_node("Reshape", ["y", "target"], ["r"]),
-    ]
-    return _save(_bn_block(nodes, [shape], extra_outputs=["r"]), path)
+    g, y = _bn_block()
+    shape = g.param("shape", np.array([length], np.int64))
+    one = helper.make_tensor("one", TensorProto.INT64, [1], [1])
+    (ones,) = g.node("ConstantOfShape", [shape], name="ones", value=one)
+    (target,) = g.node("Concat", [ones, ones], name="target", axis=0)
+    (reshaped,) = g.node("Reshape", [y, target], name="reshape")
+    return _save(g, [y, reshaped], path)
 
 
 def repeated_concat(path: Path, copies: int = 4000) -> Path:
-    block = numpy_helper.from_array(np.ones(128 * 1024, np.float32), "block")
-    nodes = [
-        helper.make_node("Concat", ["block"] * copies, ["big"], axis=0),
-        helper.make_node("Add", ["y", "big"], ["sum"]),
-    ]
-    return _save(_bn_block(nodes, [block], extra_outputs=["sum"]), path)
+    g, y = _bn_block()
+    block = g.param("block", np.ones(128 * 1024, np.float32))
+    (big,) = g.node("Concat", [block] * copies, name="big", axis=0)
+    (total,) = g.node("Add", [y, big], name="sum")
+    return _save(g, [y, total], path)
 
 
 def doubling_functions(path: Path, levels: int = 40) -> Path:
@@ -108,19 +78,16 @@ def doubling_functions(path: Path, levels: int = 40) -> Path:
                 helper.make_node(call, ["t"], ["b"], domain="local"),
             ]
         functions.append(helper.make_function("local", f"f{level}", ["a"], ["b"], body, OPSET))
-    nodes = [helper.make_node(f"f{levels - 1}", ["y"], ["z"], domain="local")]
-    return _save(
-        _bn_block(nodes, extra_outputs=["z"]),
-        path,
-        opsets=[*OPSET, helper.make_opsetid("local", 1)],
-        functions=functions,
-    )
+    g, y = _bn_block()
+    (z,) = g.node(f"f{levels - 1}", [y], name="call", domain="local")
+    opsets = [*OPSET, helper.make_opsetid("local", 1)]
+    return _save(g, [y, z], path, opsets=opsets, functions=functions)
 
 
 def huge_name_scopes(path: Path, megabytes: int = 12) -> Path:
-    graph = _bn_block([])
+    g, y = _bn_block()
     filler = ", ".join(["''"] * (megabytes * 1024 * 1024 // 4))
-    for node, scope in zip(graph.node, ("features.conv", "features.bn"), strict=True):
+    for node, scope in zip(g.nodes, ("features.conv", "features.bn"), strict=True):
         value = f"[{filler}, '{scope}', '{node.name}']"
         node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=value)
-    return _save(graph, path)
+    return _save(g, [y], path)

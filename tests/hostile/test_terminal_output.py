@@ -17,11 +17,10 @@ import sys
 import unicodedata
 from pathlib import Path
 
-import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from tests.hostile.runner import REPRODUCE, assert_behaved, run_attack
+from tests.zoo.onnx_builder import GraphBuilder
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,35 +53,13 @@ def _names() -> list[str]:
 
 def _model(path: Path) -> Path:
     """One Conv -> BN -> Relu block per hostile name; the first BN in training mode."""
-    nodes, weights, current = [], [], "x"
+    g = GraphBuilder(opset=15)
+    current = g.input("x", [1, 4, 8, 8])
     for index, name in enumerate(_names()):
-        weights.append(numpy_helper.from_array(np.full((4, 4, 1, 1), 0.5, np.float32), f"w{index}"))
-        stats = [f"bn{index}.{role}" for role in "sbmv"]
-        for role, tensor in zip("sbmv", stats, strict=True):
-            value = 1.0 if role in "sv" else 0.1
-            weights.append(numpy_helper.from_array(np.full(4, value, np.float32), tensor))
-        nodes += [
-            helper.make_node("Conv", [current, f"w{index}"], [f"c{index}"], name=f"conv{name}"),
-            helper.make_node(
-                "BatchNormalization",
-                [f"c{index}", *stats],
-                [f"n{index}"],
-                name=f"bn{name}",
-                training_mode=int(index == 0),
-            ),
-            helper.make_node("Relu", [f"n{index}"], [f"r{index}"], name=f"relu{index}"),
-        ]
-        current = f"r{index}"
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [helper.make_tensor_value_info(current, TensorProto.FLOAT, [1, 4, 8, 8])],
-        weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+        conv = g.conv(current, 4, k=1, name=f"conv{name}", bias=False)
+        current = g.relu(g.bn(conv, name=f"bn{name}", training=index == 0), f"relu{index}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
+    path.write_bytes(g.model([current], infer=False).SerializeToString())
     return path
 
 
