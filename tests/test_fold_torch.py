@@ -163,3 +163,25 @@ def test_cli_folds_a_module_factory(tmp_path: Path, run_cli, suffix: str) -> Non
         program = torch.export.load(str(target))
         assert not any("batch_norm" in str(node.target) for node in program.graph.nodes)
     sys.modules.pop("user_model", None)
+
+
+def test_a_trusted_pt2_program_is_refused_with_the_true_reason(tmp_path: Path, run_cli) -> None:
+    """torch.export flattens modules into parameter holders: no module fold applies, and
+    the reason says so (issue 13 item 6: it used to say 'training mode')."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    program = torch.export.export(model, (torch.randn(1, 3, 8, 8),))
+    torch.export.save(program, str(tmp_path / "m.pt2"))
+    result = run_cli(
+        [
+            "fold",
+            tmp_path / "m.pt2",
+            "-o",
+            tmp_path / "f.pt2",
+            "--trust-model-code",
+            "--format",
+            "json",
+        ]
+    )
+    (row,) = result.json["models"][0]["verification"]["bns"]
+    assert row["verdict"] == "not-folded" and row["reason_code"] == "not-a-module"
+    assert "torch.export flattens" in row["reason"] and "training" not in row["reason"]

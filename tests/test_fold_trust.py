@@ -182,6 +182,18 @@ def test_a_fold_whose_error_beats_its_bound_reports_bound_error_and_margin(
         assert 0 <= row[level]["error"] <= row[level]["bound"]
 
 
+def test_without_a_runtime_for_the_model_the_outputs_run_in_onnx_reference(
+    tmp_path, run_cli
+) -> None:
+    """ONNX Runtime has no float64 Conv: the regions stand on the algebraic level, and the
+    whole models are compared in onnx.reference on small probes."""
+    _, _, verification, _ = fold_cli(run_cli, tmp_path, fc.plain_conv_bn(np.float64))
+    assert rows(verification)["bn"]["verdict"] == "folded-correctly"
+    assert verification["levels"]["outputs_by"] == "onnx.reference"
+    assert verification["outputs"] and all(o["ok"] for o in verification["outputs"])
+    assert verification["levels"]["numeric"] is False
+
+
 # -- item 7 ------------------------------------------------------------------------------------
 def test_a_correct_fold_is_not_a_finding_but_a_row_of_the_verification_section(
     tmp_path, run_cli

@@ -26,7 +26,7 @@ from bnlint.fold.exact import SizeLimit
 from bnlint.fold.matching import kept_producer_names, renamed, structural_names
 from bnlint.fold.regional import RegionResult, Side
 from bnlint.fold.results import FoldError, Verification
-from bnlint.fold.runtime_level import light_model, null_fold
+from bnlint.fold.runtime_level import ReferenceRunner, light_model, null_fold
 from bnlint.fold.sides import side
 from bnlint.fold.verdicts import FoldRecord, plan
 from bnlint.fold.verification import Runtime, failure, verify
@@ -96,20 +96,28 @@ def _model_problems(original: ModelProto, folded: ModelProto) -> list[str]:
 def _runtime(
     original_graph, folded_graph, folded_model, problems, input_shapes
 ) -> tuple[Runtime | None, str | None]:
+    """ONNX Runtime runners (a folded model it refuses while it loads the original fails
+    the audit), and onnx.reference ones as the fallback."""
     from bnlint.runtime_onnx import OnnxRunner, _onnxruntime, graph_arrays
+
+    original_model = original_graph.extras["onnx_model"]
+    arrays, folded_arrays = graph_arrays(original_graph), graph_arrays(folded_graph)
+
+    def reference() -> dict[str, Any]:
+        null = null_fold(original_graph, 0)
+        return {
+            "original": ReferenceRunner(original_model, arrays),
+            "folded": ReferenceRunner(folded_model, folded_arrays),
+            "null": ReferenceRunner(original_model, arrays, null),
+        }
 
     try:
         _onnxruntime()
+        reference_runner = OnnxRunner(original_model, arrays=arrays)
     except RunnerUnavailable as error:
-        return None, str(error)
-    original_model = original_graph.extras["onnx_model"]
-    arrays = graph_arrays(original_graph)
+        return Runtime(None, input_shapes, reference), str(error)
     try:
-        reference = OnnxRunner(original_model, arrays=arrays)
-    except RunnerUnavailable as error:
-        return None, str(error)
-    try:
-        candidate = OnnxRunner(folded_model, arrays=graph_arrays(folded_graph))
+        candidate = OnnxRunner(folded_model, arrays=folded_arrays)
     except RunnerUnavailable as error:
         problems.append(
             f"ONNX Runtime cannot load the folded model (it loads the original): {error}"
@@ -119,12 +127,12 @@ def _runtime(
     def runners() -> dict[str, Any]:
         light, provider = light_model(original_model, arrays, null_fold(original_graph, 0))
         return {
-            "original": reference,
+            "original": reference_runner,
             "folded": candidate,
             "null": OnnxRunner(light, arrays=provider),
         }
 
-    return Runtime(runners, input_shapes), None
+    return Runtime(runners, input_shapes, reference), None
 
 
 def audit(

@@ -15,7 +15,7 @@ from weakref import WeakKeyDictionary
 from bnlint.fold.exact import SizeLimit
 from bnlint.fold.results import FoldError, FoldResult
 from bnlint.fold.rewrite import fold_model
-from bnlint.fold.runtime_level import light_model, null_fold
+from bnlint.fold.runtime_level import ReferenceRunner, light_model, null_fold
 from bnlint.fold.sides import read_tensor, side, written_reader
 from bnlint.fold.torch_verify import fold_torch_graph
 from bnlint.fold.verification import Runtime, failure, verify
@@ -102,12 +102,9 @@ def _fold_onnx(
 
 
 def _runtime(graph, model, folded_model, written, input_shapes):
+    """ONNX Runtime runners when it is installed, and onnx.reference ones as the fallback."""
     from bnlint.runtime_onnx import OnnxRunner, _onnxruntime, graph_arrays
 
-    try:
-        _onnxruntime()
-    except RunnerUnavailable as error:
-        return None, str(error)
     original = graph_arrays(graph)
     folded_arrays = {}
 
@@ -120,15 +117,25 @@ def _runtime(graph, model, folded_model, written, input_shapes):
         return original(name)
 
     def runners() -> dict[str, Any]:
-        null = null_fold(graph, seed=0)
-        light, provider = light_model(model, original, null)
+        light, provider = light_model(model, original, null_fold(graph, seed=0))
         return {
             "original": OnnxRunner(model, arrays=original),
             "folded": OnnxRunner(folded_model, arrays=folded_weights),
             "null": OnnxRunner(light, arrays=provider),
         }
 
-    return Runtime(runners, input_shapes), None
+    def reference() -> dict[str, Any]:
+        return {
+            "original": ReferenceRunner(model, original),
+            "folded": ReferenceRunner(folded_model, folded_weights),
+            "null": ReferenceRunner(model, original, null_fold(graph, seed=0)),
+        }
+
+    try:
+        _onnxruntime()
+    except RunnerUnavailable as error:
+        return Runtime(None, input_shapes, reference), str(error)
+    return Runtime(runners, input_shapes, reference), None
 
 
 def _own_verdicts(verification) -> None:

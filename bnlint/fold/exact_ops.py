@@ -88,10 +88,13 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
     index = (slice(None), slice(None), *(slice(None, None, s) for s in strides))
     index += tuple(slice(None, None, d) for d in dilations)
     windows = windows[index][(slice(None), slice(None), *(slice(0, o) for o in out))]
-    patches = windows.reshape(n, groups, cg, math.prod(out), math.prod(kernel))
-    weights = w.reshape(groups, m // groups, cg, math.prod(kernel))
-    y = np.einsum("ngcok,gmck->ngmo", patches, weights, optimize=True)
-    y = y.reshape(n, m, *out)
+    positions, taps = math.prod(out), math.prod(kernel)
+    patches = windows.reshape(n, groups, cg, positions, taps)
+    # im2col per group: (groups, n * positions, cg * taps) @ (groups, cg * taps, m / groups)
+    columns = patches.transpose(1, 0, 3, 2, 4).reshape(groups, n * positions, cg * taps)
+    weights = w.reshape(groups, m // groups, cg * taps).transpose(0, 2, 1)
+    y = np.matmul(columns, weights)  # (groups, n * positions, m / groups)
+    y = y.reshape(groups, n, positions, m // groups).transpose(1, 0, 3, 2).reshape(n, m, *out)
     if b is not None:
         y = y + np.asarray(b).reshape(1, m, *([1] * nd))
     return y

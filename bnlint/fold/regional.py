@@ -331,7 +331,7 @@ def _probe_shape(shape, scope: Scope, region: Region, name: str, period: int | N
     for axis, dim in enumerate(shape):
         if not isinstance(dim, int) or dim <= 0:
             dims.append(BATCH if axis == 0 else PROBE_EXTENT)
-        elif axis >= 2 and period is not None and len(shape) >= 3 and dim > 2 * PROBE_EXTENT:
+        elif axis >= 2 and period is not None and len(shape) >= 3 and dim > PROBE_EXTENT:
             target = max(PROBE_EXTENT, 4 * period)
             dims.append(target + (dim - target) % period)
         else:

@@ -78,6 +78,7 @@ def verification_section(verification: Verification) -> dict[str, Any]:
                 "numeric": verification.numeric_ran,
                 "numeric_skipped": verification.numeric_skipped,
                 "outputs_skipped": verification.outputs_skipped,
+                "outputs_by": verification.outputs_by,
             },
             "criteria": {
                 "algebraic": bounds.ALGEBRAIC_CRITERION,

@@ -29,6 +29,7 @@ class Verification:
     numeric_ran: bool = False
     numeric_skipped: str | None = None
     outputs_skipped: str | None = None
+    outputs_by: str | None = None  # the runtime that ran the whole models
     tolerance_scale: float = 1.0
     probes: list[str] = field(default_factory=list)  # how the model outputs were probed
 

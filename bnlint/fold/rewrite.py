@@ -319,7 +319,13 @@ class _Rewriter:
         if dtype not in ("float16", "bfloat16", "float32"):
             return
         largest = {"float16": 65504.0, "bfloat16": 3.3895314e38, "float32": 3.4028235e38}[dtype]
-        finite = np.asarray(values)[np.isfinite(values)]
+        values = np.asarray(values)
+        if values.size == 0:
+            return
+        low, high = float(values.min()), float(values.max())  # two passes, no copies
+        if np.isfinite(low) and np.isfinite(high) and max(-low, high) <= largest:
+            return
+        finite = values[np.isfinite(values)]
         over = finite[np.abs(finite) > largest]
         if over.size:
             found = float(np.abs(over).max())

@@ -377,3 +377,83 @@ def _repeated(field: Any) -> bool:
 
 
 __all__ = ["compare_outputs", "light_model", "null_fold", "run_regions"]
+
+
+class ReferenceRunner:
+    """A whole model in ``onnx.reference`` (the fallback when ONNX Runtime cannot run it),
+    with the :class:`bnlint.runtime.ModelRunner` interface. Only models whose every op has
+    an output bounded by its inputs are run (no ConstantOfShape, Expand, Tile, Resize…):
+    bnlint cannot size those before onnx.reference allocates them. Initializers come from
+    ``arrays`` (bnlint's readers), never from onnx's own file access."""
+
+    def __init__(self, model: ModelProto, arrays, overrides=None) -> None:
+        from bnlint.fold.exact import HANDLERS, REFERENCE_OPS
+        from bnlint.fold.regions import bodies
+        from bnlint.runtime import InputSpec
+
+        allowed = (set(HANDLERS) | REFERENCE_OPS | {"If", "Loop", "Scan"}) - UNBOUNDED_OPS
+
+        def check(graph) -> None:
+            for node in graph.node:
+                if node.domain not in ("", "ai.onnx") or node.op_type not in allowed:
+                    raise RunnerUnavailable(
+                        f"onnx.reference is not run on {node.op_type} (bnlint cannot bound "
+                        "its output before it is allocated)"
+                    )
+                for _, _, body in bodies(node):
+                    check(body)
+
+        check(model.graph)
+        light, provider = light_model(model, arrays, overrides or {})
+        for index, tensor in enumerate(light.graph.initializer):
+            if tensor.data_location == TensorProto.EXTERNAL:
+                values = provider(tensor.name)
+                if values is None:
+                    raise RunnerUnavailable(f"initializer {tensor.name!r} could not be read")
+                light.graph.initializer[index].CopyFrom(_tensor(values, tensor))
+        self._model = light
+        initializers = {t.name for t in light.graph.initializer}
+        self.inputs = [
+            InputSpec(
+                value.name,
+                tuple(
+                    d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                    for d in value.type.tensor_type.shape.dim
+                ),
+                _spec_dtype(value.type.tensor_type.elem_type),
+            )
+            for value in light.graph.input
+            if value.name not in initializers
+        ]
+        self.output_names = [value.name for value in light.graph.output]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        from onnx.reference import ReferenceEvaluator
+
+        try:
+            values = ReferenceEvaluator(self._model).run(None, dict(feeds))
+        except Exception as error:
+            raise RunnerUnavailable(
+                f"onnx.reference failed: {type(error).__name__}: {error}"
+            ) from None
+        return [np.asarray(value) for value in values]
+
+
+UNBOUNDED_OPS = frozenset(
+    {"ConstantOfShape", "Expand", "Tile", "Resize", "Upsample", "Range", "Pad", "OneHot"}
+)
+
+
+def _tensor(values: np.ndarray, like: TensorProto) -> TensorProto:
+    from bnlint.onnx_io import to_tensor
+
+    dtype = "bfloat16" if like.data_type == TensorProto.BFLOAT16 else None
+    if dtype is None:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(like.data_type)).name
+    return to_tensor(np.asarray(values), dtype, like.name)
+
+
+def _spec_dtype(elem_type: int) -> str:
+    if elem_type == TensorProto.BFLOAT16:
+        return "bfloat16"
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name

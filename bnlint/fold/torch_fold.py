@@ -126,6 +126,22 @@ def fuse_bn_conv(bn: Any, conv: Any) -> Any:
     return _with_parameters(conv, weight, bias)
 
 
+def _not_layers(bn: Any, producer: Any) -> str | None:
+    """Why ``bn``/``producer`` are not the layer modules a module fold replaces: a
+    torch.export program (``.pt2``) runs flattened parameter holders, not nn.Conv2d and
+    nn.BatchNorm2d objects."""
+    import torch.nn as nn
+
+    layers = (nn.modules.conv._ConvNd, nn.Linear)
+    if isinstance(bn, nn.modules.batchnorm._BatchNorm) and isinstance(producer, layers):
+        return None
+    return (
+        f"the program holds its parameters in a {type(producer).__name__} and a "
+        f"{type(bn).__name__}, not in Conv/Linear and BatchNorm modules (torch.export "
+        "flattens them): fold the source module (module:factory) or its ONNX export"
+    )
+
+
 def _set_submodule(root: Any, path: str, module: Any) -> None:
     parent_path, _, name = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
@@ -163,6 +179,10 @@ def fold_module(graph: ModelGraph, keep: Iterable[str] = ()) -> tuple[Any, list[
             )
             continue
         bn, producer = modules[bn_path], modules[producer_path]
+        plain = _not_layers(bn, producer)
+        if plain is not None:
+            records.append(_skip(verdict, "not-a-module", plain))
+            continue
         try:
             if verdict.kind == "forward_conv":
                 fused = fuse_bn_conv(bn, producer)

@@ -27,10 +27,13 @@ from bnlint.runtime import RunnerUnavailable
 
 @dataclass
 class Runtime:
-    """How to run the whole models: a factory per role (original, folded, null)."""
+    """How to run the whole models: factories of runners per role (original, folded,
+    null), in ONNX Runtime (``runners``, None without it) and in ``onnx.reference`` (the
+    fallback when ONNX Runtime cannot run them)."""
 
-    runners: Callable[[], Mapping[str, Any]]
+    runners: Callable[[], Mapping[str, Any]] | None
     input_shapes: Mapping[str, Sequence[int]] | None = None
+    reference: Callable[[], Mapping[str, Any]] | None = None
 
 
 def verify(
@@ -47,26 +50,42 @@ def verify(
 ) -> Verification:
     results = compare(original, folded, seed, same_constant)
     verification = Verification(records, tolerance_scale=tolerance_scale, algebraic_ran=True)
-    if runtime is None:
-        verification.numeric_skipped = numeric_skipped or "no runtime for this model"
-    else:
+    verification.numeric_skipped = numeric_skipped
+    if runtime is not None and runtime.runners is not None:
         try:
             run_regions(results, original, folded, tolerance_scale)
-            verification.numeric_ran = True
+            verification.numeric_ran, verification.numeric_skipped = True, None
         except RunnerUnavailable as error:
             verification.numeric_skipped = str(error)
-        if verification.numeric_ran and len(graph) > runtime_level.LOCAL_NODES:
-            verification.outputs_skipped = (
-                f"the graph has {len(graph)} nodes: the whole models are not run at this size "
-                "(every changed region was)"
-            )
-        elif verification.numeric_ran:
-            try:
-                compare_outputs(verification, runtime.runners(), runtime.input_shapes, seed)
-            except RunnerUnavailable as error:
-                verification.outputs_skipped = str(error)
+    elif runtime is not None:
+        verification.numeric_skipped = numeric_skipped or "no runtime for this model"
+    if runtime is not None:
+        _outputs(graph, verification, runtime, seed)
     attribute(graph, results, records, verification, original)
     return verification
+
+
+def _outputs(graph: ModelGraph, verification: Verification, runtime: Runtime, seed: int) -> None:
+    """The whole models in ONNX Runtime, else in onnx.reference, unless too large."""
+    if len(graph) > runtime_level.LOCAL_NODES:
+        verification.outputs_skipped = (
+            f"the graph has {len(graph)} nodes: the whole models are not run at this size "
+            "(every changed region was)"
+        )
+        return
+    reasons = []
+    for label, factory in (("onnxruntime", runtime.runners), ("onnx.reference", runtime.reference)):
+        if factory is None:
+            continue
+        try:
+            compare_outputs(verification, factory(), runtime.input_shapes, seed)
+        except RunnerUnavailable as error:
+            reasons.append(f"{label}: {error}")
+            verification.outputs = []
+            continue
+        verification.outputs_by = label
+        return
+    verification.outputs_skipped = "; ".join(reasons) or "no runtime for this model"
 
 
 def region_of(results: list[RegionResult], original: Side) -> dict[tuple[str, int], RegionResult]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-ONNX_DEFAULT_EPS = 1e-5
+# epsilon is a float (float32) attribute: its default is float32(1e-5), which is what
+# ONNX Runtime computes with in a float64 BN too.
+ONNX_DEFAULT_EPS = 9.999999747378752e-06
 ONNX_DEFAULT_MOMENTUM = 0.9
 STANDARD_DOMAINS = frozenset(
     {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
