@@ -132,12 +132,7 @@ def test_a_renamed_bn_is_not_folded_rather_than_removed(tmp_path, run_cli) -> No
     assert verdicts["bn"]["verdict"] == "not-folded"
 
 
-TRAITS = {
-    "pruned-channels": fc.pruned_channels,
-    "sigmoid-near-zero": fc.sigmoid_near_zero,
-    "constant-node-weights": fc.constant_node_weights,
-    "large-running-mean": fc.large_mean,
-}
+TRAITS = fc.TRAITS
 
 
 @pytest.mark.parametrize("case", list(TRAITS))

@@ -152,12 +152,7 @@ def test_same_padding_that_pads_is_refused_with_the_true_reason(tmp_path, run_cl
 
 
 # -- item 6 ------------------------------------------------------------------------------------
-TRAITS = {
-    "pruned-channels": fc.pruned_channels,
-    "sigmoid-near-zero": fc.sigmoid_near_zero,
-    "constant-node-weights": fc.constant_node_weights,
-    "large-running-mean": fc.large_mean,
-}
+TRAITS = fc.TRAITS
 
 
 @pytest.mark.parametrize("case", list(TRAITS))
