@@ -62,7 +62,11 @@ GNU_TIME = "/usr/bin/time"
 
 
 def run(
-    argv: list[str], cap: float, ok: tuple[int, ...] = (0, 1)
+    argv: list[str],
+    cap: float,
+    ok: tuple[int, ...] = (0, 1),
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
 ) -> tuple[float | None, float, str | None]:
     """(seconds or None on timeout, peak RSS in MB, error) of one process run.
 
@@ -78,10 +82,10 @@ def run(
         start = time.perf_counter()
         process = subprocess.Popen(
             [*prefix, *argv],
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
-            env=_env(),
+            env=env if env is not None else _env(),
             start_new_session=True,
         )
         try:

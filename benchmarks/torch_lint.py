@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -70,17 +71,27 @@ def generate() -> dict[tuple[str, str], Path]:
     return paths
 
 
-def measure(paths: dict[tuple[str, str], Path], reps: int, cap: float) -> dict[str, dict]:
-    cases = {"import-torch": scale._py("import torch")}
+def measure(
+    paths: dict[tuple[str, str], Path], reps: int, cap: float, baseline: Path | None
+) -> dict[str, dict]:
+    """Every file with this checkout (and with ``baseline``, another bnlint checkout
+    installed in its own ``.venv``, interleaved: the same load on the machine for both)."""
+    cases: dict[str, tuple[list[str], Path, dict[str, str] | None]] = {
+        "import-torch": (scale._py("import torch"), ROOT, None)
+    }
+    old_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for (net, fmt), path in paths.items():
-        cases[f"{net}/{fmt}"] = scale._bnlint(str(path), "-q", "--exit-zero")
+        cases[f"{net}/{fmt}"] = (scale._bnlint(str(path), "-q", "--exit-zero"), ROOT, None)
+        if baseline is not None:
+            argv = [str(baseline / ".venv" / "bin" / "python"), "-m", "bnlint", str(path)]
+            cases[f"{net}/{fmt}@before"] = ([*argv, "-q", "--exit-zero"], baseline, old_env)
     results: dict[str, dict] = {key: {"times": [], "rss": [], "error": None} for key in cases}
     for rep in range(reps):
-        for key, argv in cases.items():
+        for key, (argv, cwd, env) in cases.items():
             entry = results[key]
             if entry["error"]:
                 continue
-            seconds, rss, error = scale.run(argv, cap, (0, 2))
+            seconds, rss, error = scale.run(argv, cap, (0, 2), cwd, env)
             if error or seconds is None:
                 entry["error"] = error or "timeout"
                 continue
@@ -94,8 +105,13 @@ def _median(entry: dict | None) -> float | None:
     return statistics.median(entry["times"]) if entry and entry["times"] else None
 
 
-def render(results: dict, before: dict | None, stamp: str) -> str:
+def render(results: dict, before: dict | None, stamp: str, label: str = "") -> str:
+    """The section; the "before" columns are an earlier run's figures (``--compare``) or
+    the baseline checkout's, measured interleaved in this run (``--baseline``)."""
     anchor = _median(results["import-torch"])
+    if before is None and any(key.endswith("@before") for key in results):
+        before = {k.removesuffix("@before"): v for k, v in results.items() if "@" in k}
+        label = label or "the baseline checkout, interleaved in this run"
     lines = [
         HEADING,
         "",
@@ -103,14 +119,15 @@ def render(results: dict, before: dict | None, stamp: str) -> str:
         "Reproduce with `python benchmarks/torch_lint.py` (files are generated into "
         "`benchmarks/models/torch/`, git-ignored). Whole-process `bnlint FILE -q --exit-zero`, "
         f'median of the repetitions; the anchor is `python -c "import torch"` '
-        f"({anchor:.2f} s in this run). Measured {stamp} on {bench_report.machine()}.",
+        f"({anchor:.2f} s in this run). Measured {stamp} on {bench_report.machine()}."
+        + (f" Before: {label}." if label else ""),
         "",
         "| network | format | time (s) | ÷ import torch | peak RSS (MB) |"
         + (" before (s) | after ÷ before |" if before else ""),
         "|---|---|---:|---:|---:|" + ("---:|---:|" if before else ""),
     ]
     for key, entry in results.items():
-        if key == "import-torch":
+        if key == "import-torch" or key.endswith("@before"):
             continue
         net, fmt = key.split("/")
         median = _median(entry)
@@ -136,15 +153,23 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=120.0)
     parser.add_argument("--save", type=Path, help="write the raw figures to this JSON file")
     parser.add_argument("--compare", type=Path, help="raw figures of an earlier run")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another bnlint checkout with its own .venv, measured interleaved with this one",
+    )
+    parser.add_argument("--baseline-label", default="", help="what the baseline is (a commit)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     paths = generate()
     scale._byte_compile()
-    results = measure(paths, args.reps, args.cap)
+    results = measure(paths, args.reps, args.cap, args.baseline)
     if args.save:
         args.save.write_text(json.dumps(results, indent=1))
     before = json.loads(args.compare.read_text()) if args.compare else None
-    text = render(results, before, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    label = f"bnlint at {args.baseline_label}" if args.baseline_label else ""
+    text = render(results, before, stamp, label)
     print(text)
     if not args.no_write:
         bench_report.write_sections(ROOT / "BENCHMARKS.md", text, START, END, HEADING)

@@ -21,6 +21,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -28,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ZOO = ROOT / "benchmarks" / "models" / "torch_zoo"
+START, END = "<!-- torch-recall:start -->", "<!-- torch-recall:end -->"
+HEADING = "## Recall on the labelled PyTorch zoo"
 FORMATS = (
     "pt2",
     "script",
@@ -37,6 +40,7 @@ FORMATS = (
     "state_dict",
     "checkpoint",
     "pickled_module",
+    "safetensors",
     "onnx",
 )
 
@@ -153,12 +157,30 @@ def main() -> None:
     parser.add_argument("--cwd", type=Path, default=ROOT)
     parser.add_argument("--save", type=Path, help="write the per-format figures as JSON")
     parser.add_argument("--compare", type=Path, help="figures of an earlier run (--save)")
+    parser.add_argument("--compare-label", default="", help="what the earlier run measured")
+    parser.add_argument("--write", action="store_true", help="rewrite its BENCHMARKS.md section")
     args = parser.parse_args()
     table = evaluate(build(), args.python, args.cwd)
     if args.save:
         args.save.write_text(json.dumps(table, indent=1))
     before = json.loads(args.compare.read_text()) if args.compare else None
-    print(render(table, before))
+    text = render(table, before)
+    print(text)
+    if args.write:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import bench_report
+
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        intro = (
+            f"Reproduce with `python benchmarks/torch_recall.py` (measured {stamp}). The seven "
+            "networks of `tests/zoo/torch_parity.py` with one planted defect each (12 labelled "
+            "findings), saved in every format; recall = labelled findings reported at their "
+            "module path; the clean twins' errors and warnings are the noise. "
+            + (f"Before: {args.compare_label}. " if args.compare_label else "")
+            + "`+trust` is `--trust-model-code` (torch.jit.load)."
+        )
+        section = f"{HEADING}\n\n{START}\n{intro}\n\n{text}\n\n{END}\n"
+        bench_report.write_sections(ROOT / "BENCHMARKS.md", section, START, END, HEADING)
 
 
 if __name__ == "__main__":

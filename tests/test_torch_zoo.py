@@ -2,8 +2,8 @@
 
 ``tests/zoo/torch_parity.py`` plants one BatchNorm defect per network (labelled with the
 finding that names it) and keeps a clean twin of each. Every network is saved once per
-session as ``.pt2``, scripted and traced TorchScript, state dict, checkpoint dict and
-whole pickled module (``tests.torch_formats.save_parity_zoo``), then:
+session as ``.pt2``, scripted and traced TorchScript, state dict, checkpoint dict, whole
+pickled module and safetensors (``tests.torch_formats.save_parity_zoo``), then:
 
 - static TorchScript gives exactly the findings of trusted TorchScript (``torch.jit.load``),
   finding for finding, on every network and both settings (inference, training);
@@ -39,6 +39,7 @@ NO_GRAPH = {  # state dicts keep names and shapes: no activations, dropouts or p
 UNREACHABLE = {
     "state_dict": NO_GRAPH,
     "checkpoint": NO_GRAPH,
+    "safetensors": NO_GRAPH,
     # a custom forward: the attention embedding is no nn.Sequential and embed/bn no convention
     "pickled_module": {("attention_embedding", "BN009"): "custom forward"},
 }
@@ -167,7 +168,7 @@ def test_loaders_match_the_format_table(zoo) -> None:
 def test_the_zoo_is_saved_in_every_format(zoo) -> None:
     for name, case in CASES.items():
         formats = set(zoo[name])
-        expected = {"script", "state_dict", "checkpoint", "pickled_module"}
+        expected = {"script", "state_dict", "checkpoint", "pickled_module", "safetensors"}
         assert formats == expected | ({"pt2", "trace"} if case.runs else set()), name
         assert set(zoo[f"{name}_clean"]) == expected | {"pt2", "trace"}
     assert all(Path(p).is_file() for paths in zoo.values() for p in paths.values())

@@ -110,7 +110,15 @@ def buffers_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-ZOO_FORMATS = ("pt2", "script", "trace", "state_dict", "checkpoint", "pickled_module")
+ZOO_FORMATS = (
+    "pt2",
+    "script",
+    "trace",
+    "state_dict",
+    "checkpoint",
+    "pickled_module",
+    "safetensors",
+)
 
 
 def save_parity_zoo(folder: Path, formats: tuple[str, ...] = ZOO_FORMATS) -> dict[str, Any]:

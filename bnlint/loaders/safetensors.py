@@ -1,9 +1,10 @@
 """safetensors files, read with the ``safetensors`` package's NumPy API: no torch, no pickle.
 
-Like a bare state dict, the file holds only named tensors: BN layers are recognised by
-their ``running_mean``/``running_var`` buffers, there are no edges and no phase, so
-only the parameter rules run. Tensors are read on demand. NumPy has no bfloat16, so BF16
-tensors are widened to float32 from their raw bytes (offsets from the file's header).
+Like a bare state dict, the file holds only named tensors: layers are recognised by their
+parameters, producer->BN edges inferred from names and shapes
+(:mod:`bnlint.loaders.torch_infer`), and there is no phase. Tensors are read on demand.
+NumPy has no bfloat16, so BF16 tensors are widened to float32 from their raw bytes
+(offsets from the file's header).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 
 from bnlint.graph import GraphFacts, ModelGraph, UnreadableParameter
 from bnlint.loaders import LoadError
-from bnlint.loaders.torch_modules import add_module_nodes, records_from_tensor_names
+from bnlint.loaders.torch_infer import add_inferred_graph
+from bnlint.loaders.torch_modules import records_from_tensor_names
 
 _DTYPES = {
     "F64": "float64",
@@ -68,7 +70,9 @@ def load(path: Path, settings: Any) -> ModelGraph:
         graph.params.add(name, _loader(path, name, code), shape=shape, dtype=dtype)
         record = graph.tensor(name)
         record.shape, record.dtype, record.is_param = shape, dtype, True
-    add_module_nodes(graph, records_from_tensor_names(n for n in names if n in graph.params))
+    shapes = {name: graph.params.shape(name) for name in names if name in graph.params}
+    facts.has_producer_edges = True
+    add_inferred_graph(graph, records_from_tensor_names(shapes), None, sequential_by_class=False)
     return graph.finalize()
 
 
