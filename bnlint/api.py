@@ -25,6 +25,7 @@ from bnlint.findings import ModelResult, Report
 from bnlint.registry import RuleSet, load_rules
 from bnlint.rule import RuleInputError
 
+FOLDER = "folder"  # ModelResult.format of a folder that held no model file
 _SETTING_NAMES = {item.name for item in fields(Settings)} - {"origins", "config_path"}
 
 
@@ -60,8 +61,18 @@ class SettingsResolver:
         return self._by_file[key]
 
 
-def iter_targets(paths: Iterable[str | Path], resolver: SettingsResolver) -> Iterator[str]:
-    """Files as given; folders walked for model files (include/exclude from settings)."""
+def iter_targets(
+    paths: Iterable[str | Path],
+    resolver: SettingsResolver,
+    on_skip: Callable[[str, list[str]], None] | None = None,
+) -> Iterator[str]:
+    """Files as given; folders walked for model files (include/exclude from settings).
+
+    A folder holding no model file is yielded itself, so that linting it fails with "no
+    model files found under …" (exit 2) instead of passing silently. ``on_skip(folder,
+    names)`` hears of files a walk left out although their names look like models
+    (``weights.pth.tar``, ``pytorch_model.bin``).
+    """
     from bnlint.loaders import is_entry_point
 
     for raw in paths:
@@ -71,13 +82,22 @@ def iter_targets(paths: Iterable[str | Path], resolver: SettingsResolver) -> Ite
             yield target
             continue
         settings, _ = resolver.resolve(path)
-        yield from _walk(path, settings)
+        found, skipped = walk(path, settings)
+        if found and skipped and on_skip is not None:
+            on_skip(target, skipped)
+        yield from found if found else [target]
 
 
-def _walk(root: Path, settings: Settings) -> Iterator[str]:
+MODEL_SUFFIXES = frozenset(
+    {".onnx", ".onnxtxt", ".pt", ".pth", ".pt2", ".ckpt", ".bin", ".ts", ".ptl", ".safetensors"}
+)
+
+
+def walk(root: Path, settings: Settings) -> tuple[list[str], list[str]]:
+    """(model files under ``root``, files left out whose names look like models)."""
     import fnmatch
 
-    found = []
+    found, skipped = [], []
     for folder, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(
             d for d in dirnames if not any(fnmatch.fnmatch(d, pat) for pat in settings.exclude)
@@ -87,7 +107,20 @@ def _walk(root: Path, settings: Settings) -> Iterator[str]:
                 continue
             if any(fnmatch.fnmatch(name, pat) for pat in settings.include):
                 found.append(str(Path(folder) / name))
-    yield from found
+            elif MODEL_SUFFIXES.intersection(suffix.lower() for suffix in Path(name).suffixes):
+                skipped.append(str(Path(folder) / name))
+    return found, skipped
+
+
+def no_models_problem(folder: str, settings: Settings) -> str:
+    """Why linting ``folder`` found nothing, and what would."""
+    _, skipped = walk(Path(folder), settings)
+    text = f"no model files found under it (include = {', '.join(settings.include)})"
+    if skipped:
+        names = ", ".join(os.path.relpath(name, folder) for name in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        text += f"; left out: {names}{more} (name a file on the command line to lint it)"
+    return text
 
 
 def lint_target(
@@ -108,12 +141,19 @@ def lint_target(
     from bnlint.provenance import model_evidence
 
     settings, ruleset = resolver.resolve(target)
+    if Path(target).is_dir():  # a folder the walk found no model in (iter_targets)
+        problem = no_models_problem(target, settings)
+        result = ModelResult(path=target, format=FOLDER, status="error", error=problem)
+        result.provenance = model_evidence(target, settings, read=False)
+        return result
     try:
         graph = load_model(target, settings)
     except LoadError as error:
         if debug is not None and error.__cause__ is not None:  # the reader's own failure
             debug("".join(traceback.format_exception(error.__cause__)))
         result = ModelResult(path=target, status="error", error=error.problem)
+        if error.user_traceback:
+            result.extras["user_traceback"] = error.user_traceback
         result.provenance = model_evidence(target, settings, read=False)
         return result
     try:
@@ -122,11 +162,23 @@ def lint_target(
         result = ModelResult(path=target, status="error", error=str(error))
         result.provenance = model_evidence(target, settings, read=hash_files)
         return result
+    if any(finding.location.get("source_file") for finding in result.findings):
+        result.findings = _repository_sources(target, result.findings)
     if graph.extras.get("data_files"):  # output paths are checked against these too
         result.extras["data_files"] = list(graph.extras["data_files"])
     rules_run = [rule.code for rule in applicable_rules(graph, settings, ruleset)[0]]
     result.provenance = model_evidence(target, settings, graph, rules_run, read=hash_files)
     return result
+
+
+def _repository_sources(target: str, findings: list[Any]) -> list[Any]:
+    """Python source paths relative to the repository of the model (bnlint.source_paths)."""
+    from bnlint.loaders import is_entry_point
+    from bnlint.report.baseline import project_root
+    from bnlint.source_paths import relative_sources
+
+    start = Path.cwd() if is_entry_point(target) else Path(target).absolute().parent
+    return relative_sources(findings, project_root(start))
 
 
 class WorkerError(Exception):

@@ -41,6 +41,7 @@ class DefaultGroup(click.Group):
         if not args:
             args = [self.default_command]
         elif args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            self._refuse_misspelled_command(args[0])
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
@@ -53,6 +54,17 @@ class DefaultGroup(click.Group):
         except KeyboardInterrupt:  # Ctrl-C: one line, the shell's code for SIGINT
             click.echo("bnlint: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+
+    def _refuse_misspelled_command(self, word: str) -> None:
+        """``bnlint chek m.onnx``: a bare word that is no file but close to a command is a
+        typo (ruff and git say so), not a model path."""
+        import difflib
+
+        if word.startswith("-") or not word.isidentifier() or os.path.lexists(word):
+            return
+        close = difflib.get_close_matches(word, self.list_commands(click.Context(self)), 1, 0.6)
+        if close:
+            fail(f"no such command {word!r}; did you mean {close[0]!r}? (see `bnlint --help`)")
 
 
 def fail(message: str) -> None:
@@ -108,9 +120,10 @@ def check(paths: Sequence[str], **options: Any) -> None:
     debug = options["debug"]
     try:
         resolver = SettingsResolver(settings_from_options(options), options["config"])
-        targets = list(iter_targets(paths or ["."], resolver))
-        if options["show_settings"]:
-            _show_settings(resolver, targets or list(paths or ["."]))
+        on_skip = None if options["quiet"] else _note_skipped
+        targets = list(iter_targets(paths or ["."], resolver, on_skip))
+        if options["show_settings"] or options["print_config"]:
+            _show_settings(resolver, targets or list(paths or ["."]), options["show_settings"])
             return
         run_settings, _ = resolver.resolve(options["config"] or os.getcwd())
         samples = [run_settings.sample_data] if run_settings.sample_data else []
@@ -153,6 +166,19 @@ def check(paths: Sequence[str], **options: Any) -> None:
     _emit(report, options, resolver)
 
 
+def _note_skipped(folder: str, names: list[str]) -> None:
+    """A folder walk left out files named like models (``weights.pth.tar``): say so."""
+    from bnlint.report.sanitize import printable
+
+    shown = ", ".join(printable(os.path.relpath(name, folder), 200) for name in names[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    click.echo(
+        f"bnlint: note: {printable(folder, None)}: not linted: {shown}{more} (their names "
+        "are outside `include`; name a file on the command line to lint it)",
+        err=True,
+    )
+
+
 def _check_sample_data(path: str | None) -> None:
     """A --sample-data file unusable for any model fails the run before anything is linted."""
     if path:
@@ -189,6 +215,7 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
     read = [*paths, *_config_files(resolver, paths)]
     read += [name for model in report.models for name in model.extras.get("data_files", ())]
     read += [settings.sample_data] if settings.sample_data else []
+    _create_output_folders(options)
     targets = _check_outputs(options, read)
     argv = _invocation_argv()
     if report.provenance is None:
@@ -205,6 +232,7 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
         except BaselineError as error:
             fail(str(error))
     for model in report.unreadable:
+        _user_traceback(model)
         click.echo(
             f"bnlint: error: {printable(model.path, None)}: {printable(model.error, 500)}", err=True
         )
@@ -213,24 +241,33 @@ def _emit(report: Any, options: dict[str, Any], resolver: Any) -> None:
         color=color_enabled(options["color"], sys.stdout) and output is None and fmt == "text",
         quiet=options["quiet"],
         statistics=options["statistics"],
+        show_known=options.get("show_known", False),
         fail_on=fail_on,
         docs_url=settings.docs_url,
         command=argv,
         rules=ruleset.rules,
     )
     text = render(report, fmt, render_options)
-    files = [(output, lambda: text)] if output else []
+    files = [(output, FORMAT_NAMES.get(fmt, fmt) + " report", lambda: text)] if output else []
     file_options = replace(render_options, color=False)
     for key, file_format in (("report_html", "html"), ("report_md", "markdown")):
         if options.get(key):
-            files.append((options[key], lambda f=file_format: render(report, f, file_options)))
+            files.append(
+                (
+                    options[key],
+                    FORMAT_NAMES[file_format] + " report",
+                    lambda f=file_format: render(report, f, file_options),
+                )
+            )
     if options.get("write_baseline"):
-        files.append((options["write_baseline"], lambda: render_baseline(report)))
-    for path, produce in files:
+        files.append((options["write_baseline"], "baseline", lambda: render_baseline(report)))
+    for path, name, produce in files:
         try:
             write_output(targets[path], produce())
         except OSError as error:
             fail(f"{printable(path, None)}: cannot write: {error.strerror or error}")
+        if not options["quiet"] and targets[path].replaceable:  # a file, not a pipe or fd
+            click.echo(f"bnlint: wrote {name} {printable(path, None)}", err=True)
     code = report.exit_code(fail_on)
     if code == 1 and (options["exit_zero"] or options.get("write_baseline")):
         code = 0
@@ -249,7 +286,47 @@ def silence_stdout() -> None:
     os.close(devnull)
 
 
+def _user_traceback(model: Any) -> None:
+    """The user's own code raised (a module:factory): show its traceback, as pytest does."""
+    from bnlint.report.sanitize import printable
+
+    text = model.extras.get("user_traceback")
+    if text:
+        where = printable(model.path, None)
+        lines = [f"bnlint: {where}: your code raised an exception:"]
+        for line in text.rstrip("\n").split("\n"):
+            if line == "Traceback (most recent call last):":
+                line = "your code's traceback (most recent call last):"
+            lines.append(printable(line, 2000))
+        click.echo("\n".join(lines), err=True)
+
+
 OUTPUT_OPTIONS = ("output", "report_html", "report_md", "write_baseline")
+FORMAT_NAMES = {
+    "text": "text",
+    "json": "JSON",
+    "sarif": "SARIF",
+    "github": "GitHub",
+    "gitlab": "GitLab Code Quality",
+    "junit": "JUnit XML",
+    "markdown": "Markdown",
+    "html": "HTML",
+}
+
+
+def _create_output_folders(options: dict[str, Any]) -> None:
+    """``-o reports/bnlint.sarif`` creates ``reports/`` (as pytest-html does)."""
+    from bnlint.report.sanitize import printable
+
+    for key in OUTPUT_OPTIONS:
+        path = options.get(key)
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            fail(f"{printable(path, None)}: cannot create its folder: {error.strerror or error}")
 
 
 def _config_files(resolver: Any, paths: Sequence[str]) -> list[str]:
@@ -307,19 +384,32 @@ def _invocation_argv() -> list[str]:
     return list(recorded) if recorded else ["bnlint", *sys.argv[1:]]
 
 
-def _show_settings(resolver: Any, targets: list[str]) -> None:
-    import json
-
+def _show_settings(resolver: Any, targets: list[str], origins: bool) -> None:
+    """The resolved configuration as a ``bnlint.toml`` that configures the same run: only
+    keys a configuration file accepts; ``origins`` adds where each value came from."""
+    from bnlint.provenance_settings import FLAG_FIELDS, settings_origins, settings_table
     from bnlint.report.sanitize import printable
+    from bnlint.toml_writer import toml_text
 
-    for target in targets:
+    for index, target in enumerate(targets if origins else targets[:1]):
         settings, _ = resolver.resolve(target)
-        values = settings.as_dict()
-        where = printable(settings.config_path or "none", None)
-        click.echo(f"# {printable(target, None)}  (configuration: {where})")
-        for key, value in values.items():
-            origin = settings.origins.get(key.replace("-", "_"), "default")
-            click.echo(f"{key} = {json.dumps(value)}  # {printable(origin, None)}")
+        where = printable(settings.config_path or "none (defaults)", None)
+        flags = ", ".join(
+            f"{key} = {str(getattr(settings, name)).lower()}" for name, key in FLAG_FIELDS.items()
+        )
+        header = (
+            f"{printable(target, None)}: configuration {where}\n"
+            "bnlint.toml keys (in pyproject.toml: under [tool.bnlint], tables as "
+            f"[tool.bnlint.NAME]); command line only: {flags}"
+        )
+        where_from = settings_origins(settings)
+        table = {  # an empty default says nothing (and rules-dir = [] is a trust key)
+            key: value
+            for key, value in settings_table(settings).items()
+            if value not in ([], {}) or where_from.get(key) != "default"
+        }
+        text = toml_text(table, header, where_from if origins else None)
+        click.echo(("\n" if index else "") + text, nl=False)
 
 
 @main.command(

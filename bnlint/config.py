@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -218,7 +218,7 @@ def load_file_config(
             base.rule_tables[key] = value  # checked against the rule set later
             continue
         if key not in KEYS:
-            raise ConfigError(path, f"unknown configuration key {key!r}")
+            raise ConfigError(path, unknown_key_message(path, key))
         field_name, parser = KEYS[key]
         try:
             parsed = parser(value, key)
@@ -256,6 +256,39 @@ def check_discovered(path: Path, table: Mapping[str, Any], extended_by: Path | N
             )
 
 
+def key_line(path: Path, key: str) -> int | None:
+    """The line of ``path`` where bnlint's table sets ``key`` (``key = …`` or a ``[….key]``
+    table header), found in the text since TOML parsers do not keep positions."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    spelled = rf"(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')"
+    assignment = re.compile(rf"^\s*{spelled}\s*=")
+    header = re.compile(rf"^\s*\[\s*(?:tool\s*\.\s*bnlint\s*\.\s*)?{spelled}\s*\]")
+    inside = path.name != "pyproject.toml"  # pyproject: only inside [tool.bnlint]
+    for number, line in enumerate(lines, start=1):
+        table = re.match(r"^\s*\[+\s*([^\]]+?)\s*\]", line)
+        if table and path.name == "pyproject.toml":
+            inside = table.group(1).replace(" ", "").startswith("tool.bnlint")
+        if inside and (assignment.match(line) or header.match(line)):
+            return number
+    return None
+
+
+def unknown_key_message(path: Path, key: str, rule_names: Sequence[str] = ()) -> str:
+    """``line 3: unknown configuration key 'fail_on' (did you mean 'fail-on'?); valid …``."""
+    import difflib
+
+    line = key_line(path, key)
+    where = f"line {line}: " if line else ""
+    valid = sorted(KEYS)
+    close = difflib.get_close_matches(key, [*valid, *rule_names], 1, 0.7)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    tables = "; rule tables: [tool.bnlint.RULE-NAME] (see `bnlint rules`)" if rule_names else ""
+    return f"{where}unknown configuration key {key!r}{hint}; valid keys: {', '.join(valid)}{tables}"
+
+
 def resolve_settings(
     file_config: FileConfig | None,
     cli_values: Mapping[str, Any],
@@ -267,6 +300,8 @@ def resolve_settings(
         values.update(file_config.values)
         origins.update({key: str(file_config.path) for key in file_config.values})
         values["rule_options"] = file_config.rule_tables
+        if file_config.rule_tables:
+            origins["rule_options"] = str(file_config.path)
     for key, raw in cli_values.items():
         try:
             value = coerce_value(key, raw)
@@ -310,6 +345,9 @@ def validate_against_rules(settings: Settings, ruleset: Any) -> Settings:
     for key, table in settings.rule_options.items():
         rule = ruleset.get(key)
         if rule is None:
+            names = [rule.name for rule in ruleset]
+            if settings.config_path:
+                raise ConfigError(where, unknown_key_message(Path(where), key, names))
             raise ConfigError(where, f"unknown configuration key or rule table {key!r}")
         for option, value in table.items():
             if option not in rule.spec.options:

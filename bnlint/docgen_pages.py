@@ -75,6 +75,13 @@ def _facts(rule: Rule) -> list[str]:
         f"| Code | `{rule.code}` |",
         f"| Name | `{rule.name}` |",
         f"| Default severity | {rule.spec.severity.label} |",
+        "| Enabled by default | "
+        + (
+            "yes"
+            if rule.spec.enabled_by_default
+            else f"no (opt-in): `--select {rule.code}` or `--extend-select {rule.name}`"
+        )
+        + " |",
         f"| Phases | {_phases(rule)} |",
     ]
     if rule.origin != "diagnostic":
@@ -161,7 +168,8 @@ def _index_rows(rules: Sequence[Rule], with_phases: bool) -> list[str]:
     rows.append("|---" * (6 if with_phases else 5) + "|")
     for rule in rules:
         phases = ", ".join(p for p in PHASES if p in rule.spec.phases)
-        cells = [f"[{rule.code}]({rule.code}.md)", f"`{rule.name}`", rule.spec.severity.label]
+        severity = rule.spec.severity.label + ("" if rule.spec.enabled_by_default else " (opt-in)")
+        cells = [f"[{rule.code}]({rule.code}.md)", f"`{rule.name}`", severity]
         cells += [phases] if with_phases else []
         cells += [rule.spec.since, rule.summary.replace("|", "\\|")]
         rows.append("| " + " | ".join(cells) + " |")

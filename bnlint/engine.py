@@ -16,7 +16,7 @@ from bnlint.diagnostics import diagnostic
 from bnlint.findings import Finding, ModelResult, Severity
 from bnlint.graph import GraphFacts, ModelGraph, UnreadableParameter
 from bnlint.graph_checks import structure_findings
-from bnlint.registry import RuleSet
+from bnlint.registry import NAMED, RuleSet
 from bnlint.rule import Rule, RuleContext, RuleInputError
 
 _GRAPH_NEEDS = {"edges": "has_edges", "parameters": "has_parameters", "modules": "has_modules"}
@@ -26,6 +26,11 @@ def _has(facts: GraphFacts, need: str) -> bool:
     if need == "producer_edges":  # read edges, or producer -> BN edges inferred from names
         return facts.has_edges or facts.has_producer_edges
     return bool(getattr(facts, _GRAPH_NEEDS[need]))
+
+
+def graph_provides(graph: ModelGraph, need: str) -> bool:
+    """Whether ``graph`` has what a rule declaring ``need`` in ``RuleSpec.needs`` reads."""
+    return _has(graph.facts, need)
 
 
 def effective_phase(graph: ModelGraph, settings: Settings) -> str | None:
@@ -125,7 +130,7 @@ def _run_rules(
                     docs_url=settings.docs_url,
                 )
             )
-    findings = _dedupe_unreadable(findings)
+    findings = _drop_repeated_causes(_dedupe_unreadable(findings))
     findings += _needs_samples(blocked.pop("samples", []), ruleset, settings, graph.path)
     findings += _model_diagnostics(graph, blocked, settings)
     return finalize_findings(findings, settings, ruleset, graph.path)
@@ -153,6 +158,17 @@ def _dedupe_unreadable(findings: list[Finding]) -> list[Finding]:
     return kept + list(merged.values())
 
 
+def _drop_repeated_causes(findings: list[Finding]) -> list[Finding]:
+    """One finding per problem: a finding whose root cause another rule reports on the same
+    node (``Finding.cause``) is dropped."""
+    reported = {(finding.code, finding.order) for finding in findings}
+    return [
+        finding
+        for finding in findings
+        if finding.cause is None or (finding.cause, finding.order) not in reported
+    ]
+
+
 def _needs_samples(
     codes: list[str], ruleset: RuleSet, settings: Settings, path: str
 ) -> list[Finding]:
@@ -162,7 +178,7 @@ def _needs_samples(
         code
         for code in codes
         if any(
-            ruleset.specificity(selector, ruleset.rules[code]) == 100
+            ruleset.specificity(selector, ruleset.rules[code]) == NAMED
             for selector in settings.effective_select
         )
     ]
@@ -292,6 +308,22 @@ def finalize_findings(
     return sorted(kept, key=Finding.sort_key)
 
 
+def foldable_count(graph: ModelGraph, phase: str | None) -> int | None:
+    """How many BatchNorms the fold plan can fold (BN011's verdicts, counted for the
+    summary line); None where folding does not apply: not an inference graph, no edges, or
+    parameters the plan cannot read."""
+    if phase != "inference" or not graph.nodes_of("batch_norm"):
+        return None
+    if not graph_provides(graph, "producer_edges"):  # what BN011 needs: the BN's producer
+        return None
+    from bnlint.fold import plan
+
+    try:
+        return sum(verdict.foldable for verdict in plan(graph))
+    except Exception:  # the rules that read the same parameters report why (BN901)
+        return None
+
+
 def lint_graph(
     graph: ModelGraph,
     settings: Settings,
@@ -303,7 +335,9 @@ def lint_graph(
     """Lint ``graph``; ``extras`` names report data to compute while the graph is alive."""
     findings = run_rules(graph, settings, ruleset, **options)
     result = ModelResult(path=graph.path, format=graph.facts.format, findings=findings)
-    result.extras["phase"] = effective_phase(graph, settings)
+    result.extras["phase"] = phase = effective_phase(graph, settings)
+    result.batchnorms = len(graph.nodes_of("batch_norm"))
+    result.foldable = foldable_count(graph, phase)
     if getattr(settings, "verify", False):
         from bnlint.fold import verification_of
 

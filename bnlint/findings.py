@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,10 @@ class Finding:
     url: str | None = None
     order: int = -1  # graph order of the node; -1 for model-level findings
     baseline_state: str | None = None  # "new" | "unchanged" when run against a baseline
+    # The code of the rule that reports this finding's root cause ("cannot be folded: it
+    # runs in training mode" is caused by BN003): the engine drops the finding when that
+    # rule reports the same node, so no finding repeats another's cause.
+    cause: str | None = None
 
     @property
     def node_key(self) -> str:
@@ -74,22 +79,36 @@ class Finding:
         return data
 
 
-def json_safe(value: Any) -> Any:
-    """Convert evidence to strict JSON: NumPy scalars to Python, NaN/Inf to strings."""
+NONFINITE_KEY = "nonfinite"
+
+
+def nonfinite_json(value: float) -> dict[str, str]:
+    """JSON has no NaN or infinity: ``{"nonfinite": "nan" | "inf" | "-inf"}`` stands for one
+    (documented in the JSON Schema, ``$defs/nonfinite``). An object, not a string such as
+    ``"Infinity"``, so no consumer can take it for text or compare it as a number."""
+    if math.isnan(value):
+        return {NONFINITE_KEY: "nan"}
+    return {NONFINITE_KEY: "inf" if value > 0 else "-inf"}
+
+
+def nonfinite_text(value: float) -> str:
+    """A NaN or infinity as people read it: ``nan``, ``inf``, ``-inf``."""
+    return str(nonfinite_json(value)[NONFINITE_KEY])
+
+
+def json_safe(value: Any, nonfinite: Callable[[float], Any] = nonfinite_json) -> Any:
+    """Convert evidence to strict JSON: NumPy scalars to Python, NaN and infinities with
+    ``nonfinite`` (by default the ``{"nonfinite": …}`` object of the JSON contract)."""
     if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item, nonfinite) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
+        return [json_safe(item, nonfinite) for item in value]
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return json_safe(value.tolist())
+        return json_safe(value.tolist(), nonfinite)
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
         return value
     if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return value
+        return value if math.isfinite(value) else nonfinite(value)
     return str(value)
 
 
@@ -109,6 +128,18 @@ class ModelResult:
     # The verification section (bnlint.fold.report.verification_section): one verdict per
     # BN with the bound, error and margin of each level; None when no fold was verified.
     verification: dict[str, Any] | None = None
+    # What was checked: the BatchNorms in the model (None: not read), and in an inference
+    # graph how many of them the fold plan can fold (None: folding does not apply).
+    batchnorms: int | None = None
+    foldable: int | None = None
+
+    @property
+    def phase(self) -> str | None:
+        return self.extras.get("phase")
+
+    @property
+    def rules_run(self) -> list[str]:
+        return list(self.provenance.get("rules_run") or [])
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -116,6 +147,8 @@ class ModelResult:
             "format": self.format,
             "status": self.status,
             "error": self.error,
+            "batchnorms": self.batchnorms,
+            "foldable": self.foldable,
             "findings": [finding.to_dict() for finding in self.findings],
         }
         if self.verification is not None:

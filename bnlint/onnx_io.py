@@ -190,6 +190,8 @@ def save_atomic(
         written = []
         staged_data = Path(scratch) / data_name
         if external and staged_data.exists():
+            # onnx writes external data 0600; the data file gets the model file's mode
+            os.chmod(staged_data, os.stat(staged).st_mode & 0o777)
             os.replace(staged_data, folder / data_name)
             written.append(folder / data_name)
         os.replace(staged, path)

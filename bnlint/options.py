@@ -78,6 +78,12 @@ CHECK_OPTIONS: list[Callable] = [
         help="Write the current findings to FILE as a baseline (exit 0 unless unreadable).",
     ),
     click.option(
+        "--show-known",
+        is_flag=True,
+        help="With --baseline, also list the findings already in the baseline "
+        "(text, github, gitlab and junit list only new ones by default).",
+    ),
+    click.option(
         "-j",
         "--jobs",
         type=click.IntRange(min=0),
@@ -165,7 +171,13 @@ CHECK_OPTIONS: list[Callable] = [
     click.option(
         "--show-settings",
         is_flag=True,
-        help="Print the resolved settings for each input and where each value came from.",
+        help="Print the resolved settings for each input (as bnlint.toml) and where each "
+        "value came from.",
+    ),
+    click.option(
+        "--print-config",
+        is_flag=True,
+        help="Print the resolved configuration as a bnlint.toml that configures the same run.",
     ),
     click.option("--debug", is_flag=True, help="Show tracebacks for internal errors."),
 ]

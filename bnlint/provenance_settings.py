@@ -59,6 +59,13 @@ def settings_table(settings: Settings) -> dict[str, Any]:
     return json_safe(table)
 
 
+def settings_origins(settings: Settings) -> dict[str, str]:
+    """Where each key of :func:`settings_table` came from (a rule table: ``rule-tables``)."""
+    origins = _origins(settings)
+    table = origins.get("rule-tables", "default")
+    return {key: origins.get(key, table) for key in settings_table(settings)}
+
+
 def _origins(settings: Settings) -> dict[str, str]:
     keys = {**_field_keys(), **FLAG_FIELDS, "rule_options": "rule-tables"}
     return {

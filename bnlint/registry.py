@@ -28,6 +28,7 @@ BUILTIN_CODE = re.compile(r"^BN0\d{2}$")
 PLUGIN_CODE = re.compile(r"^[A-Z]{2,4}\d{3}$")
 RULE_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 ENTRY_POINT_GROUP = "bnlint.rules"
+NAMED = 100  # the specificity of a selector that is the rule's code or name
 
 # Renamed rules, as ruff remaps codes: old code or old name -> current code. Selectors,
 # ignores, rule tables and `bnlint explain` accept the old spelling; the rule's pages keep
@@ -150,7 +151,7 @@ class RuleSet:
         if text.upper() == "ALL":
             return 0
         if text == rule.name or text.upper() == rule.code:
-            return 100
+            return NAMED
         if rule.code.startswith(text.upper()) and re.fullmatch(r"[A-Za-z]+\d*", text):
             return len(text)
         return None
@@ -161,12 +162,16 @@ class RuleSet:
                 raise SelectorError(f"{origin}: unknown rule selector {selector!r}")
 
     def is_enabled(self, rule: Rule, select: Sequence[str], ignore: Sequence[str]) -> bool:
-        """ruff's semantics: the most specific matching selector wins; ignore wins ties."""
+        """ruff's semantics: the most specific matching selector wins; ignore wins ties.
+
+        An opt-in rule (``enabled_by_default=False``) is enabled only by a selector that
+        names it (its code or its name): ``ALL`` and prefixes leave it off.
+        """
         chosen = [s for s in (self.specificity(x, rule) for x in select) if s is not None]
         dropped = [s for s in (self.specificity(x, rule) for x in ignore) if s is not None]
         if rule.origin == "diagnostic":
             return not dropped or max(dropped) < 3  # only BN9, BN90x or the code itself drop
-        if not chosen:
+        if not chosen or (not rule.spec.enabled_by_default and max(chosen) < NAMED):
             return False
         return not dropped or max(chosen) > max(dropped)
 

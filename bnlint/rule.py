@@ -75,6 +75,9 @@ class RuleSpec:
     runs_without_phase: bool = False  # parameter rules that also run on bare weights
     options: Mapping[str, Any] = field(default_factory=dict)
     status: str = "stable"
+    # False: an opt-in rule, enabled only when a selector names it by code or name (never
+    # by ALL or a prefix), for reports people ask for rather than problems to fix.
+    enabled_by_default: bool = True
 
     @property
     def needs_phase(self) -> bool:
@@ -154,8 +157,13 @@ class RuleContext:
         evidence: Mapping[str, Any] | None = None,
         fix: str | None = None,
         severity: Severity | None = None,
+        cause: str | None = None,
     ) -> Finding:
-        """Build a finding of this rule about ``node`` (None for the whole model)."""
+        """Build a finding of this rule about ``node`` (None for the whole model).
+
+        ``cause``: the code of another rule that reports this finding's root cause on the
+        same node; when that rule does, this finding is dropped as a repeat.
+        """
         location: dict[str, Any] = {"file": self.file}
         if node is not None and node.location is not None:
             location = node.location.to_dict()
@@ -172,6 +180,7 @@ class RuleContext:
             fix=fix,
             url=self.rule.url(self.docs_url),
             order=node.id if node is not None else -1,
+            cause=cause,
         )
 
     def diagnostic(

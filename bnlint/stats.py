@@ -173,8 +173,17 @@ def bn_params(graph: ModelGraph, bn: Node) -> BNParams:
 
 
 def channels(mask: np.ndarray, limit: int = 8) -> list[int]:
-    """The first ``limit`` channel indices where ``mask`` holds."""
+    """The first ``limit`` channel indices where ``mask`` holds (messages show a longer list
+    cut with :func:`channel_list`)."""
     return [int(i) for i in np.flatnonzero(mask)[:limit]]
+
+
+def channel_list(summary: dict[str, Any]) -> str:
+    """``[3, 7]``, or ``[0, 1, …, 7, …]`` when the summary holds only the first channels."""
+    shown = [str(channel) for channel in summary["channels"]]
+    if int(summary.get("count", len(shown))) > len(shown):
+        shown.append("…")
+    return "[" + ", ".join(shown) + "]"
 
 
 def channel_summary(mask: np.ndarray, values: np.ndarray | None = None) -> dict[str, object]:

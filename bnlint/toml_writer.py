@@ -50,18 +50,29 @@ def toml_literal(value: Any) -> str:
     raise TomlError(f"cannot write {type(value).__name__} value {value!r} as TOML")
 
 
-def toml_text(settings: Mapping[str, Any], comment: str = "") -> str:
-    """A ``bnlint.toml`` body: top-level keys first, then one table per mapping value."""
-    lines = [f"# {comment}"] if comment else []
+def toml_text(
+    settings: Mapping[str, Any], comment: str = "", notes: Mapping[str, str] | None = None
+) -> str:
+    """A ``bnlint.toml`` body: top-level keys first, then one table per mapping value.
+
+    ``notes`` (key -> text) become end-of-line comments on the key's line or table header.
+    """
+    notes = notes or {}
+    lines = [f"# {line}" for line in comment.split("\n")] if comment else []
     tables = []
+
+    def note(key: str) -> str:
+        text = " ".join(str(notes[key]).split()) if key in notes else ""
+        return f"  # {text}" if text else ""
+
     for key, value in settings.items():
         if value is None:
             continue  # TOML has no null: an unset value is its default
         if isinstance(value, Mapping):
             tables.append((key, value))
         else:
-            lines.append(f"{_key(key)} = {toml_literal(value)}")
+            lines.append(f"{_key(key)} = {toml_literal(value)}{note(key)}")
     for key, table in tables:
-        lines += ["", f"[{_key(key)}]"]
+        lines += ["", f"[{_key(key)}]{note(key)}"]
         lines += [f"{_key(str(k))} = {toml_literal(v)}" for k, v in table.items() if v is not None]
     return "\n".join(lines) + "\n"

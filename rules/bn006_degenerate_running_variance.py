@@ -46,7 +46,15 @@ import numpy as np
 from bnlint import bn_screens as screens
 from bnlint.graph import ModelGraph
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
-from bnlint.stats import BN_ROLES, BNParams, bn_params, channel_summary, describe, float_format
+from bnlint.stats import (
+    BN_ROLES,
+    BNParams,
+    bn_params,
+    channel_list,
+    channel_summary,
+    describe,
+    float_format,
+)
 
 RULE = RuleSpec(
     code="BN006",
@@ -71,7 +79,7 @@ def _errors(params: BNParams) -> tuple[list[str], dict[str, Any]]:
             mask = ~np.isfinite(values)
             non_finite[role] = channel_summary(mask)
             non_finite[role]["nan"] = int(np.isnan(values).sum())
-            shown = non_finite[role]["channels"]
+            shown = channel_list(non_finite[role])
             messages.append(
                 f"{_ROLE_LABEL[role]} has NaN/Inf in {int(mask.sum())} channel(s) {shown}"
             )
@@ -86,7 +94,7 @@ def _errors(params: BNParams) -> tuple[list[str], dict[str, Any]]:
         found = evidence["negative_variance"] = channel_summary(negative, var)
         messages.append(
             f"running variance is negative in {found['count']} channel(s) "
-            f"{found['channels']} (min {describe(float(var[negative].min()))})"
+            f"{channel_list(found)} (min {describe(float(var[negative].min()))})"
         )
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         total = var + params.eps
@@ -95,7 +103,7 @@ def _errors(params: BNParams) -> tuple[list[str], dict[str, Any]]:
             evidence["variance_plus_eps_not_positive"] = channel_summary(not_positive, total)
             messages.append(
                 f"var + eps <= 0 in {int(not_positive.sum())} channel(s) "
-                f"{evidence['variance_plus_eps_not_positive']['channels']} (eps = {params.eps:g})"
+                f"{channel_list(evidence['variance_plus_eps_not_positive'])} (eps = {params.eps:g})"
             )
         fmt = float_format(params.dtype)
         if fmt is not None and fmt.name != "float64":
@@ -105,7 +113,7 @@ def _errors(params: BNParams) -> tuple[list[str], dict[str, Any]]:
                 evidence["inverse_sqrt_overflow"] = channel_summary(overflow, total)
                 messages.append(
                     f"var + eps is so small in {fmt.name} ({int(overflow.sum())} channel(s) "
-                    f"{evidence['inverse_sqrt_overflow']['channels']}, min "
+                    f"{channel_list(evidence['inverse_sqrt_overflow'])}, min "
                     f"{describe(float(total[overflow].min()))}) that 1/sqrt(var + eps) "
                     f"exceeds {fmt.name}'s range"
                 )
@@ -147,11 +155,11 @@ def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
             parts = []
             if "zero_scale" in dead:
                 z = dead["zero_scale"]
-                parts.append(f"scale is 0 in {z['count']} channel(s) {z['channels']}")
+                parts.append(f"scale is 0 in {z['count']} channel(s) {channel_list(z)}")
             if "zero_variance" in dead:
                 z = dead["zero_variance"]
                 parts.append(
-                    f"running variance is 0 in {z['count']} channel(s) {z['channels']} "
+                    f"running variance is 0 in {z['count']} channel(s) {channel_list(z)} "
                     f"(gain {z['gain_factor']:.0f} x scale at inference)"
                 )
             yield ctx.finding(

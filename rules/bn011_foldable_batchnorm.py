@@ -7,6 +7,15 @@ exact, the following Conv), or the precondition that prevents folding: training 
 parameters that are graph inputs or computed at run time, a producer whose output has
 other consumers or is a graph output, a producer without weights, a channel mismatch.
 
+This rule is **opt-in**: a foldable BatchNorm is an opportunity, not a defect, so by
+default the run's summary says how many BatchNorms can be folded ("53 of 53 BatchNorms
+can be folded: `bnlint fold …`") instead of one finding per layer. Select it by code or
+name (`--select BN011`, `--extend-select foldable-batchnorm`; `ALL` and prefixes leave it
+off) to get each BatchNorm's verdict, or run `bnlint fold MODEL --dry-run`. A BatchNorm
+that cannot be folded because of a defect another rule reports on it (training mode:
+BN003, no running statistics: BN004, NaN statistics: BN006, a parameter that is a graph
+input: BN020, wrong axis: BN009, channel mismatch: BN010) is left to that rule.
+
 ## Why it matters
 At inference BN is a per-channel affine map, so folding it into the neighbouring layer
 removes a memory-bound operator for free. Optimizers (onnxoptimizer, onnxsim, ONNX
@@ -27,6 +36,7 @@ the BN (ignore BN011 for that node).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from bnlint.fold import KIND_LABEL, plan
@@ -40,7 +50,11 @@ RULE = RuleSpec(
     since="0.1.0",
     phases=INFERENCE,
     needs=frozenset({"producer_edges"}),  # the BN's producer: read or inferred is enough
+    enabled_by_default=False,
 )
+
+# The fold plan names the rule that reports a blocking defect ("…, see BN003").
+_CAUSE = re.compile(r"\bsee (BN\d{3})\b")
 
 
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
@@ -64,9 +78,11 @@ def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
                 fix="fold it: bnlint fold MODEL -o FOLDED (verifies the result)",
             )
         else:
+            cause = _CAUSE.search(verdict.reason or "")
             yield ctx.finding(
                 bn,
                 f"{bn.source_op} cannot be folded: {verdict.reason}",
                 evidence=evidence,
                 fix="remove the obstacle named above if this BN should disappear at inference",
+                cause=cause.group(1) if cause else None,
             )

@@ -73,6 +73,7 @@ from bnlint.stats import (
     INT8_LEVELS,
     FloatFormat,
     bn_params,
+    channel_list,
     channel_summary,
     describe,
     float_format,
@@ -114,7 +115,7 @@ def _range_checks(
         found = out[f"{key}_overflow"] = channel_summary(over, magnitude)
         msgs.append(
             f"{label} reaches {describe(float(magnitude[over].max()))} in {found['count']} "
-            f"channel(s) {found['channels']} (> {fmt.name} max {describe(fmt.max)})"
+            f"channel(s) {channel_list(found)} (> {fmt.name} max {describe(fmt.max)})"
         )
     tiny = finite & (magnitude > 0) & (magnitude < fmt.min_normal)
     if ignore is not None and ignore.shape == tiny.shape:
@@ -124,7 +125,7 @@ def _range_checks(
         found = out[f"{key}_subnormal"] = {**channel_summary(tiny, magnitude), "flushed": flushed}
         msgs.append(
             f"{label} is below {fmt.name}'s normal range ({describe(fmt.min_normal)}) in "
-            f"{found['count']} channel(s) {found['channels']}, {flushed} of them flushed to 0"
+            f"{found['count']} channel(s) {channel_list(found)}, {flushed} of them flushed to 0"
         )
 
 
@@ -136,7 +137,7 @@ def _int8_spread(per_channel: np.ndarray, ctx: RuleContext, out: dict, msgs: lis
     out["int8"] = found
     msgs.append(
         f"per-tensor int8 would leave {found['affected']['count']} of {found['live_channels']} "
-        f"channels {found['affected']['channels']} with < {INT8_LEVELS / spread:.0f} of "
+        f"channels {channel_list(found['affected'])} with < {INT8_LEVELS / spread:.0f} of "
         f"{INT8_LEVELS} levels (channel range spread {describe(found['spread_ratio'])}x)"
     )
 

@@ -10,7 +10,12 @@
   var severityBoxes = Array.prototype.slice.call(controls.querySelectorAll("input[data-severity]"));
   var codeSelect = document.getElementById("filter-code");
   var searchBox = document.getElementById("filter-search");
+  var newOnly = document.getElementById("filter-new");
   var shown = document.getElementById("shown");
+  var total = 0;
+  rows.forEach(function (row) {
+    total += Number(row.getAttribute("data-count") || 1);
+  });
 
   function apply() {
     var severities = {};
@@ -19,15 +24,17 @@
     });
     var code = codeSelect.value;
     var terms = searchBox.value.toLowerCase().split(/\s+/).filter(Boolean);
+    var onlyNew = newOnly !== null && newOnly.checked;
     var count = 0;
     rows.forEach(function (row) {
       var text = row.getAttribute("data-search") || "";
       var visible = severities[row.getAttribute("data-severity")] === true &&
         (code === "" || row.getAttribute("data-code") === code) &&
+        (!onlyNew || row.getAttribute("data-state") !== "known") &&
         terms.every(function (term) { return text.indexOf(term) !== -1; });
       row.hidden = !visible;
       if (visible) {
-        count += 1;
+        count += Number(row.getAttribute("data-count") || 1);
       }
     });
     Array.prototype.forEach.call(document.querySelectorAll("tbody.findings"), function (body) {
@@ -36,8 +43,8 @@
         empty.hidden = body.querySelector("tr.finding:not([hidden])") !== null;
       }
     });
-    shown.textContent = "Showing " + count + " of " + rows.length + " finding" +
-      (rows.length === 1 ? "" : "s");
+    shown.textContent = "Showing " + count + " of " + total + " finding" +
+      (total === 1 ? "" : "s");
   }
 
   function sortBy(header) {
@@ -71,6 +78,9 @@
     box.addEventListener("change", apply);
   });
   codeSelect.addEventListener("change", apply);
+  if (newOnly !== null) {
+    newOnly.addEventListener("change", apply);
+  }
   searchBox.addEventListener("input", apply);
   Array.prototype.forEach.call(document.querySelectorAll("th[data-key] button"), function (button) {
     button.addEventListener("click", function () {

@@ -201,3 +201,16 @@ class Page:
             for event in self.browser.events
             if event.get("method") == method and event.get("sessionId") == self.session
         ]
+
+
+def sized_page(browser: Chromium, width: int, height: int = 1000) -> Page:
+    """A new tab emulating a ``width`` px wide screen (a phone below 700 px)."""
+    page = Page(browser)
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=width,
+        height=height,
+        deviceScaleFactor=1,
+        mobile=width < 700,
+    )
+    return page

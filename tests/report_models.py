@@ -50,8 +50,23 @@ def degenerate_layer(folder: Path) -> Path:
     return path
 
 
+def repeated_findings(folder: Path) -> Path:
+    """Six conv-BN-ReLU blocks with a Keras momentum ported as is (BN015 on all six: one
+    group of six) and one odd epsilon (BN014, alone)."""
+    g = GraphBuilder(opset=17)
+    h = g.input("x", [1, 3, 8, 8])
+    for block in range(6):
+        eps = 1e-3 if block == 4 else 1e-5
+        conv = g.conv(h, 8, name=f"block{block}.conv", bias=False)
+        h = g.relu(g.bn(conv, name=f"block{block}.bn", momentum=0.01, eps=eps))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "repeated.onnx"
+    onnx.save(g.model([h]), str(path))
+    return path
+
+
 def build_models(folder: Path) -> list[Path]:
-    """Five inputs in a fixed order: four readable models and one corrupt file."""
+    """Six inputs in a fixed order: five readable models and one corrupt file."""
     folder.mkdir(parents=True, exist_ok=True)
     corrupt = folder / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07 definitely not protobuf")
@@ -60,5 +75,6 @@ def build_models(folder: Path) -> list[Path]:
         onnx_zoo.resnet_opset15(folder / "resnet"),
         hostile_names(folder / "hostile"),
         degenerate_layer(folder / "degenerate"),
+        repeated_findings(folder / "repeated"),
         corrupt,
     ]

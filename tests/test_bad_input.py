@@ -59,6 +59,8 @@ def test_missing_file_and_json_reports_the_error(tmp_path: Path, run_cli, good_m
         "format": None,
         "status": "error",
         "error": "no such file",
+        "batchnorms": None,
+        "foldable": None,
         "findings": [],
     }
     assert models[good_model.name]["status"] == "ok" and models[good_model.name]["findings"]

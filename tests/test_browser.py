@@ -1,11 +1,14 @@
 """The HTML report in a real headless Chromium (Debian's package, driven over DevTools).
 
-One report of a folder of models is opened from a file: it must load nothing from the
-network and log no error; the severity filter, the rule filter, the search box and sorting
-must change what is shown; a node named like an HTML payload must appear as text with no
-dialog; with JavaScript off every finding must still be visible. The screenshot of the
-page goes to docs/img/report.png for the README when BNLINT_UPDATE_SCREENSHOT=1
-(`make screenshot`); a normal run leaves the checkout untouched.
+One report of a folder of models is opened from a file at desktop (1400 px) and phone
+(360 px) widths: it must load nothing from the network and log no error; the severity
+filter, the rule filter, the search box and sorting must change what is shown; a node
+named like an HTML payload must appear as text with no dialog; at 360 px nothing may
+scroll the page sideways, with a group's layers and a finding's details open; with
+JavaScript off every finding must still be visible. A report with served samples shows
+the drift chart at both widths. The screenshot of the page goes to docs/img/report.png
+for the README when BNLINT_UPDATE_SCREENSHOT=1 (`make screenshot`); a normal run leaves
+the checkout untouched.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chromium import Chromium, Page
+from tests.chromium import Chromium, Page, sized_page
 from tests.report_models import XSS_NODE, hostile_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +32,11 @@ VISIBLE_ROWS = (
     "Array.from(document.querySelectorAll('tr.finding'))"
     ".filter(r => r.getClientRects().length > 0).map(r => r.dataset.code + ' ' + r.dataset.node)"
 )
+VISIBLE_FINDINGS = (  # a row is a group: data-count findings
+    "Array.from(document.querySelectorAll('tr.finding'))"
+    ".filter(r => r.getClientRects().length > 0).reduce((n, r) => n + Number(r.dataset.count), 0)"
+)
+SIDEWAYS = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 pytestmark = pytest.mark.browser
 
@@ -74,29 +82,23 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
 
 def test_report_in_a_real_browser(browser: Chromium, report: tuple[Path, list[dict]]) -> None:
     path, findings = report
-    page = Page(browser)
-    page.call(
-        "Emulation.setDeviceMetricsOverride",
-        width=1280,
-        height=1000,
-        deviceScaleFactor=1,
-        mobile=False,
-    )
+    page = sized_page(browser, 1400)
     url = path.as_uri()
     page.navigate(url)
 
     requests = [event["request"]["url"] for event in page.events("Network.requestWillBeSent")]
     assert requests == [url], "the report loads nothing but itself"
     all_rows = page.evaluate(VISIBLE_ROWS)
-    assert len(all_rows) == len(findings) >= 15
+    assert page.evaluate(VISIBLE_FINDINGS) == len(findings) >= 12
+    assert len(all_rows) < len(findings), "repeated findings are grouped"
     assert page.evaluate("document.getElementById('shown').textContent") == (
         f"Showing {len(findings)} of {len(findings)} findings"
     )
+    assert page.evaluate(SIDEWAYS) <= 0
 
-    page.click("input[data-severity='info']")  # a real mouse click on the checkbox
-    without_info = page.evaluate(VISIBLE_ROWS)
-    assert len(without_info) == sum(f["severity"] != "info" for f in findings) > 0
-    page.click("input[data-severity='info']")
+    page.click("input[data-severity='warning']")  # a real mouse click on the checkbox
+    assert page.evaluate(VISIBLE_FINDINGS) == sum(f["severity"] != "warning" for f in findings) > 0
+    page.click("input[data-severity='warning']")
 
     page.evaluate(
         "(() => { const s = document.getElementById('filter-code'); s.value = 'BN003';"
@@ -116,7 +118,7 @@ def test_report_in_a_real_browser(browser: Chromium, report: tuple[Path, list[di
         "(() => { const s = document.getElementById('filter-search'); s.value = '';"
         " s.dispatchEvent(new Event('input')); })()"
     )
-    assert len(page.evaluate(VISIBLE_ROWS)) == len(findings)
+    assert page.evaluate(VISIBLE_FINDINGS) == len(findings)
 
     assert page.evaluate("document.querySelectorAll('img').length") == 0
     assert page.evaluate(
@@ -124,13 +126,21 @@ def test_report_in_a_real_browser(browser: Chromium, report: tuple[Path, list[di
     )
     assert not page.events("Page.javascriptDialogOpening"), "no dialog fired"
 
-    table = "document.querySelector('#model-3 table.findings')"
+    table = "document.querySelector('#model-3 table.findings')"  # keras_momentum_and_odd_eps
     codes = f"Array.from({table}.querySelectorAll('tr.finding')).map(r => r.dataset.code)"
     before = page.evaluate(codes)
     page.click("#model-3 table.findings th[data-key='data-code'] button")
     assert page.evaluate(codes) == sorted(before) != before, "sorted by rule"
     page.click("#model-3 table.findings th[data-key='data-code'] button")
     assert page.evaluate(codes) == sorted(before, reverse=True)
+
+    docs = "document.getElementById('rule-BN003')"
+    assert page.evaluate(f"{docs}.querySelectorAll('.doc code').length") > 0
+    assert "`" not in page.evaluate(f"{docs}.innerText"), "rule docs are rendered Markdown"
+    assert (
+        page.evaluate("getComputedStyle(document.querySelector('td.node code')).overflowWrap")
+        == "break-word"
+    ), "names wrap at their separators, not mid-word"
 
     errors = [
         e["entry"]["text"] for e in page.events("Log.entryAdded") if e["entry"]["level"] == "error"
@@ -143,6 +153,7 @@ def test_report_in_a_real_browser(browser: Chromium, report: tuple[Path, list[di
     errors += [e["exceptionDetails"] for e in page.events("Runtime.exceptionThrown")]
     assert errors == [], errors
 
+    page = sized_page(browser, 1400)
     page.navigate(url)  # a fresh view for people: the first error's details open
     page.evaluate(
         "document.querySelector('tr.finding.sev-error details').open = true; window.scrollTo(0, 0)"
@@ -153,6 +164,61 @@ def test_report_in_a_real_browser(browser: Chromium, report: tuple[Path, list[di
         SCREENSHOT.write_bytes(png)
 
 
+def test_report_at_phone_width(browser: Chromium, report: tuple[Path, list[dict]]) -> None:
+    """360 px: findings become cards, wide tables scroll inside themselves; the page never
+    scrolls sideways, with a group's layers and every finding's details open."""
+    path, findings = report
+    page = sized_page(browser, 360)
+    page.navigate(path.as_uri())
+    assert page.evaluate("window.innerWidth") == 360
+    assert page.evaluate(VISIBLE_FINDINGS) == len(findings)
+    assert page.evaluate(SIDEWAYS) <= 0
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    assert page.evaluate(SIDEWAYS) <= 0, page.evaluate(
+        "Array.from(document.querySelectorAll('body *')).filter(e =>"
+        " e.getBoundingClientRect().right > window.innerWidth + 1).slice(0, 5)"
+        ".map(e => e.tagName + '.' + e.className)"
+    )
+    widest = page.evaluate(
+        "Math.max(...Array.from(document.querySelectorAll('tr.finding')).map("
+        "r => r.getBoundingClientRect().right))"
+    )
+    assert widest <= 360, "every finding card fits the screen"
+    assert not page.events("Runtime.exceptionThrown")
+
+
+def test_drift_chart_at_desktop_and_phone_widths(
+    browser: Chromium, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The sample-data engineer's drift chart (BN021) survives the layout: drawn, inside
+    the viewport at 1400 and 360 px."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from bnlint.cli import main
+
+    work = tmp_path_factory.mktemp("drift-browser")
+    _example_models(work / "models")
+    samples = work / "served.npz"
+    rng = np.random.default_rng(0)
+    np.savez(samples, image=rng.normal(3.0, 4.0, (64, 3, 32, 32)).astype(np.float32))
+    html = work / "drift.html"
+    model = work / "models" / "resnet_style_bn_preserved.onnx"
+    args = [str(model), "--sample-data", str(samples), "--report-html", str(html), "-q"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 1, result.stderr  # BN021: the statistics do not match
+    for width in (1400, 360):
+        page = sized_page(browser, width)
+        page.navigate(html.as_uri())
+        box = page.evaluate(
+            "(() => { const r = document.querySelector('svg.drift-chart')"
+            ".getBoundingClientRect(); return [r.left, r.right, r.height]; })()"
+        )
+        assert box[0] >= 0 and box[1] <= width and box[2] > 50, (width, box)
+        assert page.evaluate("document.querySelectorAll('svg.drift-chart .dc-bad').length") > 0
+        assert page.evaluate(SIDEWAYS) <= 0, width
+
+
 def test_every_finding_is_visible_with_javascript_off(
     browser: Chromium, report: tuple[Path, list[dict]]
 ) -> None:
@@ -160,6 +226,6 @@ def test_every_finding_is_visible_with_javascript_off(
     page = Page(browser)
     page.call("Emulation.setScriptExecutionDisabled", value=True)
     page.navigate(path.as_uri())
-    assert len(page.evaluate(VISIBLE_ROWS)) == len(findings)
+    assert page.evaluate(VISIBLE_FINDINGS) == len(findings)
     assert page.evaluate("document.getElementById('controls').getClientRects().length") == 0
     assert page.evaluate("document.getElementById('shown').textContent") == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def training_model(tmp_path: Path) -> Path:
-    return onnx_zoo.opset14_training_mode(tmp_path / "t")  # BN003 error + BN011 info
+    return onnx_zoo.opset14_training_mode(tmp_path / "t")  # BN003 error
 
 
 @pytest.fixture
 def clean_model(tmp_path: Path) -> Path:
-    return onnx_zoo.resnet_opset15(tmp_path / "c")  # BN011 info only
+    return onnx_zoo.resnet_opset15(tmp_path / "c")  # healthy: 3 foldable BNs (BN011 is opt-in)
 
 
 def test_text_output_is_ruff_like(run_cli, training_model: Path) -> None:
@@ -37,7 +38,10 @@ def test_text_output_is_ruff_like(run_cli, training_model: Path) -> None:
         "instead of its running statistics"
     )
     assert lines[1].startswith("  = help: ")
-    assert lines[-1] == "Found 2 findings (1 error, 1 info) in 1 model."
+    assert re.fullmatch(
+        r"Found 1 finding \(1 error\) in 1 model \(1 BatchNorm, \d+ rules\)\.", lines[-1]
+    ), lines
+    assert len(lines) == 3, "the training-mode BN's fold verdict repeats BN003: not shown"
     assert "\x1b[" not in result.stdout, "no colour when stdout is not a terminal"
 
 
@@ -62,8 +66,23 @@ def test_fail_on_thresholds(run_cli, training_model: Path, fail_on: str, exit_co
 
 
 def test_info_findings_pass_the_default_gate(run_cli, clean_model: Path) -> None:
-    run_cli([clean_model], exit_code=0)
-    run_cli([clean_model, "--fail-on", "info"], exit_code=1)
+    run_cli([clean_model, "--select", "BN011"], exit_code=0)
+    run_cli([clean_model, "--select", "BN011", "--fail-on", "info"], exit_code=1)
+
+
+def test_a_healthy_model_is_one_line_naming_what_was_checked(run_cli, clean_model: Path) -> None:
+    """A clean run says so in one line: models, BatchNorms, rules, and the fold command
+    instead of one BN011 note per layer (issue 15: 53 notes on a healthy ResNet-50)."""
+    (line,) = run_cli([clean_model], exit_code=0).stdout.splitlines()
+    match = re.fullmatch(
+        r"All checks passed: 1 model, 3 BatchNorms, (\d+) rules\. 3 of 3 BatchNorms can be "
+        r"folded: `bnlint fold (\S+) -o (\S+)`",
+        line,
+    )
+    assert match, line
+    assert match.group(2) == str(clean_model)
+    assert match.group(3) == str(clean_model.with_name("resnet_opset15-folded.onnx"))
+    assert run_cli([clean_model, "--fail-on", "info"], exit_code=0).stdout == f"{line}\n"
 
 
 def test_exit_zero_keeps_unreadable_inputs_at_2(
@@ -78,13 +97,16 @@ def test_json_output_matches_the_contract(run_cli, training_model: Path) -> None
     assert data["schema_version"] == SCHEMA_VERSION
     assert data["tool"] == {"name": "bnlint", "version": __version__}
     (model,) = data["models"]
-    assert [f["code"] for f in model["findings"]] == ["BN003", "BN011"]
+    assert [f["code"] for f in model["findings"]] == ["BN003"]
+    assert (model["batchnorms"], model["foldable"]) == (1, 0)
     first = model["findings"][0]
     assert first["node"] == "bn" and first["severity"] == "error"
     assert first["location"]["node_index"] == 1
     assert first["url"] == "https://bnlint.github.io/bnlint/rules/BN003/"
-    assert data["summary"]["by_code"] == {"BN003": 1, "BN011": 1}
-    assert data["summary"]["by_severity"] == {"error": 1, "warning": 0, "info": 1}
+    assert data["summary"]["by_code"] == {"BN003": 1}
+    assert data["summary"]["by_severity"] == {"error": 1, "warning": 0, "info": 0}
+    assert (data["summary"]["batchnorms"], data["summary"]["foldable"]) == (1, 0)
+    assert "BN003" in data["summary"]["rules_run"] and "BN011" not in data["summary"]["rules_run"]
 
 
 def test_output_file_is_written_and_stdout_stays_empty(
@@ -97,16 +119,17 @@ def test_output_file_is_written_and_stdout_stays_empty(
 
 
 def test_statistics(run_cli, training_model: Path, clean_model: Path) -> None:
-    result = run_cli([training_model, clean_model, "--statistics"], exit_code=1)
+    args = [training_model, clean_model, "--statistics", "--extend-select", "BN011"]
+    result = run_cli(args, exit_code=1)
     assert result.stdout.splitlines() == [
-        "4\tBN011\tfoldable-batchnorm\t[info]",
+        "3\tBN011\tfoldable-batchnorm\t[info]",
         "1\tBN003\tbatchnorm-training-mode-at-inference\t[error]",
     ]
 
 
 def test_quiet_prints_findings_only(run_cli, training_model: Path) -> None:
     lines = run_cli([training_model, "-q"], exit_code=1).stdout.splitlines()
-    assert len(lines) == 2 and all(" BN0" in line for line in lines)
+    assert len(lines) == 1 and " BN003 " in lines[0]
 
 
 @pytest.mark.parametrize("selector", ["BN003", "BN00", "batchnorm-training-mode-at-inference"])
@@ -117,12 +140,13 @@ def test_select_by_code_prefix_or_name(run_cli, training_model: Path, selector: 
 
 def test_ignore_and_extend_select(run_cli, training_model: Path) -> None:
     data = run_cli([training_model, "--ignore", "BN003", "--format", "json"], exit_code=0).json
-    assert [f["code"] for f in data["models"][0]["findings"]] == ["BN011"]
+    assert [f["code"] for f in data["models"][0]["findings"]] == []
     data = run_cli(
         [training_model, "--select", "BN011", "--extend-select", "BN003", "--format", "json"],
         exit_code=1,
     ).json
-    assert [f["code"] for f in data["models"][0]["findings"]] == ["BN003", "BN011"]
+    # BN011's "cannot be folded: it runs in training mode, see BN003" repeats BN003's cause
+    assert [f["code"] for f in data["models"][0]["findings"]] == ["BN003"]
     # the most specific selector wins, as in ruff
     data = run_cli(
         [training_model, "--ignore", "BN0", "--select", "BN011", "--format", "json"], exit_code=0

@@ -33,7 +33,8 @@ def project(tmp_path: Path) -> dict[str, Path]:
     config = tmp_path / "bnlint.toml"
     config.write_text(
         'target-dtype = "float16"\n'
-        'ignore = ["BN017"]\n\n'
+        'ignore = ["BN017"]\n'
+        'extend-select = ["BN011"]\n\n'
         '[severity]\nBN011 = "warning"\n\n'
         "[fold-mismatch]\ntolerance-scale = 2.0\n"
     )

@@ -1,8 +1,12 @@
 """Every output format carries the same findings in the same order (DESIGN: Output guarantees).
 
-One set of models (several findings each, hostile node names, an unreadable file) is
-linted through the CLI in every format; each output is parsed back into
-(model path, code, node) and compared with the JSON contract's list.
+One set of models (several findings each, one rule repeated on six layers, hostile node
+names, an unreadable file) is linted once and rendered in every format. The formats
+machines read (JSON, SARIF, JUnit, GitLab) keep one result per layer: each is parsed back
+into (model path, code, node) and compared with the JSON contract's list. The formats
+people read (text, GitHub annotations, Markdown, HTML) show one entry per group (one
+rule, one message template, one model): each is parsed back into (model path, code,
+first node, layers) and all four must agree, with every finding in exactly one group.
 """
 
 from __future__ import annotations
@@ -145,15 +149,67 @@ def test_every_registered_format_is_a_cli_choice() -> None:
     assert set(REPORTERS) == set(FORMATS)
 
 
-def test_all_formats_carry_the_same_findings_in_the_same_order(run_cli, models: list[str]) -> None:
-    outputs = {
-        fmt: run_cli([*models, "--format", fmt], exit_code=2).stdout
-        for fmt in FORMATS
-        if fmt != "json"
-    }
-    outputs["json"] = run_cli([*models, "--format", "json"], exit_code=2).stdout  # schema-checked
+Group = tuple[str, str, str, int]  # model path, code, first node, layers in the group
+
+
+def groups_from_text(output: str, paths: list[str]) -> list[Group]:
+    """A headline per group; ``  = also at a, b, +N more (K in all)`` after it if K > 1."""
+    lines = output.splitlines()
+    groups: list[Group] = []
+    headlines = [i for i, line in enumerate(lines) if line.startswith(tuple(paths))]
+    for (path, code, node), index in zip(from_text(output, paths), headlines, strict=True):
+        follow = lines[index + 1] if index + 1 < len(lines) else ""
+        found = re.match(r"^  = also at .* \((\d+) in all\)$", follow)
+        groups.append((path, code, node, int(found.group(1)) if found else 1))
+    return groups
+
+
+def groups_from_github(output: str) -> list[Group]:
+    groups = []
+    for (path, code, node), line in zip(
+        from_github(output),
+        [
+            line
+            for line in output.splitlines()
+            if line.startswith("::") and "unreadable" not in line
+        ],
+        strict=True,
+    ):
+        found = re.search(r"title=[^:]*\((\d+) layers\)::", line)
+        groups.append((path, code, node, int(found.group(1)) if found else 1))
+    return groups
+
+
+def groups_from_markdown(output: str) -> list[Group]:
+    groups = []
+    for path, code, node in from_markdown(output):
+        first, _, more = node.partition("\n+")
+        count = 1 + int(more.split(" ", 1)[0]) if more else 1
+        groups.append((path, code, first, count))
+    return groups
+
+
+def groups_from_html(output: str) -> list[Group]:
+    parser = _FindingRows()
+    parser.feed(output)
+    return [
+        (_path(r["data-model"]), r["data-code"], r["data-node"], int(r["data-count"]))
+        for r in parser.rows
+    ]
+
+
+def test_one_run_every_format_same_findings_with_the_grouping(models: list[str]) -> None:
+    """Rendered from one lint: per-layer formats list the JSON's findings in its order;
+    text, GitHub, Markdown and HTML agree on the groups, which hold every finding once."""
+    from bnlint.api import lint
+    from bnlint.report import RenderOptions, extras_for, render
+    from tests.helpers import validate_report
+
+    report = lint(models, extras=extras_for(["html"]))
+    outputs = {fmt: render(report, fmt, RenderOptions()) for fmt in FORMATS}
+    validate_report(json.loads(outputs["json"]))
     expected = from_json(outputs["json"])
-    assert len(expected) >= 8 and len({code for _, code, _ in expected}) >= 3
+    assert len(expected) >= 11 and len({code for _, code, _ in expected}) >= 4
     assert any(node == MARKUP_NODE for _, _, node in expected), "the hostile model was linted"
     readable = [p for p in models if not p.endswith("corrupt.onnx")]
     assert [row[0] for row in expected] == sorted(
@@ -163,19 +219,32 @@ def test_all_formats_carry_the_same_findings_in_the_same_order(run_cli, models: 
     def printable_rows(rows: list[Row]) -> list[Row]:
         return [(path, code, printable(node)) for path, code, node in rows]
 
-    assert from_text(outputs["text"], models) == printable_rows(expected)
-    assert from_github(outputs["github"]) == printable_rows(expected)
     assert from_sarif(outputs["sarif"]) == expected
     assert from_junit(outputs["junit"]) == printable_rows(expected)  # control chars escaped
-    assert from_markdown(outputs["markdown"]) == expected  # newlines become <br>
-    assert from_html(outputs["html"]) == expected
-
     sarif_fingerprints = [
         r["partialFingerprints"]["bnlint/v1"]
         for r in json.loads(outputs["sarif"])["runs"][0]["results"]
     ]
     assert from_gitlab(outputs["gitlab"]) == sarif_fingerprints
     assert len(set(sarif_fingerprints)) == len(expected)
+
+    html = groups_from_html(outputs["html"])
+    printable_groups = [(p, c, printable(n), k) for p, c, n, k in html]
+    assert groups_from_text(outputs["text"], models) == printable_groups
+    assert groups_from_github(outputs["github"]) == printable_groups
+    assert groups_from_markdown(outputs["markdown"]) == html
+    repeated = [(c, n, k) for p, c, n, k in html if p.endswith("repeated.onnx")]
+    assert repeated == [("BN015", "block0.bn", 6), ("BN014", "block4.bn", 1)]
+    hostile = [(c, k) for p, c, n, k in html if p.endswith("hostile.onnx")]
+    assert hostile == [("BN003", 2)], "two layers, two names, one message template"
+    per_code: dict[tuple[str, str], int] = {}
+    for path, code, _ in expected:
+        per_code[(path, code)] = per_code.get((path, code), 0) + 1
+    grouped: dict[tuple[str, str], int] = {}
+    for path, code, _, count in html:
+        grouped[(path, code)] = grouped.get((path, code), 0) + count
+    assert grouped == per_code, "every finding is in exactly one group"
+    assert [(p, c) for p, c, _, _ in html] == list(dict.fromkeys((p, c) for p, c, _ in expected))
 
 
 def test_every_format_reports_the_unreadable_model(run_cli, models: list[str]) -> None:

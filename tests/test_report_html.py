@@ -91,7 +91,8 @@ def test_model_strings_are_text(report_html: str) -> None:
 def test_every_finding_is_visible_without_javascript(report_html: str) -> None:
     page = Page(report_html)
     rows = page.find("tr", "finding")
-    assert len(rows) >= 8 and not [row for row in rows if "hidden" in row]
+    assert len(rows) >= 5 and not [row for row in rows if "hidden" in row]
+    assert sum(int(row["data-count"]) for row in rows) >= 11, "each row is a group of findings"
     (controls,) = [attrs for tag, attrs in page.tags if attrs.get("id") == "controls"]
     assert "hidden" in controls, "the filter controls appear only when the script runs"
     assert "<noscript>" in report_html
@@ -100,33 +101,57 @@ def test_every_finding_is_visible_without_javascript(report_html: str) -> None:
 def test_one_section_per_model_and_an_overview(report_html: str) -> None:
     page = Page(report_html)
     sections = page.find("section", "model")
-    assert [s["id"] for s in sections] == [f"model-{i}" for i in range(1, 6)]
+    assert [s["id"] for s in sections] == [f"model-{i}" for i in range(1, 7)]
     assert "Could not read this model: not a valid ONNX model" in report_html
     overview_links = [a["href"] for a in page.find("a") if a.get("href", "").startswith("#model-")]
-    assert overview_links == [f"#model-{i}" for i in range(1, 6)]
+    assert overview_links == [f"#model-{i}" for i in range(1, 7)]
 
 
 def test_each_finding_has_evidence_fix_docs_and_its_neighbourhood(report_html: str) -> None:
-    row = report_html.split('data-node="stem.bn"', 1)[1].split("</tr>", 1)[0]
-    assert '<p class="fix">fold it' in row
-    assert "<dt>producer</dt>" in row or "<dt>kind</dt>" in row
-    assert 'href="https://bnlint.github.io/bnlint/rules/BN011/"' in row
-    svg = row.split("<svg", 1)[1].split("</svg>", 1)[0]
+    row = report_html.split('data-node="head.bn"', 1)[1].split("</tr>", 1)[0]
+    assert '<p class="fix">repair or re-estimate' in row
+    assert "<dt>negative_variance</dt>" in row
+    assert 'href="https://bnlint.github.io/bnlint/rules/BN006/"' in row
+    svg = row.split('<svg class="nb"', 1)[1].split("</svg>", 1)[0]
     labels = re.findall(r'<text class="nb-(?:op|name)"[^>]*>([^<]*)</text>', svg)
-    assert labels == ["Conv", "stem.conv", "BatchNormalization", "stem.bn", "Relu", "relu0"]
-    article = report_html.split('id="rule-BN011"', 1)[1].split("</article>", 1)[0]
-    assert "Why it matters" in article and "https://bnlint.github.io/bnlint/rules/BN011/" in article
+    assert labels == ["Conv", "head.conv", "BatchNormalization", "head.bn", "Relu", "relu2"]
+    shapes = re.findall(r'<text class="nb-shape"[^>]*>([^<]*)</text>', svg)
+    assert shapes == ["1×8×8×8", "1×8×8×8"], "each edge carries its tensor's shape"
+    article = report_html.split('id="rule-BN006"', 1)[1].split("</article>", 1)[0]
+    assert "Why it matters" in article and "https://bnlint.github.io/bnlint/rules/BN006/" in article
+
+
+def test_a_group_is_one_row_listing_every_layer(report_html: str) -> None:
+    row = report_html.split('data-node="block0.bn"', 1)[1].split("</tr>", 1)[0]
+    assert '<span class="more">+5 more</span>' in row
+    members = re.findall(r"<li><code>([^<]*(?:<wbr>[^<]*)*)</code>", row.split("members", 1)[1])
+    assert [m.replace("<wbr>", "") for m in members] == [f"block{i}.bn" for i in range(6)]
+
+
+def test_rule_documentation_is_rendered_markdown(report_html: str) -> None:
+    article = report_html.split('id="rule-BN003"', 1)[1].split("</article>", 1)[0]
+    assert "<code>training_mode=1</code>" in article and "`" not in article
 
 
 def test_bn_statistics_make_unhealthy_layers_stand_out(report_html: str) -> None:
     section = report_html.split('id="model-4"', 1)[1].split('id="model-5"', 1)[0]
     table = section.split('<table class="bn">', 1)[1].split("</table>", 1)[0]
     stem, mid, head = table.split("<tr")[2:]
-    assert "chart-bar hot" not in stem + mid and "40 … 40" in head
+    assert 'class="b h"' not in stem + mid and "40 … 40" in head
     assert "1 ≤ 0" in head, "the negative variance is red"
     assert "far from the other layers" in head, "a scale three decades from the others is red"
-    assert "flagged" in head.split(">", 1)[0] and "BN006" in head
-    assert "BatchNorm statistics: 3 layers" in section
+    assert head.startswith(' class="hot"') and "BN006" in head
+    assert "BatchNorm statistics: 3 layers, <b>1 stands out</b>" in section
+
+
+def test_a_layer_with_a_finding_but_healthy_statistics_does_not_stand_out(
+    report_html: str,
+) -> None:
+    """ "Stand out" is a statistics anomaly: a training-mode BN with healthy statistics is
+    named in the Findings column, not counted as an anomaly (issue 15)."""
+    section = report_html.split('id="model-1"', 1)[1].split('id="model-2"', 1)[0]
+    assert "BatchNorm statistics: 1 layer, none stands out" in section
+    assert '<a href="#rule-BN003">BN003</a>' in section.split('<table class="bn">', 1)[1]
 
 
 def test_fold_table_renders_when_verification_data_is_present(tmp_path: Path) -> None:
@@ -146,7 +171,7 @@ def test_fold_table_renders_when_verification_data_is_present(tmp_path: Path) ->
             {"bn": "block.bn2", "verdict": "unverified", "into": "Conv block.conv2"},
         ]
     }
-    html = render(report, "html", RenderOptions())
+    html = render(report, "html", RenderOptions()).replace("<wbr>", "")
     fold = html.split("Fold and verify", 1)[1].split("</table>", 1)[0]
     assert '<td class="good">folded-correctly</td>' in fold
     assert "3.1e-07" in fold and "2e-06" in fold
@@ -163,6 +188,7 @@ def test_extras_are_computed_only_when_a_report_needs_them(tmp_path: Path) -> No
     assert set(html_extras["neighborhood"]) == {
         f.order for f in bnlint.lint(model).models[0].findings
     }
+    assert [row["fold"]["foldable"] for row in html_extras["bn_table"]] == [True, True, True]
 
 
 def test_cli_writes_the_html_report_beside_another_format(run_cli, tmp_path: Path) -> None:
@@ -182,8 +208,45 @@ def test_templates_never_mark_strings_safe() -> None:
             text = template.read_text(encoding="utf-8")
             assert not re.search(r"\|\s*safe\b", text), f"{template.name} uses |safe"
             assert "autoescape false" not in text.replace(" ", " ").lower(), template.name
+    # Markup is built in two places only, each escaping its text before adding tags (the
+    # adversarial tests below): <wbr> break opportunities and rendered rule documentation.
+    allowed = {"html.py", "html_markdown.py"}
     for module in (Path(bnlint.__file__).parent / "report").glob("*.py"):
-        assert "Markup(" not in module.read_text(encoding="utf-8"), module.name
+        if module.name not in allowed:
+            assert "Markup(" not in module.read_text(encoding="utf-8"), module.name
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<script>alert(1)</script> `<img src=x onerror=alert(1)>`",
+        '[click](javascript:alert(1)) [x](https://a.example/"onmouseover="alert(1))',
+        '**<b>bold</b>** *<i>x</i>* - <iframe src="https://evil.example">',
+        "```\n</code></pre><script>alert(1)</script>\n```\n    <svg onload=alert(1)>",
+        "[a](https://ok.example/path) \x1b[31m\u202e",
+    ],
+)
+def test_rendered_markdown_adds_only_its_own_tags(text: str) -> None:
+    from bnlint.report.html_markdown import markdown_html
+
+    html = str(markdown_html(text))
+    page = Page(f"<div>{html}</div>")
+    tags = {tag for tag, _ in page.tags}
+    assert tags <= {"div", "p", "ul", "li", "code", "pre", "strong", "em", "a"}, tags
+    for tag, attrs in page.tags:
+        assert set(attrs) <= ({"href", "rel"} if tag == "a" else set()), (tag, attrs)
+        if tag == "a":
+            assert re.fullmatch(r"https://[^\s\"'<>]+", attrs["href"]), attrs
+    assert "\x1b" not in html and "\u202e" not in html
+
+
+@pytest.mark.parametrize("name", [XSS_NODE, 'a.b/"c"<d>', "x\x1b[2Jy.z", "layer1.0.bn1"])
+def test_break_opportunities_escape_first(name: str) -> None:
+    from bnlint.report.html import break_opportunities
+
+    html = str(break_opportunities(name))
+    assert Page(f"<p>{html}</p>").tags == [("p", {})] + [("wbr", {})] * html.count("<wbr>")
+    assert html.replace("<wbr>", "").count("<") == 0
 
 
 def test_the_html_environment_escapes_and_refuses_undefined_names() -> None:

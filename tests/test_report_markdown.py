@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,11 @@ def test_verdict_and_counts(tmp_path: Path) -> None:
 
 
 def test_a_long_report_is_truncated_with_a_note(tmp_path: Path) -> None:
-    findings = [_finding(f"layer{i}.bn") for i in range(150)]
+    # 150 different problems (a repeated one would be one row: see the grouping test)
+    findings = [
+        replace(_finding(f"layer{i}.bn"), message=f"running variance is negative ({'x' * i})")
+        for i in range(150)
+    ]
     report = Report([ModelResult(str(tmp_path / "big.onnx"), "onnx", findings=findings)])
     full = render(report, "markdown", RenderOptions())
     assert len(_table_rows(full)) == 150 and "not shown" not in full
@@ -86,6 +91,27 @@ def test_a_long_report_is_truncated_with_a_note(tmp_path: Path) -> None:
     assert f"**{150 - shown} more findings not shown**" in limited
     assert limited.rstrip().endswith(f"<sub>bnlint {__import__('bnlint').__version__}</sub>")
     assert all(len(row) == 5 for row in _table_rows(limited)), "no row is cut in half"
+
+
+def test_the_same_finding_on_many_layers_is_one_row(tmp_path: Path) -> None:
+    findings = [_finding(f"layer{i}.bn") for i in range(50)]
+    report = Report([ModelResult(str(tmp_path / "big.onnx"), "onnx", findings=findings)])
+    (row,) = _table_rows(render(report, "markdown", RenderOptions()))
+    assert (
+        row[3].strip()
+        == "layer0.bn<br>+49 more: layer1.bn, layer2.bn, layer3.bn, layer4.bn, layer5.bn, layer6.bn, layer7.bn, layer8.bn, layer9.bn, layer10.bn, +39 more"
+    )
+
+
+def test_with_a_baseline_new_findings_come_first_and_known_ones_fold_away(tmp_path: Path) -> None:
+    known = [replace(_finding(f"a{i}.bn"), baseline_state="unchanged") for i in range(3)]
+    new = replace(_finding("b.bn"), message="scale is NaN", baseline_state="new")
+    report = Report([ModelResult(str(tmp_path / "m.onnx"), "onnx", findings=[*known, new])])
+    report.baseline = {"path": "baseline.json", "new": 1, "unchanged": 3, "fixed": []}
+    text = render(report, "markdown", RenderOptions())
+    new_part, known_part = text.split("### New findings", 1)[1].split("<details><summary>3 known")
+    assert "b.bn" in new_part and "a0.bn" not in new_part
+    assert "a0.bn<br>+2 more" in known_part and "(known)" in known_part
 
 
 def test_report_md_option_writes_a_file_beside_the_terminal_output(run_cli, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CONFIG = """\
-select = ["ALL"]
+select = ["ALL", "BN011"]
 ignore = ["BN017"]
 target-dtype = "float16"
 input-shape = ["x:1x3x8x8"]
@@ -73,7 +73,7 @@ def test_rerun_from_the_recorded_provenance_gives_identical_findings(
 ) -> None:
     other = _elsewhere(ci_run, tmp_path, monkeypatch)
     comparisons = reproduce(ci_run, root=other)
-    assert len(comparisons) == len(ci_run["models"]) == 5
+    assert len(comparisons) == len(ci_run["models"]) == 6
     for item in comparisons:
         assert item.same_file and item.differences == [], (item.path, item.differences)
     assert sum(item.findings for item in comparisons) == sum(

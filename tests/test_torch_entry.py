@@ -95,16 +95,31 @@ def test_input_shape_replaces_example_inputs(models_file: Path, run_cli) -> None
     [
         ("broken", "broken() raised ValueError: no weights here"),
         ("not_a_model", "not_a_model() returned int, not a torch.nn.Module"),
-        ("missing", "has no attribute 'missing'"),
+        ("missing", "user_models.py defines no 'missing' (it defines: Net, broken, build"),
+        ("buidl", "user_models.py defines no 'buidl'; did you mean 'build'?"),
     ],
 )
-def test_factory_errors_are_one_line(
+def test_factory_errors_end_in_one_error_line(
     models_file: Path, run_cli, factory: str, problem: str
 ) -> None:
     result = run_cli([f"{models_file}:{factory}"], exit_code=2)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bnlint: error: ")
-    assert problem in lines[0]
+    errors = [line for line in lines if line.startswith("bnlint: error: ")]
+    assert errors == [lines[-1]] and problem in lines[-1]
+    assert "bnlint_user_model" not in result.stderr, "no internal module name leaks"
+    if factory != "broken":
+        assert len(lines) == 1
+
+
+def test_an_exception_in_the_factory_shows_the_users_traceback(models_file: Path, run_cli) -> None:
+    """As pytest shows a collection error: the user's frames (file, line, code), not
+    bnlint's, then the one-line error (issue 15: no traceback even with --debug)."""
+    lines = run_cli([f"{models_file}:broken"], exit_code=2).stderr.strip().splitlines()
+    assert lines[0] == f"bnlint: {models_file}:broken: your code raised an exception:"
+    assert lines[1] == "your code's traceback (most recent call last):"
+    frames = [line for line in lines if line.startswith('  File "')]
+    assert frames and all(line.startswith(f'  File "{models_file}"') for line in frames), lines
+    assert lines[-2] == "ValueError: no weights here"
 
 
 def test_import_errors_are_one_line(tmp_path: Path, run_cli) -> None:

@@ -84,7 +84,7 @@ def keyed(report, codes: set[str]) -> set[tuple[str, str]]:
 def saved(request, tmp_path_factory) -> tuple[str, dict[str, Path], object]:
     name = request.param
     model, example = build(name)
-    reference = lint(model, example_inputs=example)
+    reference = lint(model, example_inputs=example, extend_select=["BN011"])  # opt-in
     assert reference.models[0].status == "ok"
     paths = save_all(model, example, tmp_path_factory.mktemp(name))
     return name, paths, reference
@@ -117,7 +117,7 @@ def test_same_findings_as_the_module(saved, fmt: str, path_key: str, settings: d
     name, paths, reference = saved
     codes = parity_set(fmt)
     phase = {"phase": "inference"} if fmt not in ("state_dict", "safetensors") else {}
-    report = lint(str(paths[path_key]), **settings, **phase)
+    report = lint(str(paths[path_key]), extend_select=["BN011"], **settings, **phase)
     assert report.models[0].status == "ok", report.models[0].error
     expected, got = keyed(reference, codes), keyed(report, codes)
     assert got == expected, (

@@ -85,9 +85,15 @@ def _inputs(source: Path, graph: Any, resolver: Any) -> list[Any]:
 @click.option(
     "-o",
     "--output",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False),
     help="Where to write the folded model (.onnx; .pt2 or .pt for PyTorch input).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Fold and verify, print every BatchNorm's verdict (why a BN cannot be folded), "
+    "write nothing; -o is then not needed.",
 )
 @click.option(
     "--keep",
@@ -129,7 +135,8 @@ def _inputs(source: Path, graph: Any, resolver: Any) -> list[Any]:
 @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
 def fold(
     model: str,
-    output: str,
+    output: str | None,
+    dry_run: bool,
     keep: tuple[str, ...],
     input_shapes: dict,
     tolerance_scale: float | None,
@@ -147,8 +154,11 @@ def fold(
     from bnlint.fold.engine import FoldError, fold_graph
     from bnlint.loaders import LoadError, load_model
 
-    source, target = Path(model), Path(output)
-    _refuse_input_target(target, [source])
+    if output is None and not dry_run:
+        _fail("bnlint fold needs -o FOLDED (or --dry-run to see the verdicts and write nothing)")
+    source, target = Path(model), Path(output) if output is not None else None
+    if target is not None:
+        _refuse_input_target(target, [source])
     try:
         for pattern in keep:
             re.compile(pattern)
@@ -177,10 +187,13 @@ def fold(
         if debug:
             traceback.print_exc()
         _fail(f"internal error: {type(error).__name__}: {error} (rerun with --debug)")
-    _report_fold(result, ctx, graph, output_format, resolver, err=_is_stdout(target))
+    err = target is not None and _is_stdout(target)
+    _report_fold(result, ctx, graph, output_format, resolver, err=err)
     if not result.verification.ok:
         click.echo("bnlint: fold failed verification; nothing written", err=True)
         sys.exit(1)
+    if target is None:  # --dry-run
+        return
     inputs = _inputs(source, graph, resolver)
     _refuse_input_target(target, inputs)
     _write(result, graph, source, target, inputs)

@@ -23,12 +23,17 @@ TORCH_EXTENSIONS = {".pt", ".pth", ".pt2", ".ckpt", ".bin", ".ts", ".ptl", ".saf
 
 
 class LoadError(Exception):
-    """A model cannot be read. ``str()`` is the one-line ``<path>: <problem>``."""
+    """A model cannot be read. ``str()`` is the one-line ``<path>: <problem>``.
 
-    def __init__(self, path: str | Path, problem: str) -> None:
+    ``user_traceback``: when the user's own code failed (a ``module:factory`` that raised),
+    its traceback, bnlint's frames left out; shown above the one-line error.
+    """
+
+    def __init__(self, path: str | Path, problem: str, user_traceback: str | None = None) -> None:
         super().__init__(problem)
         self.path = str(path)
         self.problem = problem
+        self.user_traceback = user_traceback
 
     def __str__(self) -> str:
         return f"{self.path}: {self.problem}"
@@ -78,6 +83,51 @@ def sniff_format(path: Path, head: bytes) -> str:
     return "onnx"
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+LFS_POINTER_PREFIX_SIZE = 64
+LFS_POINTER_MAX_BYTES = 1024  # a pointer is three short lines (version, oid, size)
+
+
+def refuse_non_models(path: Path, info: os.stat_result, head: bytes) -> None:
+    """Files people pass for a model that are not one, with what to do instead: a Git LFS
+    pointer checked out without LFS, a Python file given without its ``:factory``."""
+    if head.startswith(LFS_POINTER) and info.st_size <= LFS_POINTER_MAX_BYTES:
+        raise LoadError(
+            path,
+            "Git LFS pointer, not the model: run `git lfs pull`, or check out with LFS "
+            "(GitHub Actions: actions/checkout with `lfs: true`)",
+        )
+    if path.suffix == ".py":
+        raise LoadError(path, python_file_problem(path, info))
+
+
+def python_file_problem(path: Path, info: os.stat_result) -> str:
+    """A ``.py`` path without ``:factory``: name the form, and the candidates in the file
+    (top-level functions and classes, found with ``ast``; nothing is imported)."""
+    import ast
+
+    text = (
+        "a Python file is linted through the function or class that builds the model: "
+        f"`{path}:FACTORY`"
+    )
+    candidates: list[str] = []
+    if info.st_size <= 1_000_000:
+        try:
+            tree = ast.parse(path.read_bytes())
+            candidates = [
+                node.name
+                for node in tree.body
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                and not node.name.startswith("_")
+            ]
+        except (SyntaxError, ValueError, OSError, RecursionError):
+            candidates = []
+    if candidates:
+        shown = ", ".join(candidates[:8]) + (", …" if len(candidates) > 8 else "")
+        text += f" (defined in it: {shown})"
+    return text + "; it runs your code, as pytest does"
+
+
 def is_entry_point(target: str) -> bool:
     """``pkg.module:factory`` or ``path/to/file.py:factory`` (not an existing file)."""
     if ":" not in target or Path(target).exists():
@@ -122,7 +172,9 @@ def load_model(target: str, settings: Settings) -> ModelGraph:
         return _torch_loader().load_entry_point(target, settings)
     path = Path(target)
     info = check_regular_file(path)
-    kind = sniff_format(path, read_head(path, info))
+    head = read_head(path, info, LFS_POINTER_PREFIX_SIZE)
+    refuse_non_models(path, info, head)
+    kind = sniff_format(path, head)
     try:
         graph = _load_file(path, kind, info, settings)
         from bnlint.loaders.strings import check_graph_strings

@@ -283,6 +283,8 @@ class _Builder(ConstantPlumbing):
                     given = self.input_shapes.get("")
                 if given is not None:
                     record.shape = tuple(given)
+        if top:
+            self._check_input_shape_names(graph, initializer_names)
         for value in graph.value_info:
             self._set_type(scope.key(value.name), value)
         for index, node in enumerate(graph.node):
@@ -293,6 +295,19 @@ class _Builder(ConstantPlumbing):
             if top:
                 self.graph.tensor(key).is_graph_output = True
                 self.graph.graph_outputs.append(key)
+
+    def _check_input_shape_names(self, graph: GraphProto, initializers: Any) -> None:
+        """An --input-shape NAME that is no input of the model is a typo, not a no-op."""
+        inputs = [value.name for value in graph.input if value.name not in initializers]
+        unknown = sorted(set(self.input_shapes) - {""} - set(inputs))
+        if unknown:
+            names = ", ".join(repr(name) for name in unknown)
+            real = ", ".join(inputs) if inputs else "none"
+            raise LoadError(
+                self.path,
+                f"--input-shape names no input of this model: {names} (its inputs: {real}; "
+                "a bare 1x3x224x224 sets the first)",
+            )
 
     def _set_type(self, key: str, value: onnx.ValueInfoProto, *, declared: bool = False) -> None:
         shape, dtype = type_of(value)

@@ -26,6 +26,27 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+_OWN_FRAMES = (str(Path(__file__).resolve().parents[1]), "<frozen importlib")
+
+
+def user_traceback(error: BaseException) -> str:
+    """The traceback of an exception raised by the user's code, without bnlint's and
+    importlib's frames (as pytest shows a collection error)."""
+    import traceback
+
+    summary = traceback.TracebackException.from_exception(error)
+    summary.stack = traceback.StackSummary.from_list(
+        [frame for frame in summary.stack if not frame.filename.startswith(_OWN_FRAMES)]
+    )
+    return "".join(summary.format())
+
+
+def _user_code_failed(target: str, problem: str, error: BaseException) -> LoadError:
+    if isinstance(error, KeyboardInterrupt):
+        raise error
+    return LoadError(target, f"{problem} {_describe(error)}", user_traceback(error))
+
+
 @contextmanager
 def _importing(folder: Path) -> Iterator[None]:
     """``folder`` first on sys.path and no bytecode written, for the import and the call."""
@@ -60,17 +81,13 @@ def import_target(target: str) -> tuple[ModuleType, str, Path]:
                 spec.loader.exec_module(module)
         except BaseException as error:
             sys.modules.pop(name, None)
-            if isinstance(error, KeyboardInterrupt):
-                raise
-            raise LoadError(target, f"importing {module_part} failed: {_describe(error)}") from None
+            raise _user_code_failed(target, f"importing {module_part} failed:", error) from None
         return module, attribute, file.parent
     try:
         with _importing(Path.cwd()):
             module = importlib.import_module(module_part)
     except BaseException as error:
-        if isinstance(error, KeyboardInterrupt):
-            raise
-        raise LoadError(target, f"importing {module_part} failed: {_describe(error)}") from None
+        raise _user_code_failed(target, f"importing {module_part} failed:", error) from None
     return module, attribute, Path.cwd()
 
 
@@ -81,16 +98,14 @@ def build_from_entry_point(target: str, settings: Any) -> tuple[Any, Any]:
     module, attribute, root = import_target(target)
     factory = getattr(module, attribute, None)
     if factory is None:
-        raise LoadError(target, f"{module.__name__} has no attribute {attribute!r}")
+        raise LoadError(target, _no_factory(target.rpartition(":")[0], module, attribute))
     if not callable(factory):
         raise LoadError(target, f"{attribute!r} is not a class or a callable returning a model")
     try:
         with _importing(root):  # the factory may import more of the user's code
             model = factory()
     except BaseException as error:
-        if isinstance(error, KeyboardInterrupt):
-            raise
-        raise LoadError(target, f"{attribute}() raised {_describe(error)}") from None
+        raise _user_code_failed(target, f"{attribute}() raised", error) from None
     if not isinstance(model, torch.nn.Module):
         raise LoadError(
             target, f"{attribute}() returned {type(model).__name__}, not a torch.nn.Module"
@@ -112,7 +127,25 @@ def _example_inputs(target: str, module: ModuleType, model: Any) -> Any:
         try:
             return value() if callable(value) else value
         except BaseException as error:
-            if isinstance(error, KeyboardInterrupt):
-                raise
-            raise LoadError(target, f"{name}() raised {_describe(error)}") from None
+            raise _user_code_failed(target, f"{name}() raised", error) from None
     return None
+
+
+def _no_factory(module_part: str, module: ModuleType, attribute: str) -> str:
+    """The user's own spelling of the module, and the names it does define."""
+    import difflib
+
+    names = [
+        name
+        for name, value in vars(module).items()
+        if callable(value)
+        and not name.startswith("_")
+        and getattr(value, "__module__", None) == module.__name__
+    ]
+    text = f"{module_part} defines no {attribute!r}"
+    close = difflib.get_close_matches(attribute, names, 1, 0.6)
+    if close:
+        text += f"; did you mean {close[0]!r}?"
+    elif names:
+        text += f" (it defines: {', '.join(sorted(names)[:8])})"
+    return text

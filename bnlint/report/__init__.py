@@ -31,6 +31,7 @@ class RenderOptions:
     color: bool = False
     quiet: bool = False
     statistics: bool = False
+    show_known: bool = False  # with --baseline: also list findings already in the baseline
     fail_on: str = "warning"
     docs_url: str = ""
     command: list[str] = field(default_factory=list)

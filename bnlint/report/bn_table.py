@@ -35,10 +35,37 @@ def summarize(values: np.ndarray | None) -> dict[str, Any] | None:
     }
 
 
-def bn_table(graph: ModelGraph) -> list[dict[str, Any]]:
-    """One row per BatchNorm in graph order."""
+def fold_verdicts(graph: ModelGraph) -> dict[int, dict[str, Any]]:
+    """Each BN's fold plan verdict (BN011's), by node id: into what, or why not."""
+    from bnlint.fold import KIND_LABEL, plan
+
+    verdicts = {}
+    for verdict in plan(graph):
+        into = None
+        if verdict.foldable and verdict.producer is not None:
+            into = f"{KIND_LABEL[verdict.kind or 'conv']} {verdict.producer.display_name}"
+        verdicts[verdict.bn.id] = {
+            "foldable": verdict.foldable,
+            "into": into,
+            "reason": verdict.reason,
+            "reason_code": verdict.reason_code,
+        }
+    return verdicts
+
+
+def bn_table(graph: ModelGraph, phase: str | None = None) -> list[dict[str, Any]]:
+    """One row per BatchNorm in graph order; in an inference graph with each BN's fold
+    verdict (``fold``)."""
     from bnlint.stats import bn_params
 
+    verdicts: dict[int, dict[str, Any]] = {}
+    from bnlint.engine import graph_provides
+
+    if phase == "inference" and graph_provides(graph, "producer_edges"):
+        try:
+            verdicts = fold_verdicts(graph)
+        except Exception:  # the summary line then has no fold count either
+            verdicts = {}
     rows = []
     for bn in graph.nodes_of("batch_norm"):
         params = bn_params(graph, bn)
@@ -60,6 +87,7 @@ def bn_table(graph: ModelGraph) -> list[dict[str, Any]]:
                 "var": summarize(params.var),
                 "scale": summarize(scale),
                 "unreadable": sorted(params.unreadable),
+                "fold": verdicts.get(bn.id),
             }
         )
     return rows

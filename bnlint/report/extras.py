@@ -18,7 +18,7 @@ from bnlint.graph import ModelGraph
 def _bn_table(graph: ModelGraph, result: ModelResult) -> Any:
     from bnlint.report.bn_table import bn_table
 
-    return bn_table(graph)
+    return bn_table(graph, result.phase)
 
 
 def _neighborhood(graph: ModelGraph, result: ModelResult) -> Any:

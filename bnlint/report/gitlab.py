@@ -3,7 +3,9 @@
 An array of issues (``description``, ``check_name``, ``fingerprint``, ``severity``,
 ``location.path`` relative to the repository, ``location.lines.begin``). A model file has
 no lines, so ``begin`` is 1. An unreadable model becomes a ``blocker`` issue named
-``unreadable-model`` so the widget shows why the job failed.
+``unreadable-model`` so the widget shows why the job failed. With ``--baseline`` only new
+findings are issues (``--show-known`` adds the accepted ones): one issue per layer, since
+the widget compares fingerprints between pipelines.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _issue(
     }
 
 
-def gitlab_issues(report: Report) -> list[dict[str, Any]]:
+def gitlab_issues(report: Report, show_known: bool = True) -> list[dict[str, Any]]:
     issues = []
     for model in report.models:
         path = relative_model_path(model.path)
@@ -45,6 +47,8 @@ def gitlab_issues(report: Report) -> list[dict[str, Any]]:
             )
             continue
         for finding, entry in model_entries(model):
+            if finding.baseline_state == "unchanged" and not show_known:
+                continue
             where = finding.scope or finding.node
             description = f"{finding.code} {finding.name}: "
             description += f"{where}: {finding.message}" if where else finding.message
@@ -63,4 +67,5 @@ def gitlab_issues(report: Report) -> list[dict[str, Any]]:
 
 
 def render(report: Report, options: RenderOptions) -> str:
-    return json.dumps(gitlab_issues(report), indent=2, allow_nan=False) + "\n"
+    issues = gitlab_issues(report, options.show_known)
+    return json.dumps(issues, indent=2, allow_nan=False) + "\n"

@@ -2,8 +2,10 @@
 
 ``templates/report.html.j2`` with the CSS and JavaScript partials inlined. The Jinja2
 environment autoescapes everything (``autoescape=True``: the template names end in ``.j2``,
-which ``select_autoescape`` would not escape) and nothing is ever marked safe, so every
-string from a model is text; before escaping, :func:`visible` shows control and bidi
+which ``select_autoescape`` would not escape), so every string from a model is text; the
+only markup built in Python escapes its text first and adds a fixed set of tags (``<wbr>``
+break opportunities in names, the Markdown of rule documentation:
+:mod:`bnlint.report.html_markdown`); before escaping, :func:`visible` shows control and bidi
 characters as escapes, so a name cannot recolour a terminal that prints the file or
 reorder what a reader sees. A Content-Security-Policy meta tag forbids any network load
 and allows only the report's own style and script, by hash. The findings table is plain
@@ -18,12 +20,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from typing import Any
 
-from bnlint.findings import Report, Severity, json_safe
+from markupsafe import Markup, escape
+
+from bnlint.findings import Report, json_safe, nonfinite_text
 from bnlint.report import RenderOptions
 from bnlint.report.catalog import rule_docs
 from bnlint.report.drift_chart import drift_view
+from bnlint.report.html_markdown import markdown_html
 from bnlint.report.html_svg import (
     log_domain,
     neighborhood_svg,
@@ -33,12 +39,14 @@ from bnlint.report.html_svg import (
 )
 from bnlint.report.provenance_view import provenance_view
 from bnlint.report.sanitize import printable
+from bnlint.report.summary import checked, fold_sentence, summary_line
 from bnlint.report.view import ModelView, base_context, environment, short_path
 
 BN_COLUMNS = (("gamma", "γ (scale)", False), ("var", "running variance", True))
 BN_COLUMNS += (("scale", "folded scale γ/√(var+ε)", False),)
 FOLD_LEVELS = ("algebraic", "numeric")
 GOOD_VERDICTS = frozenset({"folded", "folded-correctly", "verified", "ok", "pass", "passed"})
+MAX_PLAIN_ROWS = 200  # BatchNorm table rows listed beyond those that stand out
 BAD_VERDICTS = frozenset({"folded-wrongly", "unmatched", "mismatch", "error", "outputs-differ"})
 
 
@@ -57,23 +65,35 @@ def content_security_policy(style: str, script: str) -> str:
 
 def _evidence(evidence: dict[str, Any]) -> list[tuple[str, str]]:
     items = []
-    for key, value in json_safe(evidence).items():
+    for key, value in json_safe(evidence, nonfinite_text).items():
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         items.append((str(key), text if len(text) <= 400 else text[:399] + "…"))
     return items
 
 
+def _cell_text(summary: dict[str, Any] | None) -> str:
+    """``min … max`` of the finite channels, and how many are NaN or infinite: a range
+    that leaves out NaN channels without saying so would look healthy."""
+    if not summary:
+        return "unreadable"
+    count, bad = summary.get("count") or 0, summary.get("nonfinite") or 0
+    if summary.get("min") is None:
+        return f"all {count} NaN/Inf" if bad else "—"
+    text = f"{number(summary.get('min'))} … {number(summary.get('max'))}"
+    return f"{text}; {bad} of {count} NaN/Inf" if bad else text
+
+
 def _bn_rows(model: ModelView) -> dict[str, Any]:
+    """The per-BatchNorm table. A layer *stands out* for its statistics only (non-finite
+    values, variance <= 0, a median two decades from the other layers): a finding on the
+    layer is listed in its own column, not counted as an anomaly."""
     rows = model.result.extras.get("bn_table") or []
     codes_by_node: dict[int, list[str]] = {}
-    serious: set[int] = set()  # nodes with a warning or an error (info notes do not flag)
     for item in model.findings:
         if item.finding.order >= 0:
             codes = codes_by_node.setdefault(item.finding.order, [])
             if item.finding.code not in codes:
                 codes.append(item.finding.code)
-            if item.finding.severity >= Severity.WARNING:
-                serious.add(item.finding.order)
     charts: dict[str, list[Any]] = {}
     for key, _, positive in BN_COLUMNS:
         summaries = [row.get(key) for row in rows]
@@ -88,13 +108,10 @@ def _bn_rows(model: ModelView) -> dict[str, Any]:
                 {
                     "label": label,
                     "chart": charts[key][position],
-                    "text": f"{number(summary.get('min'))} … {number(summary.get('max'))}"
-                    if summary
-                    else "unreadable",
+                    "text": _cell_text(summary),
+                    "nonfinite": bool(summary.get("nonfinite")),
                 }
             )
-        codes = codes_by_node.get(row.get("id", -1), [])
-        hot = any(cell["chart"] and cell["chart"]["hot"] for cell in cells)
         views.append(
             {
                 "name": row.get("scope") or row.get("node") or f"#{row.get('id')}",
@@ -103,16 +120,32 @@ def _bn_rows(model: ModelView) -> dict[str, Any]:
                 "eps": number(row.get("eps")),
                 "training": row.get("training", False),
                 "cells": cells,
-                "codes": codes,
-                "hot": hot,
-                "flagged": row.get("id", -1) in serious,
+                "codes": codes_by_node.get(row.get("id", -1), []),
+                "hot": any(cell["chart"] and cell["chart"]["hot"] for cell in cells),
+                "fold": row.get("fold"),
             }
         )
+    shown = _listed_rows(views)
     return {
-        "rows": views,
-        "stand_out": sum(1 for row in views if row["hot"] or row["flagged"]),
+        "rows": shown,
+        "total": len(views),
+        "hidden": len(views) - len(shown),
+        "labels": [label for _, label, _ in BN_COLUMNS],
+        "stand_out": sum(1 for row in views if row["hot"]),
+        "foldable": model.result.foldable,
         "missing": "bn_table" not in model.result.extras,
     }
+
+
+def _listed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every layer that stands out, and the first :data:`MAX_PLAIN_ROWS` of the others: a
+    thousand healthy rows would make the report megabytes long and tell nobody anything."""
+    listed, plain = [], 0
+    for row in rows:
+        if row["hot"] or plain < MAX_PLAIN_ROWS:
+            listed.append(row)
+            plain += not row["hot"]
+    return listed
 
 
 def _verdict_class(verdict: str) -> str:
@@ -145,32 +178,45 @@ def _fold_rows(model: ModelView) -> list[dict[str, Any]] | None:
     return rows
 
 
+def _search_text(item: Any) -> str:
+    finding = item.finding
+    parts = (
+        finding.code,
+        finding.name,
+        finding.severity.label,
+        finding.node,
+        finding.scope,
+        finding.op,
+        finding.message,
+        finding.fix,
+        short_path(item.model.path),
+    )
+    return " ".join(str(part or "") for part in parts).lower()
+
+
 def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
     context = base_context(report, options)
     context["rules"] = rule_docs(report, options)
     details = {}
-    for item in context["findings"]:
+    group_search = {}
+    for group in context["groups"]:  # the details of a group are its first finding's
+        item = group.first
         extras = item.model.result.extras.get("neighborhood") or {}
         graph = extras.get(item.finding.order) if item.finding.order >= 0 else None
         details[item.index] = {
             "evidence": _evidence(item.finding.evidence),
             "graph": neighborhood_svg(graph),
-            "search": " ".join(
-                str(part or "")
-                for part in (
-                    item.finding.code,
-                    item.finding.name,
-                    item.finding.severity.label,
-                    item.finding.node,
-                    item.finding.scope,
-                    item.finding.op,
-                    item.finding.message,
-                    item.finding.fix,
-                    short_path(item.model.path),
-                )
-            ).lower(),
         }
+        names = " ".join(member.where for member in group.items[1:]).lower()
+        group_search[group.index] = f"{_search_text(item)} {names}".strip()
+        if group.state:
+            group_search[group.index] += f" {group.state}"
     context["details"] = details
+    context["group_search"] = group_search
+    context["rule_docs_html"] = {
+        code: {heading: markdown_html(text) for heading, text in doc.sections.items()}
+        for code, doc in context["rules"].items()
+    }
     context["bn"] = {model.index: _bn_rows(model) for model in context["models"]}
     context["fold"] = {model.index: _fold_rows(model) for model in context["models"]}
     context["drift"] = {
@@ -179,13 +225,30 @@ def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
     context["codes"] = sorted(context["rules"])
     context["provenance"] = provenance_view(report)
     context["title"] = options.extra.get("title", "bnlint report")
+    seen = checked(report)
+    context["checked"] = seen
+    context["summary"] = summary_line(report)
+    sentence = fold_sentence(seen)  # its commands in code spans; the Fold column says why not
+    context["fold_html"] = markdown_html(sentence) if sentence else None
     return context
+
+
+_BREAK_AFTER = re.compile(r"([./_:\\-])")
+
+
+def break_opportunities(value: Any) -> Markup:
+    """A name that may wrap at its separators (``layer1.0.bn1`` after each dot) instead of
+    mid-word: shown printable, escaped, then ``<wbr>`` added after ``. / _ : - \\``."""
+    escaped = str(escape(printable(str(value), None)))
+    return Markup(_BREAK_AFTER.sub(r"\1<wbr>", escaped))
 
 
 def visible(value: Any) -> Any:
     """Jinja ``finalize``: every printed string keeps its newlines, but control characters
     (ANSI escapes, carriage returns), bidi overrides and invisible characters from model
     names or paths are shown as ``\\xNN``/``\\uNNNN`` escapes (then HTML-escaped)."""
+    if isinstance(value, Markup):  # built escaped by this module (break_opportunities, docs)
+        return value
     if isinstance(value, str):
         return "\n".join(printable(line, None) for line in value.split("\n"))
     return value
@@ -196,6 +259,7 @@ def render(report: Report, options: RenderOptions) -> str:
     env.finalize = visible  # set before any template is compiled
     env.filters["short_path"] = short_path
     env.filters["num"] = number
+    env.filters["wbr"] = break_opportunities
     style = env.get_template("report.css").render()
     script = env.get_template("report.js").render()
     context = html_context(report, options)

@@ -11,7 +11,7 @@ from typing import Any
 
 from bnlint.report.sanitize import printable
 
-BOX_W, BOX_H, GAP, COL_GAP, PAD = 138, 30, 8, 34, 6
+BOX_W, BOX_H, GAP, COL_GAP, PAD = 138, 30, 8, 78, 6
 CHART_W, CHART_H = 120, 14
 
 
@@ -40,11 +40,24 @@ def _column(entries: list[dict[str, Any]], x: float, height: float, role: str) -
     return [_box(entry, x, top + i * (BOX_H + GAP), role) for i, entry in enumerate(entries)]
 
 
-def _edge(source: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+def _edge(
+    source: dict[str, Any], target: dict[str, Any], shape: str | None = None
+) -> dict[str, Any]:
+    """An arrow from ``source`` to ``target``, labelled with the tensor's shape."""
     x1, y1 = source["x"] + source["w"], source["y"] + source["h"] / 2
     x2, y2 = target["x"] - 2, target["y"] + target["h"] / 2
     head = f"{x2},{y2} {x2 - 7},{y2 - 4} {x2 - 7},{y2 + 4}"
-    return {"x1": x1, "y1": y1, "x2": x2 - 6, "y2": y2, "head": head}
+    label = _label(shape, 16) if shape else None
+    return {
+        "x1": x1,
+        "y1": y1,
+        "x2": x2 - 6,
+        "y2": y2,
+        "head": head,
+        "label": label,
+        "lx": (x1 + x2) / 2,
+        "ly": (y1 + y2) / 2 - 4,
+    }
 
 
 def neighborhood_svg(data: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -73,7 +86,10 @@ def neighborhood_svg(data: dict[str, Any] | None) -> dict[str, Any] | None:
         "width": x_right + BOX_W + PAD,
         "height": height,
         "boxes": [*left, center, *right],
-        "edges": [_edge(box, center) for box in left] + [_edge(center, box) for box in right],
+        "edges": [
+            *(_edge(box, center, p.get("shape")) for box, p in zip(left, producers, strict=True)),
+            *(_edge(center, box, c.get("shape")) for box, c in zip(right, consumers, strict=True)),
+        ],
         "notes": notes,
         "label": "graph neighbourhood: "
         + ", ".join(b["title"] for b in left)
@@ -109,6 +125,12 @@ def typical_level(summaries: list[dict[str, Any] | None]) -> float | None:
     return levels[len(levels) // 2] if len(levels) >= 3 else None
 
 
+def _short(value: float) -> float | int:
+    """A coordinate with one decimal and no trailing ``.0`` (the table has thousands)."""
+    rounded = round(value, 1)
+    return int(rounded) if rounded == int(rounded) else rounded
+
+
 def range_chart(
     summary: dict[str, Any] | None,
     domain: tuple[float, float],
@@ -130,7 +152,7 @@ def range_chart(
         if value is None or value <= 0:
             return None
         position = (math.log10(value) - low) / (high - low)
-        return round(min(max(position, 0.0), 1.0) * CHART_W, 1)
+        return _short(min(max(position, 0.0), 1.0) * CHART_W)
 
     start, end = x(summary.get("absmin")), x(summary.get("absmax"))
     median = summary.get("median")
@@ -147,7 +169,7 @@ def range_chart(
         "w": CHART_W,
         "h": CHART_H,
         "start": start if start is not None else 0,
-        "width": max((end or 0) - (start or 0), 2) if start is not None else 0,
+        "width": _short(max((end or 0) - (start or 0), 2)) if start is not None else 0,
         "tick": tick,
         "one": x(1.0),
         "hot": bool(reasons),
@@ -159,6 +181,8 @@ def number(value: Any) -> str:
     """A compact number for tables (3 significant digits)."""
     if value is None:
         return "—"
+    if isinstance(value, dict) and "nonfinite" in value:  # JSON's stand-in for NaN / inf
+        return str(value["nonfinite"])
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)

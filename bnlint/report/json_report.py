@@ -8,14 +8,17 @@ from typing import Any
 from bnlint._version import __version__
 from bnlint.findings import Report
 from bnlint.report import RenderOptions
+from bnlint.report.summary import checked
 
 # 1.1: optional top-level ``provenance``; 1.2: ``provenance.sample_data`` and
-# ``recalibration``; 1.3: optional per-model ``verification`` (docs/json-schema.md has the
-# schema changelog).
-SCHEMA_VERSION = "1.3"
+# ``recalibration``; 1.3: optional per-model ``verification``; 1.4: what was checked
+# (``batchnorms``, ``foldable``, ``rules_run``) and non-finite evidence numbers as
+# ``{"nonfinite": …}`` (docs/json-schema.md has the schema changelog).
+SCHEMA_VERSION = "1.4"
 
 
 def report_dict(report: Report) -> dict[str, Any]:
+    seen = checked(report)
     data = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "bnlint", "version": __version__},
@@ -26,6 +29,9 @@ def report_dict(report: Report) -> dict[str, Any]:
             "findings": len(report.findings),
             "by_severity": report.counts_by_severity(),
             "by_code": report.counts_by_code(),
+            "batchnorms": seen.batchnorms,
+            "foldable": seen.foldable if seen.fold_candidates else None,
+            "rules_run": sorted(seen.rules),
         },
     }
     if report.baseline is not None:  # --baseline: findings carry baseline_state too

@@ -75,17 +75,18 @@ def render(report: Report, options: RenderOptions) -> str:
     context = base_context(report, options)
     context["rules"] = rule_docs(report, options)
     context["provenance"] = provenance_view(report)
-    findings = context["findings"]
+    context["md_place"] = lambda name: md(name, 160)
+    groups = context["groups"]
+    total = len(context["findings"])
 
     def attempt(shown: int) -> str:
-        return template.render(
-            **{**context, "findings": findings[:shown], "hidden": len(findings) - shown}
-        )
+        hidden = total - sum(group.count for group in groups[:shown])
+        return template.render(**{**context, "groups": groups[:shown], "hidden": hidden})
 
-    text = attempt(len(findings))
+    text = attempt(len(groups))
     if len(text) <= limit:
         return text
-    low, high = 0, len(findings)  # the largest count that fits, by bisection
+    low, high = 0, len(groups)  # the largest number of groups that fits, by bisection
     while low < high:
         middle = (low + high + 1) // 2
         if len(attempt(middle)) <= limit:

@@ -1,9 +1,10 @@
 """The small graph neighbourhood of each finding's node, for the HTML report's inline SVG.
 
 For every node a finding names: the nodes producing its inputs and the nodes consuming its
-outputs (producer → BN → consumer), read from the networkx graph in the process that
-linted the model. Stored in ``ModelResult.extras["neighborhood"]`` keyed by node id
-(``Finding.order``) as plain data; long fan-ins and fan-outs are cut with a count.
+outputs (producer → BN → consumer), with the shape of the tensor on each edge where it is
+known (``1×64×56×56``), read from the graph in the process that linted the model. Stored
+in ``ModelResult.extras["neighborhood"]`` keyed by node id (``Finding.order``) as plain
+data; long fan-ins and fan-outs are cut with a count.
 """
 
 from __future__ import annotations
@@ -19,14 +20,38 @@ def _describe(node: Node) -> dict[str, Any]:
     return {"id": node.id, "name": node.display_name, "op": node.source_op, "kind": node.op}
 
 
-def _side(nodes: list[Node]) -> tuple[list[dict[str, Any]], int]:
-    unique = list({node.id: node for node in nodes}.values())
-    return [_describe(node) for node in unique[:MAX_SIDE]], max(0, len(unique) - MAX_SIDE)
+def shape_text(graph: ModelGraph, source: Node, target: Node) -> str | None:
+    """The shape of the first tensor ``source`` passes to ``target`` (``1×64×56×56``)."""
+    wanted = set(target.inputs)
+    for name in source.outputs:
+        if name and name in wanted:
+            try:
+                shape = graph.shape(name)
+            except Exception:  # shape inference failing costs a label, nothing more
+                return None
+            if shape is None:
+                return None
+            return "×".join("?" if dim is None else str(dim) for dim in shape) or "scalar"
+    return None
+
+
+def _side(
+    graph: ModelGraph, node: Node, nodes: list[Node], incoming: bool
+) -> tuple[list[dict[str, Any]], int]:
+    unique = list({other.id: other for other in nodes}.values())
+    described = []
+    for other in unique[:MAX_SIDE]:
+        entry = _describe(other)
+        entry["shape"] = (
+            shape_text(graph, other, node) if incoming else shape_text(graph, node, other)
+        )
+        described.append(entry)
+    return described, max(0, len(unique) - MAX_SIDE)
 
 
 def neighborhood(graph: ModelGraph, node: Node) -> dict[str, Any]:
-    producers, more_in = _side(graph.predecessors(node))
-    consumers, more_out = _side(graph.successors(node))
+    producers, more_in = _side(graph, node, graph.predecessors(node), incoming=True)
+    consumers, more_out = _side(graph, node, graph.successors(node), incoming=False)
     return {
         "center": _describe(node),
         "producers": producers,

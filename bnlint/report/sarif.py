@@ -1,9 +1,15 @@
 """SARIF 2.1.0 (``--format sarif``): code-scanning tools and IDEs read it.
 
-Results sit at the model file (an ``artifactLocation`` relative to the repository root,
-``%SRCROOT%``) with the node or module path as a logical location. Each rule carries its
-documentation and an absolute ``helpUri``. With ``--baseline`` every result has a
-``baselineState`` and the fixed findings follow as ``absent`` results.
+Written for GitHub code scanning's ingestion rules (docs.github.com, "SARIF support for
+code scanning"; the GH rules of microsoft/sarif-sdk's validator): every result has a
+physical location with ``region.startLine`` (GitHub places no alert without one): the
+Python source line when the finding has one inside the repository (the PyTorch module's
+constructor or call), else line 1 of the model file, which is binary; the model file is
+then a related location. Paths are relative to the repository root (``%SRCROOT%``). The
+node or module path is a logical location. Each rule has ``shortDescription``,
+``fullDescription``, ``help.text`` (plain text) and ``help.markdown`` (its documentation)
+and an absolute ``helpUri``. With ``--baseline`` every result has a ``baselineState`` and
+the fixed findings follow as ``absent`` results.
 
 Provenance: each model file is a ``run.artifacts`` entry with its ``sha-256`` hash and
 ``length`` (results point at it by ``index``); the invocation has the exact command line,
@@ -15,6 +21,7 @@ object (versions, resolved configuration, rules and options, verification) is th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote
@@ -44,20 +51,32 @@ def _artifact(path: str) -> dict[str, Any]:
     return _artifact_for(relative_model_path(path))
 
 
+_MARKDOWN_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_HEADING = re.compile(r"^#{1,6}\s+(.*)$", re.MULTILINE)
+
+
+def plain_text(markdown: str) -> str:
+    """A rule's Markdown documentation as plain text (``help.text``): headings as lines of
+    their own, code spans and emphasis unmarked, links as ``text (url)``."""
+    text = _HEADING.sub(lambda m: m.group(1).upper(), markdown)
+    text = _MARKDOWN_LINK.sub(r"\1 (\2)", text)
+    text = re.sub(r"(?<![\w`])(\*\*|__)(.+?)\1", r"\2", text)
+    return text.replace("`", "")
+
+
 def _rule(doc: RuleDoc) -> dict[str, Any]:
-    help_text = doc.doc or doc.summary or doc.name
+    markdown = doc.doc or doc.summary or doc.name
+    summary = doc.summary or doc.name
     rule: dict[str, Any] = {
         "id": doc.code,
         "name": doc.name,
-        "shortDescription": {"text": doc.summary or doc.name},
+        "shortDescription": {"text": summary},
+        "fullDescription": {"text": plain_text(doc.sections.get("What it detects") or summary)},
         "helpUri": doc.url,
-        "help": {"text": help_text, "markdown": help_text},
+        "help": {"text": plain_text(markdown), "markdown": markdown},
         "defaultConfiguration": {"level": LEVELS[doc.severity]},
         "properties": {"tags": ["batchnorm"]},
     }
-    detects = doc.sections.get("What it detects")
-    if detects:
-        rule["fullDescription"] = {"text": detects}
     return rule
 
 
@@ -72,11 +91,34 @@ def _logical(finding: Finding) -> list[dict[str, Any]]:
 def _location(
     path: str, finding: Finding | None, artifacts: dict[str, int] | None = None
 ) -> dict[str, Any]:
+    """The model file, line 1 (a binary file has no lines; GitHub needs a region)."""
     artifact = _artifact(path)
     if artifacts is not None and path in artifacts:
         artifact["index"] = artifacts[path]
-    location: dict[str, Any] = {"physicalLocation": {"artifactLocation": artifact}}
+    physical = {"artifactLocation": artifact, "region": {"startLine": 1}}
+    location: dict[str, Any] = {"physicalLocation": physical}
     if finding is not None and _logical(finding):
+        location["logicalLocations"] = _logical(finding)
+    return location
+
+
+def _source_location(finding: Finding) -> dict[str, Any] | None:
+    """The Python source line behind the finding, when it lies inside the repository
+    (a path the exporting machine had elsewhere is no place GitHub can show)."""
+    source = finding.location.get("source_file")
+    line = finding.location.get("source_line")
+    if not source or not isinstance(line, int) or line < 1:
+        return None
+    relative = str(source).replace("\\", "/")
+    if PurePath(relative).is_absolute() or relative.startswith("../") or ":" in relative:
+        return None
+    location: dict[str, Any] = {
+        "physicalLocation": {
+            "artifactLocation": {"uri": quote(relative), "uriBaseId": ROOT_ID},
+            "region": {"startLine": line},
+        }
+    }
+    if _logical(finding):
         location["logicalLocations"] = _logical(finding)
     return location
 
@@ -91,12 +133,14 @@ def _result(
     text = finding.message
     if finding.fix:
         text += f"\nFix: {finding.fix}"
+    model = _location(path, finding, artifacts)
+    source = _source_location(finding)
     result: dict[str, Any] = {
         "ruleId": finding.code,
         "ruleIndex": index[finding.code],
         "level": LEVELS[finding.severity.label],
         "message": {"text": text},
-        "locations": [_location(path, finding, artifacts)],
+        "locations": [source or model],
         "partialFingerprints": {"bnlint/v1": entry["fingerprint"]},
         "properties": {
             "severity": finding.severity.label,
@@ -105,18 +149,10 @@ def _result(
             "url": finding.url,
         },
     }
-    source = finding.location.get("source_file")
-    line = finding.location.get("source_line")
-    if source and isinstance(line, int) and line >= 1:
+    if source is not None:
+        model.pop("logicalLocations", None)
         result["relatedLocations"] = [
-            {
-                "id": 1,
-                "message": {"text": "Python source of this node"},
-                "physicalLocation": {
-                    "artifactLocation": {"uri": quote(str(source).replace("\\", "/"))},
-                    "region": {"startLine": line},
-                },
-            }
+            {"id": 1, "message": {"text": "the model file"}, **model},
         ]
     if finding.baseline_state is not None:
         result["baselineState"] = finding.baseline_state
@@ -125,7 +161,10 @@ def _result(
 
 def _fixed_result(entry: dict[str, Any], index: dict[str, int]) -> dict[str, Any]:
     location: dict[str, Any] = {
-        "physicalLocation": {"artifactLocation": _artifact_for(entry["path"])}
+        "physicalLocation": {
+            "artifactLocation": _artifact_for(entry["path"]),
+            "region": {"startLine": 1},
+        }
     }
     if entry["node"]:
         location["logicalLocations"] = [

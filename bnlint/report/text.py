@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from bnlint.findings import Finding, Report, Severity
 from bnlint.report import RenderOptions
+from bnlint.report.groups import FindingGroup, group_findings, shown_findings
 from bnlint.report.sanitize import printable
+from bnlint.report.summary import severity_counts, summary_lines
 
 _STYLES = {
     Severity.ERROR: "\x1b[1;31m",
@@ -24,6 +26,8 @@ def finding_line(path: str, finding: Finding, color: bool = False) -> str:
         where += ":" + printable(finding.scope or finding.node)
     op = f" [{printable(finding.op, 60)}]" if finding.op else ""
     code = _paint(finding.code, _STYLES[finding.severity], color)
+    if finding.baseline_state == "unchanged":  # listed with --show-known
+        code += " (known)"
     return f"{_paint(where, _BOLD, color)}{op} {code} {printable(finding.message, 2000)}"
 
 
@@ -40,17 +44,16 @@ def render(report: Report, options: RenderOptions) -> str:
     if options.statistics:
         return render_statistics(report, options)
     lines: list[str] = []
+    listed: list[Finding] = []
     for model in report.models:
-        for finding in model.findings:
-            lines.append(finding_line(model.path, finding, options.color))
-            source = source_location(finding)
-            if source and not options.quiet:
-                lines.append(_paint(f"  --> {source}", _DIM, options.color))
-            if finding.fix and not options.quiet:
-                lines.append(
-                    _paint(f"  = help: {printable(finding.fix, 2000)}", _DIM, options.color)
-                )
-        if model.verification and not options.quiet:
+        shown = shown_findings(model.findings, options.show_known)
+        listed += shown
+        if options.quiet:  # one line per finding, nothing else: for grep and scripts
+            lines.extend(finding_line(model.path, finding, options.color) for finding in shown)
+            continue
+        for group in group_findings(shown):
+            lines.extend(_group_lines(model.path, group, options))
+        if model.verification:
             from bnlint.report.verification import table_lines
 
             lines.append(
@@ -58,10 +61,25 @@ def render(report: Report, options: RenderOptions) -> str:
             )
             lines.extend(f"  {line}" for line in table_lines(model.verification))
     if not options.quiet:
-        lines.append(summary_line(report))
+        lines.extend(summary_lines(report, listed))
         if report.baseline is not None:
             lines.extend(baseline_lines(report))
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _group_lines(path: str, group: FindingGroup, options: RenderOptions) -> list[str]:
+    """The first finding in full; the other layers of its group named on one line."""
+    finding = group.first
+    lines = [finding_line(path, finding, options.color)]
+    if group.count > 1:
+        also = f"  = also at {group.places_text(show=printable)} ({group.count} in all)"
+        lines.append(_paint(also, _DIM, options.color))
+    source = source_location(finding)
+    if source:
+        lines.append(_paint(f"  --> {source}", _DIM, options.color))
+    if finding.fix:
+        lines.append(_paint(f"  = help: {printable(finding.fix, 2000)}", _DIM, options.color))
+    return lines
 
 
 def baseline_lines(report: Report) -> list[str]:
@@ -80,35 +98,17 @@ def baseline_lines(report: Report) -> list[str]:
     return lines
 
 
-def summary_line(report: Report) -> str:
-    counts = report.counts_by_severity()
-    total = sum(counts.values())
-    models = len(report.models)
-    noun = "model" if models == 1 else "models"
-    if total == 0:
-        text = f"No findings in {models} {noun}."
-    else:
-        parts = ", ".join(
-            f"{n} {label}{'s' if n != 1 and label != 'info' else ''}"
-            for label, n in counts.items()
-            if n
-        )
-        text = f"Found {total} finding{'s' if total != 1 else ''} ({parts}) in {models} {noun}."
-    unreadable = len(report.unreadable)
-    if unreadable:
-        text += f" {unreadable} could not be read."
-    return text
-
-
 def render_statistics(report: Report, options: RenderOptions) -> str:
-    rows: dict[str, tuple[int, str, str]] = {}
-    for finding in report.findings:
-        count, _, _ = rows.get(finding.code, (0, "", ""))
-        rows[finding.code] = (count + 1, finding.name, finding.severity.label)
-    ordered = sorted(rows.items(), key=lambda item: (-item[1][0], item[0]))
-    width = max((len(str(count)) for _, (count, _, _) in ordered), default=1)
-    lines = [
-        f"{count:>{width}}\t{code}\t{name}\t[{severity}]"
-        for code, (count, name, severity) in ordered
-    ]
+    """Counts per rule (ruff's --statistics), with the severities they were reported at."""
+    rows: dict[str, list[Finding]] = {}
+    for model in report.models:
+        for finding in shown_findings(model.findings, options.show_known):
+            rows.setdefault(finding.code, []).append(finding)
+    ordered = sorted(rows.items(), key=lambda item: (-len(item[1]), item[0]))
+    width = max((len(str(len(found))) for _, found in ordered), default=1)
+    lines = []
+    for code, found in ordered:
+        labels = {finding.severity.label for finding in found}
+        severity = labels.pop() if len(labels) == 1 else severity_counts(found)
+        lines.append(f"{len(found):>{width}}\t{code}\t{found[0].name}\t[{severity}]")
     return "\n".join(lines) + ("\n" if lines else "")

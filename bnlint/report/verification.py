@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from bnlint.findings import NONFINITE_KEY
 from bnlint.report.sanitize import printable
 
 
 def _number(value: Any) -> str:
+    if isinstance(value, dict) and NONFINITE_KEY in value:  # JSON's stand-in for NaN / inf
+        return printable(str(value[NONFINITE_KEY]), 20)
     return f"{value:.1e}" if isinstance(value, (int, float)) else printable(str(value), 20)
 
 

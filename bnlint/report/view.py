@@ -12,6 +12,7 @@ from bnlint._resources import data_dir
 from bnlint._version import __version__
 from bnlint.findings import Finding, ModelResult, Report, Severity
 from bnlint.report import RenderOptions
+from bnlint.report.groups import FindingGroup, group_findings
 
 SEVERITIES = [severity.label for severity in sorted(Severity, reverse=True)]
 
@@ -27,6 +28,7 @@ class ModelView:
     counts: dict[str, int]
     result: ModelResult
     findings: list[FindingView] = field(default_factory=list)
+    groups: list[GroupView] = field(default_factory=list)
 
 
 @dataclass
@@ -38,6 +40,39 @@ class FindingView:
     @property
     def where(self) -> str:
         return self.finding.scope or self.finding.node or ""
+
+
+@dataclass
+class GroupView:
+    """One group of findings (one rule, one message template, one model) as a row."""
+
+    index: int
+    model: ModelView
+    group: FindingGroup
+    items: list[FindingView]
+
+    @property
+    def first(self) -> FindingView:
+        return self.items[0]
+
+    @property
+    def finding(self) -> Finding:
+        return self.group.first
+
+    @property
+    def count(self) -> int:
+        return self.group.count
+
+    @property
+    def where(self) -> str:
+        return self.first.where
+
+    @property
+    def state(self) -> str | None:
+        """``new`` or ``known`` with a baseline (a group is known when all of it is)."""
+        if self.finding.baseline_state is None:
+            return None
+        return "known" if self.group.known else "new"
 
 
 def verdict(report: Report, fail_on: str) -> dict[str, Any]:
@@ -76,7 +111,21 @@ def model_views(report: Report) -> list[ModelView]:
             view.findings.append(FindingView(position, view, finding))
             position += 1
         views.append(view)
+    _add_groups(views)
     return views
+
+
+def _add_groups(models: list[ModelView]) -> None:
+    """Each model's findings as groups, new ones first (a stable sort: report order kept)."""
+    index = 0
+    for model in models:
+        by_finding = {id(item.finding): item for item in model.findings}
+        groups = []
+        for group in group_findings(item.finding for item in model.findings):
+            items = [by_finding[id(finding)] for finding in group.findings]
+            groups.append(GroupView(index, model, group, items))
+            index += 1
+        model.groups = sorted(groups, key=lambda view: view.state == "known")
 
 
 def base_context(report: Report, options: RenderOptions) -> dict[str, Any]:
@@ -89,6 +138,10 @@ def base_context(report: Report, options: RenderOptions) -> dict[str, Any]:
         "total": len(report.findings),
         "models": models,
         "findings": [view for model in models for view in model.findings],
+        "groups": sorted(
+            (group for model in models for group in model.groups),
+            key=lambda view: view.state == "known",
+        ),
         "unreadable": [model for model in models if model.status != "ok"],
         "baseline": report.baseline,
         "severities": SEVERITIES,

@@ -155,7 +155,8 @@ def big_graph(folder: Path) -> HostileCase:
         (x,) = g.node("Add", [x, step])
         (x,) = g.node("Relu", [x])
     model = helper.make_model(g.graph([x]), opset_imports=[helper.make_opsetid("", 15)])
-    return linted(_save(model, folder, "big.onnx"), "BN011", exit_code=0, expected_seconds=6)
+    # healthy: no finding (BN011, one note per foldable BN, is opt-in)
+    return linted(_save(model, folder, "big.onnx"), exit_code=0, expected_seconds=6)
 
 
 HOSTILE_NAME = "<script>alert(1)</script>{{ 7*7 }}{% raw %}|pipe|\n\x1b[31mred\x1b[0m\r\u202eevil"

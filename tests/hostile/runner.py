@@ -81,7 +81,12 @@ class Attack:
 
     @property
     def lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
+        """Non-empty stderr lines, except the ones naming a report written (issue 15)."""
+        return [
+            line
+            for line in self.stderr.splitlines()
+            if line.strip() and not line.startswith("bnlint: wrote ")
+        ]
 
 
 def run_attack(

@@ -128,6 +128,8 @@ def _problems(run: Run, cases: dict[str, dict], expected_exit: int) -> list[str]
     if run.returncode != expected_exit:
         problems.append(f"exit {run.returncode}, expected {expected_exit}")
     lines = run.stderr.splitlines()
+    wrote = [line for line in lines if line.startswith("bnlint: wrote ")]  # each report named
+    lines = [line for line in lines if line not in wrote]
     refused = [cases[n] for n in run.names if cases[n]["outcome"] == "refused"]
     for case in refused:
         prefix = f"bnlint: error: {printable(case['path'], None)}: "
@@ -145,6 +147,9 @@ def _problems(run: Run, cases: dict[str, dict], expected_exit: int) -> list[str]
     written = sorted(str(path) for path in (run.folder / "out").iterdir())
     if written != expected_reports:
         problems.append(f"output folder holds {written}, expected {expected_reports}")
+    named = sorted(line.rsplit(" ", 1)[-1] for line in wrote)
+    if named != [printable(path, None) for path in expected_reports]:
+        problems.append(f"stderr names the reports {named}, expected {expected_reports}")
     for name in ("tmp", "home"):
         if left := os.listdir(run.folder / name):
             problems.append(f"left {left} in {name}")
