@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bnlint.fold import FoldError, plan, record_findings, verify_graph
+from bnlint.fold import plan
 from bnlint.graph import ModelGraph
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
 
@@ -60,6 +60,9 @@ RULE = RuleSpec(
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
     if not ctx.verify or not any(verdict.foldable for verdict in plan(graph)):
         return
+    # The fold engine (onnx, the reference evaluator) loads only when --verify asks for it.
+    from bnlint.fold import FoldError, record_findings, verify_graph
+
     try:
         result = verify_graph(
             graph,
