@@ -64,11 +64,14 @@ class OnnxRunner:
         arrays: ArrayProvider | None = None,
         edit: Callable[[ModelProto], None] | None = None,
         optimize: bool = False,
+        spin: bool = True,
     ) -> None:
         """``edit`` changes the session's model (a copy whose large weights are held
         apart) before the session is created, e.g. to add nodes; ``optimize`` turns ONNX
         Runtime's graph optimizations on (callers that make every tensor they read a
-        graph output, so nothing they read can be fused away)."""
+        graph output, so nothing they read can be fused away); ``spin=False`` lets idle
+        pool threads sleep instead of spinning (a few short runs on cores other
+        processes share: spinning threads then only take time from the working one)."""
         ort = _onnxruntime()
         self._model = model
         self._arrays = arrays
@@ -79,6 +82,9 @@ class OnnxRunner:
         level = "ORT_ENABLE_ALL" if optimize else "ORT_DISABLE_ALL"
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         options.log_severity_level = 3
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             light, names, values = _split_weights(ort, model, arrays)
             from onnx import ValueInfoProto

@@ -113,11 +113,11 @@ def _runtime(
 
     try:
         _onnxruntime()
-        reference_runner = OnnxRunner(original_model, arrays=arrays)
+        reference_runner = OnnxRunner(original_model, arrays=arrays, spin=False)
     except RunnerUnavailable as error:
         return Runtime(None, input_shapes, reference), str(error)
     try:
-        candidate = OnnxRunner(folded_model, arrays=folded_arrays)
+        candidate = OnnxRunner(folded_model, arrays=folded_arrays, spin=False)
     except RunnerUnavailable as error:
         problems.append(
             f"ONNX Runtime cannot load the folded model (it loads the original): {error}"
@@ -129,7 +129,7 @@ def _runtime(
         return {
             "original": reference_runner,
             "folded": candidate,
-            "null": OnnxRunner(light, arrays=provider),
+            "null": OnnxRunner(light, arrays=provider, spin=False),
         }
 
     return Runtime(runners, input_shapes, reference), None

@@ -119,9 +119,9 @@ def _runtime(graph, model, folded_model, written, input_shapes):
     def runners() -> dict[str, Any]:
         light, provider = light_model(model, original, null_fold(graph, seed=0))
         return {
-            "original": OnnxRunner(model, arrays=original),
-            "folded": OnnxRunner(folded_model, arrays=folded_weights),
-            "null": OnnxRunner(light, arrays=provider),
+            "original": OnnxRunner(model, arrays=original, spin=False),
+            "folded": OnnxRunner(folded_model, arrays=folded_weights, spin=False),
+            "null": OnnxRunner(light, arrays=provider, spin=False),
         }
 
     def reference() -> dict[str, Any]:

@@ -155,7 +155,7 @@ def _run_chunk(checked, original: Side, folded: Side, scale: float) -> None:
     values: dict[str, np.ndarray] = {}
     models = {id(b): (s, b) for s, b in sides.values()}
     for side, built in models.values():
-        runner = OnnxRunner(built.model(side.view.model), arrays=built.arrays.get)
+        runner = OnnxRunner(built.model(side.view.model), arrays=built.arrays.get, spin=False)
         outputs = runner.run(built.feeds)
         values.update(zip(runner.output_names, outputs, strict=True))
     for number, result in enumerate(checked):
