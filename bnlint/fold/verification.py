@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bnlint.fold import runtime_level
+from bnlint.fold.blas import one_blas_thread
 from bnlint.fold.bounds import Check
 from bnlint.fold.regional import RegionResult, Side, compare
 from bnlint.fold.results import Verification
@@ -47,6 +48,31 @@ def verify(
     tolerance_scale: float = 1.0,
     seed: int = 0,
     numeric_skipped: str | None = None,
+) -> Verification:
+    with one_blas_thread():  # many small products: spinning BLAS threads only cost
+        return _verify(
+            graph,
+            original,
+            folded,
+            records,
+            runtime,
+            same_constant,
+            tolerance_scale,
+            seed,
+            numeric_skipped,
+        )
+
+
+def _verify(
+    graph: ModelGraph,
+    original: Side,
+    folded: Side,
+    records: list[FoldRecord],
+    runtime: Runtime | None,
+    same_constant,
+    tolerance_scale: float,
+    seed: int,
+    numeric_skipped: str | None,
 ) -> Verification:
     results = compare(original, folded, seed, same_constant)
     verification = Verification(records, tolerance_scale=tolerance_scale, algebraic_ran=True)
