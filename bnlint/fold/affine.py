@@ -92,9 +92,11 @@ def channel_rows(array: np.ndarray, family: str, groups: int = 1) -> np.ndarray:
 
 def fold_weight(weight: np.ndarray, affine: BNAffine, family: str, groups: int = 1) -> np.ndarray:
     """The producer's weight with the BN scale folded in (backward fold), float64."""
-    w = np.asarray(weight, dtype=np.float64)
+    w = np.asarray(weight)
     with np.errstate(over="ignore", invalid="ignore"):
-        return w * channel_factor(w.shape, affine.mult, family, groups)
+        return np.multiply(
+            w, channel_factor(w.shape, affine.mult, family, groups), dtype=np.float64
+        )
 
 
 def fold_bias(bias: np.ndarray | None, affine: BNAffine) -> np.ndarray:
