@@ -229,3 +229,61 @@ def test_every_finding_is_visible_with_javascript_off(
     assert page.evaluate(VISIBLE_FINDINGS) == len(findings)
     assert page.evaluate("document.getElementById('controls').getClientRects().length") == 0
     assert page.evaluate("document.getElementById('shown').textContent") == ""
+
+
+FOLD_ROWS = (
+    "Array.from(document.querySelectorAll('#model-{index} table.fold tbody tr'))"
+    ".filter(r => r.getClientRects().length > 0)"
+    ".map(r => [r.cells[0].textContent, r.cells[1].textContent, r.cells[1].className,"
+    " getComputedStyle(r.cells[1]).color])"
+)
+
+
+def test_verify_report_shows_the_fold_table(
+    browser: Chromium, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`--verify --report-html` renders one row per BatchNorm of the verification section
+    (docs/reports.md): the verdict of each, green when folded correctly, grey when not
+    folded, at desktop and phone widths, and with JavaScript off."""
+    from click.testing import CliRunner
+
+    from bnlint.cli import main
+    from tests.zoo import onnx_zoo
+    from tests.zoo.onnx_builder import GraphBuilder
+
+    work = tmp_path_factory.mktemp("fold-browser")
+    onnx_zoo.resnet_opset15(work / "models")  # three BNs, each folds into its conv
+    g = GraphBuilder(opset=15)
+    h = g.relu(g.bn(g.conv(g.input("x", [2, 3, 8, 8]), 4, name="conv"), name="folds"))
+    onnx_zoo._save(g.model([g.bn(h, name="after_relu")]), work / "models", "mixed")
+    html = work / "verify.html"
+    args = ["models", "--verify", "--report-html", str(html), "--format", "json"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    models = json.loads(result.stdout)["models"]
+    expected = {
+        index + 1: [(bn["bn"], bn["verdict"]) for bn in model["verification"]["bns"]]
+        for index, model in enumerate(models)
+    }
+    verdicts = {verdict for rows in expected.values() for _, verdict in rows}
+    assert verdicts == {"folded-correctly", "not-folded"}, expected
+    assert sum(len(rows) for rows in expected.values()) == 5
+
+    colours = {}
+    for width, scripts in ((1400, True), (360, True), (1400, False)):
+        page = sized_page(browser, width)
+        if not scripts:
+            page.call("Emulation.setScriptExecutionDisabled", value=True)
+        page.navigate(html.as_uri())
+        for index, rows in expected.items():
+            shown = page.evaluate(FOLD_ROWS.format(index=index))
+            assert [(name, verdict) for name, verdict, _, _ in shown] == rows, (width, index)
+            for _, verdict, cls, colour in shown:
+                colours.setdefault((verdict, cls), set()).add(colour)
+        assert page.evaluate(SIDEWAYS) <= 0, width
+    good, neutral = ("folded-correctly", "good"), ("not-folded", "neutral")
+    assert set(colours) == {good, neutral}
+    assert colours[good] == {"rgb(26, 127, 55)"}, "folded correctly is green (--good)"
+    assert colours[neutral] == {"rgb(89, 99, 110)"}, "not folded is grey (--muted)"
