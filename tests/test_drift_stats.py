@@ -42,8 +42,19 @@ def test_batching_and_merging_do_not_change_the_result() -> None:
     left, right = _accumulate(x[:77], 5), _accumulate(x[77:], 11)
     left.merge(right)
     for other in (small, left.result()):
-        for field in ("mean", "var", "se_mean", "se_var"):
+        for field in ("mean", "var", "se_mean", "se_var", "tail"):
             np.testing.assert_allclose(getattr(other, field), getattr(whole, field), rtol=1e-9)
+
+
+def test_tail_is_the_kurtosis_of_the_per_sample_squared_deviations() -> None:
+    x = _correlated(np.random.default_rng(3), 120, 300.0).astype(np.float64)
+    result = _accumulate(x, 9).result()
+    a, w = x.mean(axis=2), x.var(axis=2)
+    u = w + (a - a.mean(axis=0)) ** 2  # each sample's share of the pooled variance
+    np.testing.assert_allclose(result.tail, (u**2).mean(axis=0) / u.mean(axis=0) ** 2, rtol=1e-6)
+    spiky = x.copy()
+    spiky[0, 1] *= 40  # one sample carries most of channel 1's variance
+    assert _accumulate(spiky, 9).result().tail[1] > 50 * result.tail[1]
 
 
 def test_accumulator_size_does_not_grow_with_samples() -> None:

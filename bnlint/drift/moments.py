@@ -39,6 +39,9 @@ class ChannelStats:
     var: np.ndarray  # population variance over all N * positions values
     se_mean: np.ndarray  # sampling standard error of ``mean`` (between samples)
     se_var: np.ndarray  # sampling standard error of ``var``
+    # E[u^2] / E[u]^2 over samples, u the per-sample squared deviation (w + (a - mean)^2):
+    # the kurtosis of per-sample values; how much of the variance a few samples can carry
+    tail: np.ndarray | None = None
 
     @property
     def values(self) -> int:
@@ -123,10 +126,11 @@ class SampleMoments:
         u2 = s["w2"] + 2 * w_dev2 + np.maximum(m4, 0.0)
         var_u = np.maximum(u2 - var * var, 0.0)
         bessel = n / (n - 1) if n > 1 else np.inf
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):
             se_mean = np.sqrt(m2 * bessel / n)
             se_var = np.sqrt(var_u * bessel / n)
-        return ChannelStats(n, self.positions, mean, var, se_mean, se_var)
+            tail = np.where(var > 0, np.maximum(u2, var * var) / (var * var), 1.0)
+        return ChannelStats(n, self.positions, mean, var, se_mean, se_var, tail)
 
 
 def row_summaries(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -129,6 +129,8 @@ def layer_drift(
         with np.errstate(invalid="ignore"):
             mean_margin = np.abs(shift) - thresholds.mean_shift - critical * se_shift
             var_margin = np.abs(log_ratio) - math.log(thresholds.variance_ratio) - critical * se_log
+        unseen = _unseen_tail_explains(log_ratio, stats, measured, thresholds)
+        var_margin = np.where(unseen, -1.0, var_margin)
     else:
         mean_margin, var_margin = _distribution_free(shift, log_ratio, stats.samples, thresholds)
     mean_beyond = measured & (np.nan_to_num(mean_margin, nan=-1.0) > 0)
@@ -160,6 +162,37 @@ def layer_drift(
     )
     _power(drift, thresholds)
     return drift
+
+
+def _unseen_tail_explains(
+    log_ratio: np.ndarray, stats: ChannelStats, measured: np.ndarray, thresholds: Thresholds
+) -> np.ndarray:
+    """Channels whose variance looks too small only as a sample that missed rare inputs can.
+
+    The variance is the mean of the per-sample squared deviations ``u >= 0`` (within-sample
+    variance plus squared offset of the sample mean). Data within the threshold have
+    ``E[u] >= r / rho`` (``r`` the running variance); the samples show ``mean(u) = R r``,
+    a relative shortfall of at least ``m = 1 - rho R``. For non-negative independent
+    values Maurer's inequality bounds that lower tail by ``exp(-N m^2 / (2 kappa))`` with
+    ``kappa = E[u^2] / E[u]^2`` -- no other assumption; a large ``kappa`` means a few rare
+    samples carry much of the variance, and a sample of N may miss them. A decrease is
+    evidence only when the bound is below ``alpha``. A sample that missed a channel's rare
+    inputs also underestimates that channel's ``kappa``, so the largest one any channel of
+    the layer shows stands in for every channel: a layer whose samples show rare large
+    inputs in some channels (class-selective features, spikes) may have missed them in
+    the others. The t-test alone trusts the sample's own spread, which is exactly what
+    such a sample gets wrong.
+    """
+    if stats.tail is None:
+        return np.zeros(log_ratio.shape, dtype=bool)
+    rho = thresholds.variance_ratio
+    alpha = 1 - thresholds.confidence
+    usable = measured & np.isfinite(stats.tail)
+    kappa = float(np.max(stats.tail[usable], initial=1.0))
+    with np.errstate(invalid="ignore", over="ignore"):
+        missed_share = np.clip(1 - rho * np.exp(log_ratio), 0.0, 1.0)
+        bound = 2 * kappa * math.log(1 / alpha)
+        return (log_ratio < 0) & (stats.samples * missed_share**2 < bound)
 
 
 def _distribution_free(

@@ -55,6 +55,27 @@ def _gemm_samples(scale: float = 1.0):
     return make
 
 
+# Class-selective features: 32 equally likely classes, channel k is +-17 for class k and
+# N(0, 1) otherwise, so 9/10 of every channel's variance comes from 1 sample in 32.
+RARE_CLASSES, RARE_VALUE = 32, 17.0
+
+
+def _rare_class_features():
+    var = (RARE_CLASSES - 1 + RARE_VALUE**2) / RARE_CLASSES  # exactly the mixture's
+    return _bn_on_features(np.zeros(RARE_CLASSES), np.full(RARE_CLASSES, var))
+
+
+def _rare_class_samples(count: int, seed: int, scale: float = 1.0):
+    def make():
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((count, RARE_CLASSES))
+        classes = rng.integers(0, RARE_CLASSES, count)
+        x[np.arange(count), classes] = rng.choice([-RARE_VALUE, RARE_VALUE], count)
+        return (x * scale).astype(np.float32)
+
+    return make
+
+
 POSITIVE = [
     _case(
         "inputs-times-255",
@@ -76,6 +97,21 @@ POSITIVE = [
         message="running statistics are stale",
         evidence={"first_mismatch": True, "cause": "stale-statistics"},
     ),
+    # a real variance drop where the samples show no rare inputs: still reported at 40
+    _case(
+        "inputs-times-0.1",
+        _linear(),
+        lambda: dc.samples(40, 11) * 0.1,
+        ["bn1", "bn2"],
+    ),
+    # ... and on the rare-class layer once the samples are enough to see its rare inputs
+    _case(
+        "rare-class-features-times-0.1",
+        _rare_class_features,
+        _rare_class_samples(1500, 1, scale=0.1),
+        ["bn"],
+        message="input-scale mismatch",
+    ),
     _case(
         "bn1d-inputs-tripled",
         _gemm,
@@ -87,28 +123,32 @@ POSITIVE = [
 ]
 
 
-def _clustered():
-    """A BN on (N, 6) features that cluster by class (4 tight clusters, equally likely): its
-    running statistics are the mixture's exactly."""
+def _bn_on_features(mean: np.ndarray, var: np.ndarray):
+    """A lone BN on (N, C) features with the given running statistics."""
     from onnx import TensorProto, helper, numpy_helper
 
-    centres = _CENTRES
-    mean = centres.mean(axis=0)
-    var = ((centres - mean) ** 2).mean(axis=0) + 0.05**2
+    channels = len(mean)
     inits = [
         numpy_helper.from_array(np.asarray(v, np.float32), n)
-        for n, v in (("g", np.ones(6)), ("b", np.zeros(6)), ("m", mean), ("v", var))
+        for n, v in (("g", np.ones(channels)), ("b", np.zeros(channels)), ("m", mean), ("v", var))
     ]
     graph = helper.make_graph(
         [helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["y"], name="bn")],
-        "clustered",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])],
+        "features",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
     model.ir_version = 8
     return model
+
+
+def _clustered():
+    """A BN on (N, 6) features that cluster by class (4 tight clusters, equally likely): its
+    running statistics are the mixture's exactly."""
+    mean = _CENTRES.mean(axis=0)
+    return _bn_on_features(mean, ((_CENTRES - mean) ** 2).mean(axis=0) + 0.05**2)
 
 
 # like a classifier head: every feature fires for class 3 and stays near 0 for the others
@@ -126,6 +166,9 @@ def _unlucky_draw():
 NEGATIVE = [
     # the t-test would call this a variance collapse; below 30 samples only gross drift counts
     _case("eight-samples-missing-a-class", _clustered, _unlucky_draw, []),
+    # 40 samples (t-test regime) miss about 9 of the 32 classes; those channels show a
+    # tenth of their variance and a tight spread: the t-test alone reports a collapse
+    _case("rare-class-features-missed", _rare_class_features, _rare_class_samples(40, 0), []),
     _case("in-distribution", _linear(), lambda: dc.samples(300, 6), []),
     _case("in-distribution-bn1d", _gemm, _gemm_samples(), []),
     _case(
@@ -147,6 +190,7 @@ def test_cases() -> None:
 def test_first_layer_names_the_preprocessing_mistake() -> None:
     expectations = {
         "inputs-times-255": ("scale", "input-scale mismatch"),
+        "inputs-times-0.1": ("scale", "input-scale mismatch"),
         "channels-reversed": ("permutation", "channel-order mismatch"),
         "channel-offsets": ("offset", "input-offset mismatch"),
     }
@@ -165,8 +209,13 @@ def test_first_layer_names_the_preprocessing_mistake() -> None:
 
 
 def test_the_fitted_scale_is_the_applied_one() -> None:
-    for case, applied in ((POSITIVE[0], 255.0), (POSITIVE[-1], 3.0)):
-        (first, *_) = check_case("BN021", case)
+    cases = {case.id: case for case in POSITIVE}
+    for name, applied in (
+        ("inputs-times-255", 255.0),
+        ("inputs-times-0.1", 0.1),
+        ("bn1d-inputs-tripled", 3.0),
+    ):
+        (first, *_) = check_case("BN021", cases[name])
         assert abs(first.evidence["explanation_params"]["scale"] / applied - 1) < 0.05
 
 
