@@ -1,5 +1,5 @@
 # Two commands work on a fresh machine:
-#   make demo   set up a virtual environment and lint the bundled example models
+#   make demo   set up a small environment (bnlint, core dependencies) and lint the examples
 #   make test   set up a virtual environment and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,9 +15,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/python examples/build_examples.py examples/models
-	$(BIN)/bnlint examples/models --exit-zero
+# The demo needs bnlint and its core dependencies (onnx, networkx, click, jinja2, numpy),
+# not the development stack of `make test` (torch, onnxruntime, peers, test tools).
+DEMO_VENV ?= .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
+
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install -q -c constraints.txt -e .
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/python examples/build_examples.py examples/models
+	$(DEMO_VENV)/bin/bnlint examples/models --exit-zero --report-html examples/report.html
 
 # The browser test drives Debian's chromium (never a downloaded browser build).
 CHROMIUM := /usr/bin/chromium
@@ -59,7 +69,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache examples/models site
+	rm -rf $(VENV) $(DEMO_VENV) build dist *.egg-info .pytest_cache .ruff_cache examples/models site
 
 # Refresh docs/img/report.png (the README's picture of the HTML report) from the browser test.
 screenshot: $(STAMP) $(CHROMIUM)

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import CliResult, validate_report
+from tests.precommit_repo import hook_repo  # noqa: F401  (a session fixture, shared)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -93,3 +93,22 @@ def save(model: Any, folder: Path, name: str, **kwargs: Any) -> Path:
     path = folder / name
     onnx.save_model(model, str(path), **kwargs)
     return path
+
+
+def lend_test_dependencies(python: Path) -> Path:
+    """Make the test environment's packages importable in the virtual environment of
+    ``python`` (onnx, click, numpy … without downloading them); returns its site-packages."""
+    import subprocess
+    import sysconfig
+
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    deps = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    (site / "_test_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
+    return site

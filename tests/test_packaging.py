@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import lend_test_dependencies
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,17 +75,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(wheel: Path, tmp_path: Path) 
         check=True,
         timeout=300,
     )
-    site = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
-    # Dependencies (onnx, click, numpy …) come from the test environment; bnlint from the wheel.
-    deps = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
-    (site / "_test_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
+    site = lend_test_dependencies(python)  # bnlint from the tag/wheel, the rest from here
     result = subprocess.run(
         [str(venv / "bin" / "bnlint"), "rules"],
         capture_output=True,

@@ -143,7 +143,7 @@ def _ci_command(example: str) -> tuple[list[str], dict]:
         lines = [step["run"] for step in steps if step.get("run", "").startswith("bnlint ")]
     else:
         lines = [line for line in data["bnlint"]["script"] if line.startswith("bnlint ")]
-    (line,) = lines
+    (line,) = [line for line in lines if "--baseline" in line]  # the gate (GitHub: + SARIF)
     for variable in ("$GITHUB_STEP_SUMMARY", "$RUNNER_TEMP", "$BNLINT_BASE"):
         line = line.replace(
             variable, {"$GITHUB_STEP_SUMMARY": "step-summary.md"}.get(variable, "base")
