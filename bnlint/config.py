@@ -33,6 +33,7 @@ from bnlint.config_keys import (
     parse_shape,
     same_kind,
 )
+from bnlint.config_regex import NamePatterns, PatternError
 from bnlint.findings import Severity
 from bnlint.rule import DEFAULT_DOCS_URL
 
@@ -364,9 +365,8 @@ def validate_against_rules(settings: Settings, ruleset: Any) -> Settings:
                 except ValueError as error:
                     raise ConfigError(where, str(error)) from None
         options[rule.name] = dict(table)
-    for pattern, _ in settings.per_node_ignores:
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise ConfigError(where, f"per-node-ignores: bad regex {pattern!r}: {error}") from None
+    try:  # matched by a linear-time automaton: patterns and node names may be hostile
+        NamePatterns([pattern for pattern, _ in settings.per_node_ignores])
+    except PatternError as error:
+        raise ConfigError(where, f"per-node-ignores: {error}") from None
     return replace(settings, rule_options=options)

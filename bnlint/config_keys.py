@@ -165,13 +165,15 @@ REGEX_OPTIONS = frozenset({"ignore"})
 
 
 def check_regexes(key: str, patterns: Any) -> None:
-    for pattern in patterns:
-        if not isinstance(pattern, str):
-            raise ValueError(f"{key} must be a list of regular expressions")
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise ValueError(f"{key}: bad regex {pattern!r}: {error}") from None
+    """Patterns matched against model names: checked for bnlint's linear-time matcher."""
+    from bnlint.config_regex import NamePatterns, PatternError
+
+    if not all(isinstance(pattern, str) for pattern in patterns):
+        raise ValueError(f"{key} must be a list of regular expressions")
+    try:
+        NamePatterns(patterns)
+    except PatternError as error:
+        raise ValueError(f"{key}: {error}") from None
 
 
 def same_kind(default: Any, value: Any) -> bool:

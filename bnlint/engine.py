@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
-import re
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from bnlint._perf import gc_paused
 from bnlint.config import Settings
+from bnlint.config_regex import NamePatterns, PatternError
 from bnlint.diagnostics import diagnostic
 from bnlint.findings import Finding, ModelResult, Severity
 from bnlint.graph import GraphFacts, ModelGraph, UnreadableParameter
@@ -281,6 +282,36 @@ def mark_inferred(graph: ModelGraph, finding: Finding) -> Finding:
     )
 
 
+@lru_cache(maxsize=8)
+def _compiled_patterns(patterns: tuple[str, ...], where: str) -> NamePatterns:
+    return NamePatterns(patterns, where)
+
+
+def _node_patterns(settings: Settings) -> NamePatterns | None:
+    if not settings.per_node_ignores:
+        return None
+    where = f"{settings.config_path or 'command line'}: per-node-ignores"
+    try:
+        patterns = _compiled_patterns(tuple(p for p, _ in settings.per_node_ignores), where)
+    except PatternError as error:  # validated with the settings; a caller may skip that
+        raise RuleInputError(f"{where}: {error}") from None
+    patterns.work = 0  # the matching budget is per model
+    return patterns
+
+
+def _node_ignored(
+    finding: Finding, patterns: NamePatterns, settings: Settings, ruleset: RuleSet
+) -> bool:
+    """Whether a per-node-ignores pattern for the finding's code matches its scope or node
+    (a linear-time automaton: the patterns and the names may both come from an attacker)."""
+    matched: set[int] = set()
+    for name in (finding.scope, finding.node):
+        if name:
+            matched |= patterns.matching(name)
+    table = settings.per_node_ignores
+    return any(_codes_match(ruleset, finding.code, table[i][1]) for i in sorted(matched))
+
+
 def finalize_findings(
     findings: list[Finding], settings: Settings, ruleset: RuleSet, model_path: str
 ) -> list[Finding]:
@@ -292,16 +323,12 @@ def finalize_findings(
         if fnmatch.fnmatch(absolute, pattern) or fnmatch.fnmatch(Path(model_path).name, pattern)
         for code in codes
     )
-    node_ignores = [(re.compile(pattern), codes) for pattern, codes in settings.per_node_ignores]
+    node_ignores = _node_patterns(settings)
     kept = []
     for finding in findings:
         if model_ignores and _codes_match(ruleset, finding.code, model_ignores):
             continue
-        names = [name for name in (finding.scope, finding.node) if name]
-        if any(
-            _codes_match(ruleset, finding.code, codes) and any(rx.search(n) for n in names)
-            for rx, codes in node_ignores
-        ):
+        if node_ignores is not None and _node_ignored(finding, node_ignores, settings, ruleset):
             continue
         override = settings.severity.get(finding.code)
         kept.append(replace(finding, severity=override) if override is not None else finding)

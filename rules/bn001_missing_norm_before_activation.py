@@ -44,9 +44,9 @@ head), ignore it with `ignore` or a per-node ignore.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
+from bnlint.config_regex import NamePatterns
 from bnlint.graph import ModelGraph, Node
 from bnlint.patterns import (
     NORM_OPS,
@@ -138,9 +138,9 @@ def _norm_after(graph: ModelGraph, activation: Node) -> Node | None:
     return None
 
 
-def _skipped(graph: ModelGraph, producer: Node, ctx: RuleContext, patterns: list) -> bool:
+def _skipped(graph: ModelGraph, producer: Node, ctx: RuleContext, patterns: NamePatterns) -> bool:
     labels = [label for label in (producer.scope, producer.name) if label]
-    if any(pattern.search(label) for pattern in patterns for label in labels):
+    if any(patterns.search(label) for label in labels):
         return True
     source = data_input(producer)
     if ctx.options["skip-pooled"] and source in pooled_tensors(graph):
@@ -150,7 +150,8 @@ def _skipped(graph: ModelGraph, producer: Node, ctx: RuleContext, patterns: list
 
 
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
-    patterns = [re.compile(pattern) for pattern in ctx.options["ignore"]]
+    # linear-time matching: the patterns may come from a discovered configuration
+    patterns = NamePatterns(ctx.options["ignore"], f"{RULE.name}.ignore")
     verdicts = [(producer, *_classify(graph, producer)) for producer in graph.nodes_of(*PRODUCERS)]
     kinds = {verdict[1] for verdict in verdicts}
     if "unnormalized" not in kinds or "normalized" not in kinds:
