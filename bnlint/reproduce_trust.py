@@ -1,7 +1,9 @@
 """What a report may configure when it is rerun: data settings yes, trust never.
 
 A report is data written by someone else. Its recorded configuration is applied only
-after removing every setting that imports or runs code or widens what bnlint reads
+after removing every key that is not a setting bnlint records (``extend`` would name a
+configuration file, and the rerun's own ``--config`` trusts what it extends), every
+setting that imports or runs code or widens what bnlint reads
 (:data:`bnlint.config_keys.TRUST_KEYS`, the recorded ``--trust-model-code`` switch) and
 every limit looser than bnlint's defaults (:data:`bnlint.config_keys.LIMIT_KEYS`). Each
 removal becomes a note naming the recorded value and the ``python -m bnlint.reproduce``
@@ -64,6 +66,13 @@ def untrusted_settings(
     """
     settings = dict(recorded)
     notes = []
+    for key in [k for k, v in settings.items() if k not in KEYS and not isinstance(v, dict)]:
+        # bnlint records resolved settings: `extend` (or any other non-setting) in a report
+        # was put there to name a configuration file, which the rerun would trust
+        notes.append(
+            f"ignored the recorded {key} = {_shown(settings.pop(key))}: not a setting bnlint "
+            "records; a report cannot name configuration files"
+        )
     for key, option in TRUST_KEYS.items():
         value = settings.pop(key, None)
         if value:

@@ -126,3 +126,17 @@ def test_deeply_nested_json_is_one_error_line(tmp_path: Path) -> None:
     (report := tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     result = run_attack([report], tmp_path, command=REPRODUCE)
     assert_behaved(result, exit_code=2, error="nested deeper than 64 levels")
+
+
+def test_a_report_cannot_name_a_configuration_file(tmp_path: Path) -> None:
+    """Before: ``extend`` went into the rerun's ``--config`` file, which trusts what it
+    extends, so a planted TOML's ``rules-dir`` was imported (reached via /proc/self/cwd)."""
+    marker = tmp_path / "MARKER_extend"
+    rules = trust_files.rules_dir(tmp_path / "plug", marker)
+    (tmp_path / "evil.toml").write_text(f'rules-dir = ["{rules.name}"]\n')
+    model = onnx_zoo.opset14_training_mode(tmp_path / "models")
+    report = _report(tmp_path, [model], {"extend": "/proc/self/cwd/evil.toml"}, {})
+    result = run_attack([report], tmp_path, command=REPRODUCE, expected_seconds=10)
+    assert_behaved(result, exit_code=1, markers=[marker], stderr_lines=1)
+    assert "ignored the recorded extend" in result.lines[0]
+    assert "BN003 at bn: found now" in result.stdout  # the rerun itself went ahead
