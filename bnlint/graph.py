@@ -184,11 +184,13 @@ class GraphFacts:
 
 
 class ModelGraph:
-    """A networkx MultiDiGraph of :class:`Node` plus a tensor table and lazy parameters.
+    """The nodes of a model in graph order, a tensor table and lazy parameters, with
+    precomputed indices for the queries every rule makes (:meth:`nodes_of`,
+    :meth:`producer`, :meth:`consumers`) and :attr:`nx`, the same graph as a networkx
+    ``MultiDiGraph`` for path, ancestor and pattern queries (docs/plugins.md).
 
-    Edges run producer -> consumer with the tensor name as the edge key. Node ids are
-    integers in graph order; subgraph (If/Loop/Scan) bodies are flattened into the same
-    graph and marked with ``Node.subgraph``.
+    Node ids are integers in graph order; subgraph (If/Loop/Scan) bodies are flattened
+    into the same graph and marked with ``Node.subgraph``.
     """
 
     def __init__(self, path: str | Path, facts: GraphFacts) -> None:
@@ -233,6 +235,7 @@ class ModelGraph:
         node_id = len(self._nodes)
         node = Node(node_id, op, source_op, name, list(inputs), list(outputs), **fields)
         self._nodes.append(node)
+        self._nx = None  # a view built before this node is stale
         by_op = self._by_op.get(op)
         if by_op is None:
             self._by_op[op] = [node]
@@ -260,22 +263,26 @@ class ModelGraph:
 
     @property
     def nx(self) -> nx.MultiDiGraph:
-        """The networkx view: node ids with a ``node`` attribute, edges keyed by tensor name.
+        """The graph as a read-only networkx ``MultiDiGraph``, for path, ancestor and
+        pattern queries (``networkx.ancestors``, ``has_path``, ``isomorphism`` …).
 
-        Built (and networkx imported) on first use: no rule needs it to lint.
+        Nodes are node ids (:attr:`Node.id`, graph order) carrying the node's fields as
+        attributes: ``op``, ``source_op``, ``name``, ``scope``, ``attrs``, ``inputs``,
+        ``outputs``, ``subgraph``, ``location`` and ``node`` (the :class:`Node` itself).
+        Each tensor that one node produces and another consumes is an edge producer ->
+        consumer whose key is the tensor name, with attributes ``tensor`` (the name),
+        ``shape`` and ``dtype`` (as :meth:`shape` and :meth:`dtype` give them). Graph
+        inputs and parameters have no producer and so no edge: they are in
+        :attr:`tensors` and in each node's ``inputs``. ``graph.nx.graph`` holds ``path``
+        and ``format``.
+
+        Built on first use and cached (the built-in rules use the precomputed indices);
+        frozen: ``graph.nx.copy()`` gives a graph to change.
         """
         if self._nx is None:
-            import networkx
+            from bnlint.graph_nx import networkx_view
 
-            graph = networkx.MultiDiGraph()
-            graph.add_nodes_from((node.id, {"node": node}) for node in self._nodes)
-            graph.add_edges_from(
-                (record.producer, consumer, name)
-                for name, record in self.tensors.items()
-                if record.producer is not None
-                for consumer in record.consumers
-            )
-            self._nx = graph
+            self._nx = networkx_view(self)
         return self._nx
 
     def _inferred_type(self, record: Tensor) -> None:

@@ -65,6 +65,6 @@ def neighborhoods(graph: ModelGraph, node_ids: list[int]) -> dict[int, dict[str,
     """The neighbourhood of each node id (ids outside the graph are skipped)."""
     found = {}
     for node_id in dict.fromkeys(node_ids):
-        if 0 <= node_id < len(graph) and graph.nx.has_node(node_id):
+        if 0 <= node_id < len(graph):
             found[node_id] = neighborhood(graph, graph.node(node_id))
     return found
