@@ -433,7 +433,7 @@ def hook(ctx: click.Context, argv: tuple[str, ...]) -> None:
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
 @click.option("--rules-dir", "rules_dirs", multiple=True, type=click.Path(file_okay=False))
 def list_rules(output_format: str, rules_dirs: tuple[str, ...]) -> None:
-    """List every rule: code, name, default severity, summary."""
+    """List every rule, plug-ins included: code, name, default severity, summary."""
     from bnlint.registry import RegistryError, load_rules
 
     try:
@@ -469,11 +469,15 @@ def list_rules(output_format: str, rules_dirs: tuple[str, ...]) -> None:
 
 @main.command("explain")
 @click.argument("code")
-def explain(code: str) -> None:
-    """Print a rule's documentation (by code or name)."""
-    from bnlint.registry import load_rules, redirect
+@click.option("--rules-dir", "rules_dirs", multiple=True, type=click.Path(file_okay=False))
+def explain(code: str, rules_dirs: tuple[str, ...]) -> None:
+    """Print a rule's documentation (by code or name), plug-in rules included."""
+    from bnlint.registry import RegistryError, load_rules, redirect
 
-    rule = load_rules().get(code)
+    try:
+        rule = load_rules(tuple(rules_dirs)).get(code)
+    except RegistryError as error:
+        fail(str(error))
     if rule is None:
         fail(f"unknown rule {code!r} (see `bnlint rules`)")
     if redirect(code) != code.strip():
@@ -484,6 +488,11 @@ def explain(code: str) -> None:
     header += f" · phases: {', '.join(sorted(rule.spec.phases))} · since {rule.spec.since}"
     if rule.spec.options:
         header += "\nOptions: " + ", ".join(f"{k} = {v!r}" for k, v in rule.spec.options.items())
+    if not rule.is_builtin:
+        header += f"\nFrom: {rule.origin} ({rule.module})"
+    url = rule.url()
+    if url:
+        header += f"\nDocumentation: {url}"
     click.echo(f"{header}\n\n{inspect.cleandoc(rule.doc)}")
 
 

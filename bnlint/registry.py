@@ -28,6 +28,8 @@ BUILTIN_CODE = re.compile(r"^BN0\d{2}$")
 PLUGIN_CODE = re.compile(r"^[A-Z]{2,4}\d{3}$")
 RULE_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 ENTRY_POINT_GROUP = "bnlint.rules"
+# A plug-in's docs page: an absolute http(s) URL, since reports link to it (no javascript:)
+PLUGIN_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 NAMED = 100  # the specificity of a selector that is the rule's code or name
 
 # Renamed rules, as ruff remaps codes: old code or old name -> current code. Selectors,
@@ -74,6 +76,11 @@ def validate_module(module: ModuleType, origin: str) -> Rule:
         raise RegistryError(f"{where}: phases must be a non-empty subset of {PHASES}")
     if not spec.needs <= NEEDS:
         raise RegistryError(f"{where}: needs must be a subset of {sorted(NEEDS)}")
+    if spec.url is not None:
+        if origin == "built-in":
+            raise RegistryError(f"{where}: a built-in rule's page is docs-url/CODE/, not url=")
+        if not isinstance(spec.url, str) or not PLUGIN_URL.match(spec.url):
+            raise RegistryError(f"{where}: url must be an absolute http(s) URL, not {spec.url!r}")
     doc = module.__doc__ or ""
     sections = doc_sections(doc)
     missing = [heading for heading in REQUIRED_SECTIONS if not sections.get(heading)]

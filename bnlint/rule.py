@@ -78,6 +78,9 @@ class RuleSpec:
     # False: an opt-in rule, enabled only when a selector names it by code or name (never
     # by ALL or a prefix), for reports people ask for rather than problems to fix.
     enabled_by_default: bool = True
+    # A plug-in's own documentation page (absolute http(s) URL); None: no link anywhere.
+    # Built-in rules leave it None: their pages live under ``docs-url``.
+    url: str | None = None
 
     @property
     def needs_phase(self) -> bool:
@@ -120,8 +123,17 @@ class Rule:
         """The docstring's ``## Heading`` sections, by heading."""
         return doc_sections(self.doc)
 
-    def url(self, docs_url: str = DEFAULT_DOCS_URL) -> str:
-        return f"{docs_url.rstrip('/')}/{self.code}/"
+    @property
+    def is_builtin(self) -> bool:
+        """A rule of bnlint itself (``rules/`` or a BN9xx diagnostic), not a plug-in."""
+        return self.origin in ("built-in", "diagnostic")
+
+    def url(self, docs_url: str = DEFAULT_DOCS_URL) -> str | None:
+        """The rule's documentation page: under ``docs_url`` for bnlint's own rules, the
+        page a plug-in declares (``RuleSpec.url``) or None when it declares none."""
+        if self.is_builtin:
+            return f"{docs_url.rstrip('/')}/{self.code}/"
+        return self.spec.url
 
 
 def doc_sections(doc: str) -> dict[str, str]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 
 from bnlint.findings import Finding, Report
 from bnlint.report import RenderOptions
 from bnlint.rule import DEFAULT_DOCS_URL, doc_sections
+
+BUILTIN_CODE = re.compile(r"^BN\d{3}$")  # bnlint's rules and its BN9xx diagnostics
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class RuleDoc:
     name: str
     severity: str
     summary: str
-    url: str
+    url: str | None  # None: a plug-in rule without a documentation page (no link shown)
     sections: dict[str, str] = field(default_factory=dict)
     doc: str = ""
 
@@ -36,9 +39,11 @@ def _known_rules(options: RenderOptions):
         return DIAGNOSTICS
 
 
-def _url(finding: Finding, options: RenderOptions) -> str:
-    if finding.url:
-        return finding.url
+def _url(finding: Finding, options: RenderOptions) -> str | None:
+    """The finding's own link; a bnlint code without one (a finding built by hand) gets its
+    page under docs-url, any other code none: a plug-in's page is only the one it declares."""
+    if finding.url or not BUILTIN_CODE.match(finding.code):
+        return finding.url or None
     base = options.docs_url or DEFAULT_DOCS_URL
     return f"{base.rstrip('/')}/{finding.code}/"
 

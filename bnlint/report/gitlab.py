@@ -61,7 +61,8 @@ def gitlab_issues(report: Report, show_known: bool = True) -> list[dict[str, Any
                 SEVERITIES[finding.severity.label],
                 path,
             )
-            issue["content"] = {"body": f"{finding.message}\n\nDocs: {finding.url}"}
+            docs = f"\n\nDocs: {finding.url}" if finding.url else ""
+            issue["content"] = {"body": f"{finding.message}{docs}"}
             issues.append(issue)
     return issues
 

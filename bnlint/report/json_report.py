@@ -14,7 +14,7 @@ from bnlint.report.summary import checked
 # ``recalibration``; 1.3: optional per-model ``verification``; 1.4: what was checked
 # (``batchnorms``, ``foldable``, ``rules_run``) and non-finite evidence numbers as
 # ``{"nonfinite": …}`` (docs/json-schema.md has the schema changelog).
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "2.0"
 
 
 def report_dict(report: Report) -> dict[str, Any]:

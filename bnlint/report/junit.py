@@ -50,7 +50,8 @@ def _details(finding: Finding) -> str:
         )
     if finding.baseline_state:
         lines.append(f"Baseline: {finding.baseline_state}")
-    lines.append(f"Docs: {finding.url}")
+    if finding.url:
+        lines.append(f"Docs: {finding.url}")
     return "\n".join(lines)
 
 

@@ -77,6 +77,8 @@ def _rule(doc: RuleDoc) -> dict[str, Any]:
         "defaultConfiguration": {"level": LEVELS[doc.severity]},
         "properties": {"tags": ["batchnorm"]},
     }
+    if doc.url is None:  # a plug-in without a documentation page: no link
+        del rule["helpUri"]
     return rule
 
 
@@ -146,7 +148,7 @@ def _result(
             "severity": finding.severity.label,
             "evidence": json_safe(finding.evidence),
             "fix": finding.fix,
-            "url": finding.url,
+            **({"url": finding.url} if finding.url else {}),
         },
     }
     if source is not None:
