@@ -94,8 +94,11 @@ MODEL_SUFFIXES = frozenset(
 
 
 def walk(root: Path, settings: Settings) -> tuple[list[str], list[str]]:
-    """(model files under ``root``, files left out whose names look like models)."""
+    """(model files under ``root``, files left out: names that look like models, and
+    symlinks to files outside ``root``)."""
     import fnmatch
+
+    from bnlint.loaders.external import leaves_folder
 
     found, skipped = [], []
     for folder, dirnames, filenames in os.walk(root, followlinks=False):
@@ -105,7 +108,9 @@ def walk(root: Path, settings: Settings) -> tuple[list[str], list[str]]:
         for name in sorted(filenames):
             if any(fnmatch.fnmatch(name, pat) for pat in settings.exclude):
                 continue
-            if any(fnmatch.fnmatch(name, pat) for pat in settings.include):
+            if leaves_folder(Path(folder) / name, root):  # a symlink out of the walk: data
+                skipped.append(str(Path(folder) / name))
+            elif any(fnmatch.fnmatch(name, pat) for pat in settings.include):
                 found.append(str(Path(folder) / name))
             elif MODEL_SUFFIXES.intersection(suffix.lower() for suffix in Path(name).suffixes):
                 skipped.append(str(Path(folder) / name))

@@ -173,8 +173,8 @@ def _note_skipped(folder: str, names: list[str]) -> None:
     shown = ", ".join(printable(os.path.relpath(name, folder), 200) for name in names[:5])
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
     click.echo(
-        f"bnlint: note: {printable(folder, None)}: not linted: {shown}{more} (their names "
-        "are outside `include`; name a file on the command line to lint it)",
+        f"bnlint: note: {printable(folder, None)}: not linted: {shown}{more} (names outside "
+        "`include`, or symlinks out of the folder; name a file on the command line to lint it)",
         err=True,
     )
 

@@ -76,8 +76,8 @@ def test_files_the_walk_leaves_out_are_named(run_cli, model: Path) -> None:
     (model.parent / "notes.txt").write_text("not a model")
     result = run_cli([model.parent], exit_code=0)
     assert result.stderr == (
-        f"bnlint: note: {model.parent}: not linted: backup.pth.tar (their names are outside "
-        "`include`; name a file on the command line to lint it)\n"
+        f"bnlint: note: {model.parent}: not linted: backup.pth.tar (names outside "
+        "`include`, or symlinks out of the folder; name a file on the command line to lint it)\n"
     )
     assert run_cli([model.parent, "-q"], exit_code=0).stderr == ""
     linted = run_cli([model.parent / "backup.pth.tar"], exit_code=0).stdout

@@ -64,6 +64,22 @@ def _hf_blobs_root(model_dir: Path) -> Path | None:
     return None
 
 
+def leaves_folder(path: Path, root: Path) -> bool:
+    """Whether ``path``, found by walking ``root``, is a symlink to a file outside it (a
+    Hugging Face snapshot's link into its own ``blobs`` excepted). A folder walk does not
+    read those: a shipped ``x.onnxtxt -> /proc/self/environ`` is not the folder's model."""
+    if not path.is_symlink():
+        return False
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False  # broken or looping: the loader refuses it with one line
+    if _inside(real, root.resolve()):
+        return False
+    blobs = _hf_blobs_root(path.parent)
+    return blobs is None or not _inside(real, blobs)
+
+
 class ExternalDataResolver:
     """Validates external-data references of one model; caches ``stat`` per file."""
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+from google.protobuf.json_format import ParseError as JsonParseError
 from google.protobuf.message import DecodeError
+from google.protobuf.text_format import ParseError as TextParseError
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from bnlint._perf import gc_paused
@@ -26,7 +28,13 @@ from bnlint.loaders import LoadError
 from bnlint.loaders.external import ExternalDataResolver, lazy_reader
 from bnlint.loaders.onnx_bounded import expanded_node_count
 from bnlint.loaders.onnx_const import EVALUATORS
-from bnlint.loaders.onnx_file import MappedModel, MappedTensor, is_protobuf_path, read_mapped
+from bnlint.loaders.onnx_file import (
+    MappedModel,
+    MappedTensor,
+    is_protobuf_path,
+    read_mapped,
+    text_parse_problem,
+)
 from bnlint.loaders.onnx_ops import STANDARD_DOMAINS, canonical_op, normalize
 from bnlint.loaders.onnx_plumbing import ConstantPlumbing
 from bnlint.loaders.onnx_scope import Scope, exporter_metadata, legacy_module_path
@@ -61,8 +69,8 @@ def _read(path: Path) -> MappedModel:
     except DecodeError:
         problem = "not a valid ONNX model: protobuf parse error (truncated or corrupt)"
         raise LoadError(path, problem) from None
-    except (UnicodeDecodeError, onnx.parser.ParseError) as error:
-        raise LoadError(path, f"not a valid ONNX text model: {error}") from None
+    except (UnicodeDecodeError, onnx.parser.ParseError, TextParseError, JsonParseError) as error:
+        raise LoadError(path, text_parse_problem("text", error)) from None
     except (OSError, RuntimeError, ValueError) as error:
         raise LoadError(path, f"cannot read ONNX model: {error}") from None
     model = found.model

@@ -12,6 +12,7 @@ file's bytes, such as a digest, without reading the file again.
 from __future__ import annotations
 
 import mmap
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,37 @@ from onnx import ModelProto
 
 from bnlint.params import MappedTensor
 
-__all__ = ["MappedModel", "MappedTensor", "is_protobuf_path", "raw_data_ranges", "read_mapped"]
+__all__ = [
+    "MappedModel",
+    "MappedTensor",
+    "is_protobuf_path",
+    "raw_data_ranges",
+    "read_mapped",
+    "text_parse_problem",
+]
 
 # Walk the wire format only when the average top-level graph entry is this large: the
 # walk costs a few microseconds per entry, a copy of raw_data about one per 4 KB.
 WALK_MIN_BYTES_PER_ENTRY = 16 << 10
 _PROTOBUF_SUFFIXES = frozenset({".onnx", ".pb", ""})
+
+
+# "line: 3 column: 7" (onnx.parser), "3:7 :" (protobuf text format), "line 3 column 7" (JSON)
+_POSITION = re.compile(r"line:? (\d+),? column:? (\d+)|^(\d+):(\d+)")
+
+
+def text_parse_problem(kind: str, error: BaseException) -> str:
+    """A parse error of a text serialization, reduced to its position. The parsers' own
+    messages quote the file ("Error context: <the line>", 'has no field named "<word>"'),
+    and a model may be a symlink to a secret: a message never carries the file's text."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"not a valid ONNX {kind} model: not UTF-8 text (byte {error.start})"
+    found = _POSITION.search(str(error))
+    where = ""
+    if found:
+        line, column = (found.group(1), found.group(2)) if found.group(1) else found.group(3, 4)
+        where = f" at line {line}, column {column}"
+    return f"not a valid ONNX {kind} model: parse error{where}"
 
 
 @dataclass
