@@ -13,6 +13,7 @@ import code or widen reads, nor loosen a limit (:func:`check_discovered`); a fil
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -229,6 +230,8 @@ def load_file_config(
             parsed = tuple(str((path.parent / item).resolve()) for item in parsed)
         if key == "per-model-ignores":
             parsed = tuple((str(path.parent / glob), codes) for glob, codes in parsed)
+        if key == "jobs" and discovered:  # workers beyond the CPUs only cost memory: a
+            parsed = min(parsed, os.cpu_count() or 1)  # planted jobs = 1000 forked 1,000
         base.values[field_name] = parsed
     return base
 

@@ -9,6 +9,7 @@ with ``--config`` is trusted (the control: its payload is live).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,18 @@ def test_the_same_file_named_with_config_is_trusted(tmp_path: Path) -> None:
     models, config, marker, _ = _planted(tmp_path, "rules-dir")
     run_attack([models, "--config", config, "--format", "json"], tmp_path)
     assert marker.exists()
+
+
+def test_a_discovered_configuration_cannot_fork_a_worker_per_file(tmp_path: Path) -> None:
+    """Before: ``jobs = 1000000`` beside 150 copies of a 1 KB model started 150 workers
+    (7 GB of resident memory on a 2-core machine); a discovered file now gets at most one
+    worker per CPU, a named ``--config`` what it asks."""
+    models = tmp_path / "pr" / "models"
+    onnx_zoo.opset14_training_mode(models)
+    config = models / ".bnlint.toml"
+    config.write_text("jobs = 1000000\n")
+    shown = run_attack([models, "--show-settings"], tmp_path)
+    assert_behaved(shown, exit_code=0)
+    assert f"jobs = {os.cpu_count()}  # {config}" in shown.stdout
+    named = run_attack([models, "--config", config, "--show-settings"], tmp_path)
+    assert "jobs = 1000000" in named.stdout
