@@ -30,20 +30,31 @@ class FoldIOError(Exception):
     """A model cannot be written or prepared; the message is one line for the user."""
 
 
-def to_tensor(values: np.ndarray, dtype_name: str, name: str) -> TensorProto:
-    """A TensorProto named ``name`` holding ``values`` cast (round to nearest) to ``dtype_name``."""
+def to_tensor(
+    values: np.ndarray, dtype_name: str, name: str, into: TensorProto | None = None
+) -> TensorProto:
+    """A TensorProto named ``name`` holding ``values`` cast (round to nearest) to ``dtype_name``.
+
+    ``into``: an existing tensor to overwrite (cleared first) instead of a new one, so a
+    large weight's bytes are not copied once more by ``CopyFrom``.
+    """
+    tensor = TensorProto() if into is None else into
+    tensor.Clear()
     if dtype_name == "bfloat16":
         bits = _float32_to_bfloat16_bits(np.asarray(values, dtype=np.float32))
-        tensor = TensorProto(name=name, data_type=TensorProto.BFLOAT16, dims=list(bits.shape))
+        tensor.name, tensor.data_type = name, TensorProto.BFLOAT16
+        tensor.dims.extend(bits.shape)
         tensor.raw_data = bits.astype("<u2").tobytes()
         return tensor
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is verification's to report
         cast = np.asarray(values).astype(np.dtype(dtype_name))
     data_type = _RAW_TYPES.get(cast.dtype.name)
     if data_type is None:
-        return numpy_helper.from_array(cast, name)
+        tensor.CopyFrom(numpy_helper.from_array(cast, name))
+        return tensor
     # What numpy_helper.from_array writes for these dtypes, without its per-call overhead.
-    tensor = TensorProto(name=name, data_type=data_type, dims=cast.shape)
+    tensor.name, tensor.data_type = name, data_type
+    tensor.dims.extend(cast.shape)
     tensor.raw_data = cast.astype(cast.dtype.newbyteorder("<"), copy=False).tobytes()
     return tensor
 

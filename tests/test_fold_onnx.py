@@ -184,3 +184,37 @@ def test_dynamo_zero_bias_plumbing_is_dropped_after_folding(tmp_path: Path) -> N
     assert result.verification.ok
     assert fm.op_types(result.folded) == ["Conv", "Relu"]
     assert fm.max_relative_error(model, result.folded) <= fm.CRITERION
+
+
+def test_working_copy_without_writes_is_the_materialized_model() -> None:
+    """Deferred weights come back byte for byte when the rewrite leaves them alone."""
+    from bnlint.fold.working_copy import working_copy
+    from bnlint.onnx_io import materialize
+
+    model = fm.zoo_onnx("resnet_small")
+    graph = build_graph(model, Path("model.onnx"), SETTINGS)
+    every = {t.name for t in model.graph.initializer}
+    copy = working_copy(model, graph, every)
+    assert all(not t.raw_data for t in copy.model.graph.initializer if t.name in every)
+    written = copy.model.graph.initializer[0].name
+    copy.written(0)
+    copy.fill()
+    expected = materialize(model, graph)
+    assert not copy.model.graph.initializer[0].raw_data, f"{written} was marked written"
+    copy.model.graph.initializer[0].raw_data = expected.graph.initializer[0].raw_data
+    assert copy.model.SerializeToString() == expected.SerializeToString()
+
+
+def test_a_weight_read_elsewhere_keeps_its_data_when_the_fold_clones_it() -> None:
+    """The plan defers the copy of every producer weight; a weight that is also a graph
+    output is cloned, so its deferred original must be restored in the written model."""
+    model = fm.shared_weight()
+    name = model.graph.initializer[0].name
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+    )
+    original = onnx.numpy_helper.to_array(model.graph.initializer[0]).copy()
+    result = fold(model)
+    assert result.verification.ok
+    (kept,) = [t for t in result.folded.graph.initializer if t.name == name]
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(kept), original)

@@ -34,8 +34,9 @@ from bnlint.fold.rewrite_graph import (
     without_dead,
 )
 from bnlint.fold.verdicts import FoldRecord, FoldVerdict, plan
+from bnlint.fold.working_copy import WorkingCopy, working_copy
 from bnlint.graph import ModelGraph, Node
-from bnlint.onnx_io import materialize, to_tensor
+from bnlint.onnx_io import to_tensor
 
 FAMILY = {"conv": "conv", "conv_transpose": "conv_transpose", "gemm": "linear"}
 
@@ -50,15 +51,27 @@ def fold_model(
     is left in place.
     """
     patterns = [re.compile(pattern) for pattern in keep]
-    rewriter = _Rewriter(materialize(model, graph), graph)
+    verdicts = plan(graph)
+    rewriter = _Rewriter(working_copy(model, graph, _rewritten_weights(verdicts)), graph)
     records = []
-    for verdict in plan(graph):
+    for verdict in verdicts:
         names = [n for n in (verdict.bn.name, verdict.bn.scope) if n]
         if verdict.foldable and any(p.search(n) for p in patterns for n in names):
             records.append(_not_folded(verdict, "kept", "left in place by --keep"))
         else:
             records.append(rewriter.apply(verdict))
     return rewriter.finish(), records, frozenset(rewriter.written)
+
+
+def _rewritten_weights(verdicts: list[FoldVerdict]) -> set[str]:
+    """Top-level producer weights the plan rewrites: copied without their data (see
+    :mod:`bnlint.fold.working_copy`; any the rewrite leaves alone get it back)."""
+    return {
+        v.producer.inputs[1]
+        for v in verdicts
+        if v.foldable and v.producer is not None and not v.producer.subgraph
+        if len(v.producer.inputs) > 1 and v.producer.inputs[1]
+    }
 
 
 def _not_folded(verdict: FoldVerdict, code: str | None = None, reason: str | None = None):
@@ -71,8 +84,9 @@ def _not_folded(verdict: FoldVerdict, code: str | None = None, reason: str | Non
 
 
 class _Rewriter:
-    def __init__(self, model: ModelProto, graph: ModelGraph) -> None:
-        self.model = model
+    def __init__(self, copy: WorkingCopy, graph: ModelGraph) -> None:
+        self.copy = copy
+        self.model = model = copy.model
         self.graph = graph
         self.bodies: dict[str, GraphProto] = {"": model.graph}
         self._index_bodies(model.graph, "")
@@ -305,7 +319,9 @@ class _Rewriter:
         current = proto.input[slot] if slot < len(proto.input) else ""
         if current and self._sole_reader(node, current):
             index = self._initializers(node.subgraph or "")[current]
-            body.initializer[index].CopyFrom(to_tensor(values, dtype, current))
+            to_tensor(values, dtype, current, into=body.initializer[index])
+            if not node.subgraph:
+                self.copy.written(index)
             key = self._key(node, current)
         else:
             role = ("input", "weight", "bias")[min(slot, 2)]
@@ -374,6 +390,7 @@ class _Rewriter:
 
     # -- finishing ------------------------------------------------------------------------
     def finish(self) -> ModelProto:
+        self.copy.fill()  # before initializers move
         for key in list(self.lists):
             nodes, body = self.lists[key], self.bodies[key]
             kept = [node for node in nodes if id(node) not in self.removed]
