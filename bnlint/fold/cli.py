@@ -149,6 +149,7 @@ def fold(
     """Fold every BatchNorm that folds exactly, verify the result, then write it."""
     import re
 
+    from bnlint._perf import reuse_freed_memory
     from bnlint.api import SettingsResolver
     from bnlint.config import ConfigError
     from bnlint.fold.engine import FoldError, fold_graph
@@ -159,6 +160,7 @@ def fold(
     source, target = Path(model), Path(output) if output is not None else None
     if target is not None:
         _refuse_input_target(target, [source])
+    reuse_freed_memory()  # the rewrite and verification free and reallocate layer-sized arrays
     try:
         for pattern in keep:
             re.compile(pattern)
