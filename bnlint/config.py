@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bnlint.config_file import ConfigReadError, read_text, read_toml
 from bnlint.config_keys import (
     FAIL_ON,
     FORMATS,
@@ -50,11 +50,6 @@ __all__ = [
     "resolve_settings",
     "validate_against_rules",
 ]
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 CONFIG_FILES = (".bnlint.toml", "bnlint.toml", "pyproject.toml")
 DEFAULT_INCLUDE = ("*.onnx", "*.pt2", "*.pt", "*.pth", "*.ckpt", "*.safetensors")
@@ -165,13 +160,10 @@ def _has_tool_table(path: Path) -> bool:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except OSError as error:
-        raise ConfigError(path, f"cannot read configuration: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(path, f"invalid TOML: {error}") from None
+    try:  # a regular file of at most 1 MiB: an `extend` may name /dev/zero or a FIFO
+        return read_toml(path)
+    except ConfigReadError as error:
+        raise ConfigError(path, str(error)) from None
 
 
 def read_config_table(path: Path) -> dict[str, Any]:
@@ -264,8 +256,8 @@ def key_line(path: Path, key: str) -> int | None:
     """The line of ``path`` where bnlint's table sets ``key`` (``key = …`` or a ``[….key]``
     table header), found in the text since TOML parsers do not keep positions."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
+        lines = read_text(path).splitlines()
+    except ConfigReadError:
         return None
     spelled = rf"(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')"
     assignment = re.compile(rf"^\s*{spelled}\s*=")

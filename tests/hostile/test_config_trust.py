@@ -77,3 +77,29 @@ def test_a_discovered_configuration_cannot_fork_a_worker_per_file(tmp_path: Path
     assert f"jobs = {os.cpu_count()}  # {config}" in shown.stdout
     named = run_attack([models, "--config", config, "--show-settings"], tmp_path)
     assert "jobs = 1000000" in named.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('extend = "/dev/zero"\n', "/dev/zero: not a regular file"),  # before: read to OOM
+        ('extend = "../fifo"\n', "fifo: not a regular file"),  # before: blocked forever
+        ('select = ["\xff"]\n'.encode("latin-1"), "not UTF-8 text (byte 11)"),
+        ("x = " + "[" * 50_000 + "]" * 50_000 + "\n", "invalid TOML: nested too deeply"),
+    ],
+    ids=["dev-zero", "fifo", "latin-1", "deep"],
+)
+def test_a_discovered_configuration_is_read_as_bounded_data(
+    tmp_path: Path, content: str | bytes, problem: str
+) -> None:
+    """Before: MemoryError as an internal error, a hang, two internal-error tracebacks."""
+    models = tmp_path / "pr" / "models"
+    onnx_zoo.opset14_training_mode(models)
+    os.mkfifo(tmp_path / "pr" / "fifo")
+    config = models / ".bnlint.toml"
+    if isinstance(content, bytes):
+        config.write_bytes(content)
+    else:
+        config.write_text(content)
+    attack = run_attack([models], tmp_path, expected_seconds=3)
+    assert_behaved(attack, exit_code=2, error=problem)
