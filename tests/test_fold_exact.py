@@ -154,3 +154,48 @@ def test_regions_judge_function_not_form() -> None:
         )
         results = [r for r in compare(side_of(original), side_of(folded)) if r.changed]
         assert len(results) == 1 and results[0].ok is ok
+
+
+@pytest.mark.parametrize("pads", [3, 0])
+def test_a_reduced_probe_still_sees_every_kernel_tap(pads: int) -> None:
+    """Large inputs run on a small probe (fewest positions that give every tap an interior
+    output); one corner tap of one channel folded wrongly is still caught."""
+    from bnlint.fold.regional import compare
+    from tests.fold_sides import side_of
+
+    cout, k = 4, 7
+    w = RNG.normal(0, 0.3, (cout, 3, k, k)).astype(np.float32)
+    gamma, beta, mean = (RNG.uniform(0.5, 1.5, cout).astype(np.float32) for _ in range(3))
+    var = RNG.uniform(0.5, 1.5, cout).astype(np.float32)
+
+    def model(nodes, arrays) -> onnx.ModelProto:
+        inits = [onnx.numpy_helper.from_array(v, n) for n, v in arrays.items()]
+        graph = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 48, 48])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            inits,
+        )
+        made = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        made.ir_version = 8
+        return made
+
+    original = model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[pads] * 4),
+            helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"]),
+        ],
+        {"w": w, "g": gamma, "b": beta, "m": mean, "v": var},
+    )
+    mult = gamma.astype(float) / np.sqrt(var.astype(float) + float(np.float32(1e-5)))
+    for corner, ok in ((1.0, True), (1.01, False)):
+        folded_w = w.astype(float) * mult.reshape(cout, 1, 1, 1)
+        folded_w[2, 1, 0, k - 1] *= corner
+        folded = model(
+            [helper.make_node("Conv", ["x", "wf", "bf"], ["y"], pads=[pads] * 4)],
+            {"wf": folded_w.astype(np.float32), "bf": (beta - mean * mult).astype(np.float32)},
+        )
+        (result,) = [r for r in compare(side_of(original), side_of(folded)) if r.changed]
+        assert result.probes["x"].shape[2:] == (8, 8)  # reach 7 + period 1, not 48 x 48
+        assert result.ok is ok

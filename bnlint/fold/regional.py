@@ -40,7 +40,8 @@ SPATIAL_OPS = frozenset(
     {"Conv", "ConvTranspose", "BatchNormalization", "Add", "Sub", "Mul", "Div", "Relu",
      "Identity", "Neg", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid"}
 )  # fmt: skip
-PROBE_EXTENT = 8  # the size given to unknown dimensions (and at least this many positions)
+PROBE_EXTENT = 8  # the size given to unknown dimensions
+MIN_SAMPLES = 8192  # values per compared output a reduced probe keeps at least
 BATCH = 2
 
 
@@ -299,19 +300,22 @@ def _inputs_of(scope: Scope, indices: list[int]) -> list[str]:
     return names
 
 
-def _reducible(scope: Scope, nodes: list[NodeProto], side: Side) -> int | None:
-    """The spatial period (product of strides) when the region may run on a smaller input:
-    only local ops, and every constant an elementwise op reads is 1 along spatial axes."""
-    period = 1
+def _reducible(scope: Scope, nodes: list[NodeProto], side: Side) -> Reduction | None:
+    """How the region may run on a smaller input, or None: only local ops, and every
+    constant an elementwise op reads is 1 along spatial axes."""
+    period, reach, channels = 1, 1, None
     for node in nodes:
         if node.op_type not in SPATIAL_OPS:
             return None
         if node.op_type in ("Conv", "ConvTranspose"):
             attrs = {a.name: a for a in node.attribute}
-            if "output_shape" in attrs:
+            extent, outputs = _conv_extent(scope, node, attrs, side)
+            if "output_shape" in attrs or extent is None:
                 return None
+            reach += (extent - 1) * period
             strides = list(attrs["strides"].ints) if "strides" in attrs else [1]
             period *= math.prod(max(1, s) for s in strides)
+            channels = outputs if channels is None else min(channels, outputs)
         elif node.op_type in ("Add", "Sub", "Mul", "Div"):
             for name in node.input[1:] if len(node.input) > 1 else []:
                 found = side.constants.get(scope, name) if scope.is_constant(name) else None
@@ -321,19 +325,56 @@ def _reducible(scope: Scope, nodes: list[NodeProto], side: Side) -> int | None:
                     and any(d > 1 for d in np.shape(found[0])[-2:])
                 ):
                     return None
-    return period
+    return Reduction(period, reach, channels or 1)
 
 
-def _probe_shape(shape, scope: Scope, region: Region, name: str, period: int | None) -> tuple:
+@dataclass(frozen=True)
+class Reduction:
+    period: int  # the product of all strides
+    reach: int  # the receptive extent of the convolutions along one axis
+    channels: int  # the fewest output channels of a convolution in the region
+
+
+def _conv_extent(scope: Scope, node: NodeProto, attrs: dict, side: Side) -> tuple:
+    """(largest dilated kernel extent or None, output channels) of a Conv/ConvTranspose."""
+    weight = node.input[1] if len(node.input) > 1 else ""
+    found = side.constants.get(scope, weight) if weight and scope.is_constant(weight) else None
+    shape = np.shape(found[0]) if found is not None else None
+    if "kernel_shape" in attrs:
+        kernel = list(attrs["kernel_shape"].ints)
+    elif shape is not None and len(shape) >= 3:
+        kernel = list(shape[2:])
+    else:
+        return None, 1
+    group = attrs["group"].i if "group" in attrs else 1
+    channels = 1
+    if shape is not None and len(shape) >= 2:
+        channels = shape[0] if node.op_type == "Conv" else shape[1] * max(1, group)
+    dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * len(kernel)
+    extents = [(k - 1) * max(1, d) + 1 for k, d in zip(kernel, dilations, strict=False)]
+    return max(extents, default=1), max(1, int(channels))
+
+
+def _probe_shape(shape, scope: Scope, region: Region, name: str, reduced) -> tuple:
+    """The probe's shape. Unknown dimensions get PROBE_EXTENT. Spatial axes of a region
+    that may run smaller get the fewest positions that give every kernel tap an interior
+    output and the runtime comparison MIN_SAMPLES values per output (its criterion is a
+    ratio of maxima: fewer samples make it noisier), never more than the former fixed
+    probe (PROBE_EXTENT, 4 strides); the real size's remainder modulo the strides is kept,
+    so padding meets the border as it does in the model."""
     if shape is None:
         shape = _guess_shape(scope, region, name)
-    dims = []
+    dims: list[int] = []
     for axis, dim in enumerate(shape):
         if not isinstance(dim, int) or dim <= 0:
             dims.append(BATCH if axis == 0 else PROBE_EXTENT)
-        elif axis >= 2 and period is not None and len(shape) >= 3 and dim > PROBE_EXTENT:
-            target = max(PROBE_EXTENT, 4 * period)
-            dims.append(target + (dim - target) % period)
+        elif axis >= 2 and reduced is not None and len(shape) >= 3:
+            period, spatial = reduced.period, len(shape) - 2
+            positions = MIN_SAMPLES / (dims[0] * reduced.channels)
+            least = math.ceil(max(1.0, positions) ** (1 / spatial) - 1e-9)
+            former = max(PROBE_EXTENT, 4 * period)
+            target = max(reduced.reach + period, min(least * period, former))
+            dims.append(target + (dim - target) % period if dim > target else dim)
         else:
             dims.append(dim)
     return tuple(dims)
