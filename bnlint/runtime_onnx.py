@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 INSTALL_HINT = "onnxruntime is not installed (pip install 'bnlint[ort]')"
 PROBE_EXTENT = 32  # size given to symbolic non-batch dimensions
 MAX_FEED_BYTES = 256 * 1024**2  # a probe input larger than this is refused, never allocated
+# A run's deadline: a few KB of Loop with a trip count of 10**12 would run for days, and ORT
+# holds the interpreter meanwhile. Real models run probe inputs far faster than 1 s per MB.
+RUN_BASE_SECONDS = 60.0
 
 
 def _onnxruntime() -> Any:
@@ -97,6 +100,9 @@ class OnnxRunner:
                 options.add_external_initializers(names, values)
             self._values = values  # the session reads these buffers: keep them alive
             self._session = _session(ort, light, options)
+            weights = sum(getattr(value, "nbytes", 0) for value in values or ())
+            self._seconds = RUN_BASE_SECONDS + (light.ByteSize() + weights) / 1e6
+            self._run_options = ort.RunOptions
         except RunnerUnavailable:
             raise
         except Exception as error:
@@ -120,11 +126,26 @@ class OnnxRunner:
         return self._outputs
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs for ``feeds``, stopped by ONNX Runtime's terminate flag (checked
+        between nodes, Loop iterations included) when the run outlives its deadline."""
+        import threading
+
+        options = self._run_options()
+        options.log_severity_level = 4  # the stop is ours to report, in one line
+        timer = threading.Timer(self._seconds, setattr, (options, "terminate", True))
+        timer.daemon = True
+        timer.start()
         try:
-            return list(self._session.run(None, dict(feeds)))
+            return list(self._session.run(None, dict(feeds), options))
         except Exception as error:
+            if options.terminate:
+                raise RunnerUnavailable(
+                    f"onnxruntime did not finish the model within {self._seconds:.0f} s"
+                ) from None
             message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise RunnerUnavailable(f"onnxruntime failed to run the model: {message}") from None
+        finally:
+            timer.cancel()
 
     def probe(self, names: Sequence[str]) -> OnnxRunner:
         """A runner over the same model that also outputs the intermediate tensors ``names``."""

@@ -388,6 +388,7 @@ class ReferenceRunner:
 
     def __init__(self, model: ModelProto, arrays, overrides=None) -> None:
         from bnlint.fold.exact import HANDLERS, REFERENCE_OPS
+        from bnlint.fold.reference_limits import loop_problem
         from bnlint.fold.regions import bodies
         from bnlint.runtime import InputSpec
 
@@ -404,6 +405,9 @@ class ReferenceRunner:
                     check(body)
 
         check(model.graph)
+        problem = loop_problem(model.graph)  # time: a Loop's trip count, bounded first
+        if problem is not None:
+            raise RunnerUnavailable(problem)
         light, provider = light_model(model, arrays, overrides or {})
         for index, tensor in enumerate(light.graph.initializer):
             if tensor.data_location == TensorProto.EXTERNAL:
