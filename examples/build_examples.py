@@ -4,9 +4,10 @@
     bnlint examples/models
 
 Each model carries a BatchNorm problem that real users report (see the rule catalog):
-a healthy CNN exported with BN preserved (only foldable-BN notes), a model exported in
-training mode, one shipped with never-updated statistics, one with a ported Keras momentum
-and an outlier epsilon, a degenerate variance, and a BatchNorm1d on the wrong axis.
+a model exported in training mode, one shipped with never-updated statistics, one with a
+ported Keras momentum and an outlier epsilon, a degenerate variance, and a BatchNorm1d on
+the wrong axis; beside them a healthy CNN exported with BN preserved (no findings: its
+BatchNorms can be folded).
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ BN_COLUMNS = (("gamma", "γ (scale)", False), ("var", "running variance", True))
 BN_COLUMNS += (("scale", "folded scale γ/√(var+ε)", False),)
 FOLD_LEVELS = ("algebraic", "numeric")
 GOOD_VERDICTS = frozenset({"folded", "folded-correctly", "verified", "ok", "pass", "passed"})
-MAX_PLAIN_ROWS = 200  # BatchNorm table rows listed beyond those that stand out
+MAX_PLAIN_ROWS = 200  # BatchNorm table rows listed of those that do not stand out
+MAX_HOT_ROWS = 200  # … and of those that do (each row is about 1 KB of HTML)
+MAX_GROUP_MEMBERS = 500  # layers a group's row lists by name (JSON and SARIF list every one)
 BAD_VERDICTS = frozenset({"folded-wrongly", "unmatched", "mismatch", "error", "outputs-differ"})
 
 
@@ -126,10 +128,12 @@ def _bn_rows(model: ModelView) -> dict[str, Any]:
             }
         )
     shown = _listed_rows(views)
+    hidden_hot = sum(row["hot"] for row in views) - sum(row["hot"] for row in shown)
     return {
         "rows": shown,
         "total": len(views),
-        "hidden": len(views) - len(shown),
+        "hidden": len(views) - len(shown) - hidden_hot,
+        "hidden_hot": hidden_hot,
         "labels": [label for _, label, _ in BN_COLUMNS],
         "stand_out": sum(1 for row in views if row["hot"]),
         "foldable": model.result.foldable,
@@ -138,13 +142,15 @@ def _bn_rows(model: ModelView) -> dict[str, Any]:
 
 
 def _listed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every layer that stands out, and the first :data:`MAX_PLAIN_ROWS` of the others: a
-    thousand healthy rows would make the report megabytes long and tell nobody anything."""
-    listed, plain = [], 0
+    """The first :data:`MAX_HOT_ROWS` layers that stand out and the first
+    :data:`MAX_PLAIN_ROWS` of the others, in graph order: a thousand rows would make the
+    report megabytes long (issue 15: 2 MB for 300 layers) and tell nobody more; every
+    layer's findings are in the findings table either way."""
+    listed, hot, plain = [], 0, 0
     for row in rows:
-        if row["hot"] or plain < MAX_PLAIN_ROWS:
+        if (hot if row["hot"] else plain) < (MAX_HOT_ROWS if row["hot"] else MAX_PLAIN_ROWS):
             listed.append(row)
-            plain += not row["hot"]
+            hot, plain = hot + row["hot"], plain + (not row["hot"])
     return listed
 
 
@@ -213,6 +219,7 @@ def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
             group_search[group.index] += f" {group.state}"
     context["details"] = details
     context["group_search"] = group_search
+    context["max_members"] = MAX_GROUP_MEMBERS
     context["rule_docs_html"] = {
         code: {heading: markdown_html(text) for heading, text in doc.sections.items()}
         for code, doc in context["rules"].items()

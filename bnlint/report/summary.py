@@ -132,11 +132,16 @@ def summary_line(report: Report, shown: list[Finding] | None = None) -> str:
     if not seen.models:
         return f"Nothing checked: {problems or 'no model files'}."
     scope = what_was_checked(seen, nested=bool(listed) or bool(problems))
-    if listed:
-        text = (
-            f"Found {plural(len(listed), new.strip() + ' finding' if new else 'finding')} "
-            f"({severity_counts(listed)}) in {scope}."
-        )
+    if listed and new:  # --show-known lists known findings too: count them apart
+        fresh = [finding for finding in listed if finding.baseline_state != "unchanged"]
+        also = plural(len(listed) - len(fresh), "known finding")
+        if not fresh:
+            text = f"Found no new findings and {also} in {scope}."
+        else:
+            text = f"Found {plural(len(fresh), 'new finding')} ({severity_counts(fresh)})"
+            text += f" and {also} in {scope}." if len(fresh) < len(listed) else f" in {scope}."
+    elif listed:
+        text = f"Found {plural(len(listed), 'finding')} ({severity_counts(listed)}) in {scope}."
     elif problems:
         text = f"No{new} findings in {scope}."
     else:
