@@ -8,6 +8,9 @@ Runs the ``bnlint`` executable given (default: the one beside this interpreter) 
 - a healthy ResNet-50 exported with BN preserved (``benchmarks/bench_models.py``),
 - a chain of 300 Conv-BN-ReLU layers (healthy),
 - a chain of 1,000 Conv-BN-ReLU layers left in training mode (1,000 real defects),
+- 1,000 layers that all stand out (negative variance, Conv bias, every other one in
+  training mode: 2,500 findings; ``tests/report_models.deep_chain``),
+- a folder of 200 small models with 6 findings each (``tests/report_models.many_models``),
 
 and prints, per input, the exit code, the number of findings by code (JSON), the number of
 lines the default terminal output has, and the HTML report's size in bytes and, with
@@ -93,6 +96,10 @@ def inputs(work: Path) -> dict[str, Path]:
     found["resnet50"] = resnet
     found["chain-300"] = chain(work / "chain-300.onnx", 300, training=False)
     found["training-1000"] = chain(work / "training-1000.onnx", 1000, training=True)
+    from tests.report_models import deep_chain, many_models
+
+    found["anomalous-1000"] = deep_chain(work / "anomalous-1000")  # 2,500 findings
+    found["models-200"] = many_models(work / "models-200", 200)  # 1,200 findings
     return found
 
 

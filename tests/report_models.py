@@ -78,3 +78,54 @@ def build_models(folder: Path) -> list[Path]:
         repeated_findings(folder / "repeated"),
         corrupt,
     ]
+
+
+def conv_bn_relu(g: GraphBuilder, x: str, name: str, var: np.ndarray, **kwargs) -> str:
+    """Conv ``name.conv`` (with a bias) -> BatchNormalization ``name`` whose running
+    variance is ``var`` -> Relu ``name.relu``; ``kwargs`` go to :meth:`GraphBuilder.bn`."""
+    c = len(var)
+    rng = np.random.default_rng(len(name))
+    params = [
+        g.param(f"{name}.weight", rng.uniform(0.5, 1.5, c)),
+        g.param(f"{name}.bias", rng.normal(0, 0.1, c)),
+        g.param(f"{name}.running_mean", rng.normal(0, 0.5, c)),
+        g.param(f"{name}.running_var", var),
+    ]
+    conv = g.conv(x, c, name=f"{name}.conv")
+    return g.relu(g.bn(conv, name=name, params=params, **kwargs), name=f"{name}.relu")
+
+
+def deep_chain(folder: Path, layers: int = 1000) -> Path:
+    """``layers`` blocks, each with a negative variance (BN006) and a Conv bias (BN007),
+    every other one in training mode (BN003): 2,500 findings at 1,000 layers, all on
+    layers whose statistics stand out."""
+    g = GraphBuilder(opset=15)
+    h = g.input("x", [2, 4, 4, 4])
+    for i in range(layers):
+        var = np.array([-0.1 * (1 + i % 7), 1.0, 1.0, 1.0])
+        h = conv_bn_relu(g, h, f"block{i}.bn", var, training=i % 2 == 0)
+    return onnx_zoo._save(g.model([h]), folder, "deep")
+
+
+def baselined_model(folder: Path, extra: bool) -> Path:
+    """``folder/m.onnx``: a training-mode BN ``first`` (BN003) after a Conv with a bias
+    (BN007); with ``extra``, a layer ``later`` with a negative variance (BN006, BN007)
+    after it, so graph order puts the findings of ``first`` before the new ones."""
+    g = GraphBuilder(opset=15)
+    h = conv_bn_relu(g, g.input("x", [2, 3, 8, 8]), "first", np.full(4, 1.0), training=True)
+    if extra:
+        h = conv_bn_relu(g, h, "later", np.array([1.0, -0.5, 1.0, 1.0]))
+    return onnx_zoo._save(g.model([h]), folder, "m")
+
+
+def many_models(folder: Path, count: int) -> Path:
+    """``count`` models of two training-mode layers with a negative variance and a Conv
+    bias each (BN003, BN006, BN007 twice: 6 findings a model)."""
+    for index in range(count):
+        g = GraphBuilder(opset=15, seed=index)
+        h = g.input("x", [2, 4, 4, 4])
+        for layer in range(2):
+            var = np.array([-0.5, 1.0, 1.0, 1.0])
+            h = conv_bn_relu(g, h, f"b{layer}.bn", var, training=True)
+        onnx_zoo._save(g.model([h]), folder, f"model{index:03d}")
+    return folder

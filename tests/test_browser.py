@@ -287,3 +287,53 @@ def test_verify_report_shows_the_fold_table(
     assert set(colours) == {good, neutral}
     assert colours[good] == {"rgb(26, 127, 55)"}, "folded correctly is green (--good)"
     assert colours[neutral] == {"rgb(89, 99, 110)"}, "not folded is grey (--muted)"
+
+
+def test_new_only_filter_and_a_report_of_thousands_of_findings(
+    browser: Chromium, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With a baseline the new findings come first and "new only" hides the known ones (a
+    real click, both widths); a report of 2,500 findings on 1,000 layers is no taller than
+    the same report of 100 layers, and neither scrolls sideways."""
+    from click.testing import CliRunner
+
+    from bnlint.cli import main
+    from tests.report_models import baselined_model, deep_chain
+
+    work = tmp_path_factory.mktemp("baseline-browser")
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        baselined_model(work / "models", extra=False)
+        runner.invoke(main, ["models", "--write-baseline", "b.json", "-q"])
+        baselined_model(work / "models", extra=True)
+        args = ["models", "--baseline", "b.json", "--report-html", "new.html", "-q"]
+        assert runner.invoke(main, args).exit_code == 1
+        deep_chain(work / "big")  # 1,000 layers, 2,500 findings
+        assert runner.invoke(main, ["big", "--report-html", "big.html", "-q"]).exit_code == 1
+        deep_chain(work / "small", 100)  # the same, 100 layers
+        assert runner.invoke(main, ["small", "--report-html", "small.html", "-q"]).exit_code == 1
+    states = (
+        "Array.from(document.querySelectorAll('tr.finding'))"
+        ".filter(r => r.getClientRects().length > 0).map(r => r.dataset.state)"
+    )
+    for width in (1400, 360):
+        page = sized_page(browser, width)
+        page.navigate((work / "new.html").as_uri())
+        assert page.evaluate(states) == ["new", "new", "known", "known"], width
+        page.click("#filter-new")
+        assert page.evaluate(states) == ["new", "new"], width
+        assert page.evaluate(SIDEWAYS) <= 0, width
+
+        heights = {}
+        for name, findings in (("small", 250), ("big", 2500)):
+            page = sized_page(browser, width)
+            page.navigate((work / f"{name}.html").as_uri())
+            assert page.evaluate(VISIBLE_FINDINGS) == findings
+            assert page.evaluate("document.querySelectorAll('tr.finding').length") == 3
+            heights[name] = page.evaluate("document.documentElement.scrollHeight")
+            assert page.evaluate(SIDEWAYS) <= 0, width
+            assert not page.events("Runtime.exceptionThrown")
+        # Three groups either way: the page does not grow with the model (issue 15: a
+        # 300-layer model made 48,000 px); digits of layer names may wrap a line more.
+        assert heights["big"] <= heights["small"] * 1.05, (width, heights)

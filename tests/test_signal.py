@@ -25,25 +25,12 @@ import pytest
 
 import bnlint
 from bnlint.report import RenderOptions, extras_for, render
+from tests.report_models import baselined_model, conv_bn_relu, deep_chain
 from tests.zoo import onnx_zoo
 from tests.zoo.onnx_builder import GraphBuilder
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1 << 20
-
-
-def _bn(g: GraphBuilder, x: str, name: str, var: np.ndarray, **kwargs) -> str:
-    """Conv -> BatchNormalization (running variance ``var``) -> Relu."""
-    c = len(var)
-    rng = np.random.default_rng(len(name))
-    params = [
-        g.param(f"{name}.weight", rng.uniform(0.5, 1.5, c)),
-        g.param(f"{name}.bias", rng.normal(0, 0.1, c)),
-        g.param(f"{name}.running_mean", rng.normal(0, 0.5, c)),
-        g.param(f"{name}.running_var", var),
-    ]
-    conv = g.conv(x, c, name=f"{name}.conv")
-    return g.relu(g.bn(conv, name=name, params=params, **kwargs), name=f"{name}.relu")
 
 
 @pytest.mark.slow
@@ -97,16 +84,9 @@ def baselined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli) -> Path:
     them, so graph order puts the known findings first."""
     monkeypatch.chdir(tmp_path)
 
-    def build(extra: bool) -> None:
-        g = GraphBuilder(opset=15)
-        h = _bn(g, g.input("x", [2, 3, 8, 8]), "first", np.full(4, 1.0), training=True)
-        if extra:
-            h = _bn(g, h, "later", np.array([1.0, -0.5, 1.0, 1.0]))
-        onnx_zoo._save(g.model([h]), tmp_path / "models", "m")
-
-    build(extra=False)
+    baselined_model(tmp_path / "models", extra=False)
     run_cli(["models", "--write-baseline", "baseline.json", "-q"], exit_code=0)
-    build(extra=True)
+    baselined_model(tmp_path / "models", extra=True)
     return tmp_path
 
 
@@ -184,8 +164,8 @@ def test_junit_bodies_have_real_newlines(run_cli, tmp_path: Path) -> None:
 def test_a_statistics_cell_with_nan_channels_says_so(tmp_path: Path) -> None:
     """Issue 15: a statistics cell whose channels hold NaN showed only the finite range."""
     g = GraphBuilder(opset=15)
-    h = _bn(g, g.input("x", [1, 3, 8, 8]), "ok", np.array([1.0, 2.0, 1.5, 0.5]))
-    h = _bn(g, h, "nan", np.array([1.0, np.nan, 2.0, np.nan]))
+    h = conv_bn_relu(g, g.input("x", [1, 3, 8, 8]), "ok", np.array([1.0, 2.0, 1.5, 0.5]))
+    h = conv_bn_relu(g, h, "nan", np.array([1.0, np.nan, 2.0, np.nan]))
     path = onnx_zoo._save(g.model([h]), tmp_path, "nan_var")
     html = render(bnlint.lint(str(path), extras=extras_for(["html"])), "html", RenderOptions())
     table = html.split('<table class="bn">', 1)[1].split("</table>", 1)[0]
@@ -198,12 +178,7 @@ def test_an_html_report_of_thousands_of_findings_stays_under_1_mb(tmp_path: Path
     """Issue 15: a 300-layer model's report was 2 MB. 1,000 layers, each with a negative
     variance (BN006) and a Conv bias (BN007), every other one in training mode (BN003):
     2,500 findings, 1,000 layers whose statistics stand out."""
-    g = GraphBuilder(opset=15)
-    h = g.input("x", [2, 4, 4, 4])
-    for i in range(1000):
-        var = np.array([-0.1 * (1 + i % 7), 1.0, 1.0, 1.0])
-        h = _bn(g, h, f"block{i}.bn", var, training=i % 2 == 0)
-    path = onnx_zoo._save(g.model([h]), tmp_path, "deep")
+    path = deep_chain(tmp_path)
     report = bnlint.lint(str(path), extras=extras_for(["html"]))
     assert len(report.findings) == 2500
     html = render(report, "html", RenderOptions())
