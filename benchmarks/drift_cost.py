@@ -1,19 +1,24 @@
 """What the drift check costs: ResNet-50 at 224x224 against plain ONNX Runtime inference.
 
-    python benchmarks/drift_cost.py [--reps 3] [--samples 64 1024] [--no-write]
+    python benchmarks/drift_cost.py [--reps 3] [--samples 64 1024] [--unoptimized] [--no-write]
 
 Each measurement runs in a fresh interpreter (its peak RSS is its own). "Plain ONNX
 Runtime" is an InferenceSession with default options (all graph optimizations) running the
 same samples in the same batches as the drift check; the drift check is what BN021 does
 after the model is loaded: open and validate the sample file, create its session, stream
-every sample, compare 53 BatchNorms. Both include creating their session. Memory: the
-drift check's peak RSS at 64 and 1,024 samples (616 MB of samples on disk).
+every sample, compare 53 BatchNorms. Both include creating their session. The two
+alternate (plain, drift, plain, drift, ...) so that a change in the machine's load hits
+both; the table gives medians and the ratio of each adjacent pair. ``--unoptimized`` adds
+ORT with graph optimizations off to each round. Memory: the drift check's peak RSS at 64
+and 1,024 samples (616 MB of samples on disk).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import time
 import warnings
@@ -130,19 +135,30 @@ def run_drift(samples: Path) -> dict:
     }
 
 
-def _best(script: Path, reps: int, *args: str) -> dict:
-    runs = [child(script, *args) for _ in range(reps)]
-    best = min(runs, key=lambda run: run["seconds"])
-    best["all_seconds"] = [round(run["seconds"], 2) for run in runs]
-    best["peak_rss_mib"] = max(run["peak_rss_mib"] for run in runs)
-    return best
+def _rounds(script: Path, reps: int, samples: str, kinds: list[str]) -> dict[str, list[dict]]:
+    """``reps`` rounds, each running every kind once in turn (interleaved)."""
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for _ in range(reps):
+        for kind in kinds:
+            runs[kind].append(child(script, kind, samples))
+    return runs
+
+
+def _median(runs: list[dict]) -> float:
+    return statistics.median(run["seconds"] for run in runs)
+
+
+def _seconds(runs: list[dict]) -> str:
+    return ", ".join(f"{run['seconds']:.1f}" for run in runs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=2, metavar=("WHAT", "SAMPLES"))
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--large-reps", type=int, default=1, help="rounds above 64 samples")
     parser.add_argument("--samples", type=int, nargs="+", default=[64, 1024])
+    parser.add_argument("--unoptimized", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if args.child:
@@ -155,41 +171,55 @@ def main() -> None:
         return
     build_model()
     script = Path(__file__)
+    kinds = ["plain", "drift"] + (["plain-noopt"] if args.unoptimized else [])
     rows, memory = [], []
+    loads = []
     for count in args.samples:
         samples = str(build_samples(count))
-        reps = args.reps if count <= 64 else 1
-        plain = _best(script, reps, "plain", samples)
-        unoptimized = _best(script, reps, "plain-noopt", samples)
-        drift = _best(script, reps, "drift", samples)
-        rows.append((count, plain, unoptimized, drift))
-        memory.append((count, plain["peak_rss_mib"], drift["peak_rss_mib"]))
-        print(count, plain, unoptimized, drift, flush=True)
+        reps = args.reps if count <= 64 else args.large_reps
+        loads.append(os.getloadavg()[0])
+        runs = _rounds(script, reps, samples, kinds)
+        loads.append(os.getloadavg()[0])
+        rows.append((count, runs))
+        memory.append(
+            (count, *(max(run["peak_rss_mib"] for run in runs[k]) for k in ("plain", "drift")))
+        )
+        print(count, json.dumps(runs), flush=True)
     lines = [
         "### Cost of the drift check (ResNet-50, 224×224)",
         "",
         stamp(),
         f"`python benchmarks/drift_cost.py --reps {args.reps}` (each run in a fresh "
-        "interpreter; best of the runs, all runs listed). Plain ONNX Runtime: default "
-        "session options, the same samples in the same batches "
-        f"({batch_for(Path('x'))} samples), session creation included on both sides.",
+        "interpreter; plain and drift runs alternate; medians, every run listed). Plain ONNX "
+        "Runtime: default session options, the same samples in the same batches "
+        f"({batch_for(Path('x'))} samples), session creation included on both sides. Load "
+        f"average (1 min) during the runs: {min(loads):.1f}–{max(loads):.1f} on 2 cores.",
         "",
-        "| samples | plain ORT (s) | ORT, optimizations off (s) | drift check (s) | "
-        "drift / plain | drift / ORT optimizations off | runs (drift, s) |",
-        "|--:|--:|--:|--:|--:|--:|---|",
+        "| samples | rounds | plain ORT (s) | drift check (s) | drift / plain | "
+        "ratio per round | runs plain / drift (s) |",
+        "|--:|--:|--:|--:|--:|---|---|",
     ]
-    for count, plain, unoptimized, drift in rows:
+    for count, runs in rows:
+        plain, drift = runs["plain"], runs["drift"]
+        pairs = [d["seconds"] / p["seconds"] for p, d in zip(plain, drift, strict=True)]
         lines.append(
-            f"| {count} | {plain['seconds']:.2f} | {unoptimized['seconds']:.2f} | "
-            f"{drift['seconds']:.2f} | **{drift['seconds'] / plain['seconds']:.2f}×** | "
-            f"{drift['seconds'] / unoptimized['seconds']:.2f}× | "
-            f"{', '.join(map(str, drift['all_seconds']))} |"
+            f"| {count} | {len(plain)} | {_median(plain):.2f} | {_median(drift):.2f} | "
+            f"**{_median(drift) / _median(plain):.2f}×** | "
+            f"{', '.join(f'{r:.2f}' for r in pairs)} | "
+            f"{_seconds(plain)} / {_seconds(drift)} |"
+        )
+    if args.unoptimized:
+        lines += ["", "ORT with graph optimizations off, same rounds (median, s): "]
+        lines[-1] += "; ".join(
+            f"{count} samples: {_median(runs['plain-noopt']):.2f}" for count, runs in rows
         )
     lines += [
         "",
-        "A statistic on each BN's output leaves ORT free to fold the BN into its convolution "
-        "but not to fuse the following ReLU or residual Add into it, and adds one full-size "
-        "pass (x²): the check costs about what inference costs with graph optimizations off.",
+        "The check runs one session: each BN's input is centred on its running mean by an "
+        "Add that folds into the convolution's bias, the BN reads it (a fused pass of scale, "
+        "shift, ReLU or residual Add), and per-sample sums of it and of its square are taken "
+        "inside the session (GlobalAveragePool, Mul, GlobalAveragePool); nothing the model "
+        "computes after the last BN runs.",
         "",
         "Peak resident memory of the whole process (Python, NumPy, ONNX Runtime, the model; "
         "the plain baseline reads the samples through a memory map, so its mapped pages "

@@ -41,7 +41,7 @@ def _measure(graph, samples: Path, point: str):
     return sites, measure(collector, sample_file, sample_file.bind(collector.inputs), sites)
 
 
-@pytest.mark.parametrize("point", ["output", "input"])
+@pytest.mark.parametrize("point", ["centred", "input"])
 def test_measured_statistics_are_the_bn_inputs_statistics(tmp_path: Path, point: str) -> None:
     model = dc.LinearNet(0).model()
     x = dc.samples(37, 2) * 3 + 1  # drifted, so BN outputs are far from standardized
@@ -61,27 +61,50 @@ def test_a_fixed_batch_model_pads_its_last_batch(tmp_path: Path) -> None:
     x = dc.samples(10, 3)
     np.save(tmp_path / "s.npy", x)
     _, free = _measure(
-        _graph(tmp_path, dc.LinearNet(0).model(), "free.onnx"), tmp_path / "s.npy", "output"
+        _graph(tmp_path, dc.LinearNet(0).model(), "free.onnx"), tmp_path / "s.npy", "centred"
     )
     fixed_graph = _graph(tmp_path, dc.LinearNet(0).model(batch=4), "fixed.onnx")
-    _, fixed = _measure(fixed_graph, tmp_path / "s.npy", "output")
+    _, fixed = _measure(fixed_graph, tmp_path / "s.npy", "centred")
     for site_id, stats in free.items():
         assert fixed[site_id].samples == 10
         np.testing.assert_allclose(fixed[site_id].mean, stats.mean, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(fixed[site_id].var, stats.var, rtol=1e-5)
 
 
-def test_a_channel_with_zero_gamma_is_unmeasured_not_wrong(tmp_path: Path) -> None:
+def test_a_channel_with_zero_gamma_is_measured(tmp_path: Path) -> None:
+    """The statistics are the BN input's own: a gamma of zero (the output ignores the
+    input) does not hide them."""
     model = dc.LinearNet(0).model()
     for tensor in model.graph.initializer:
         if tensor.name == "g1":
             gamma = numpy_helper.to_array(tensor).copy()
             gamma[2] = 0.0
             tensor.CopyFrom(numpy_helper.from_array(gamma, "g1"))
-    np.save(tmp_path / "s.npy", dc.samples(40, 1))
-    sites, found = _measure(_graph(tmp_path, model), tmp_path / "s.npy", "output")
+    x = dc.samples(40, 1)
+    np.save(tmp_path / "s.npy", x)
+    sites, found = _measure(_graph(tmp_path, model), tmp_path / "s.npy", "centred")
+    values = _bn_inputs(model, x)["c1"].astype(np.float64).transpose(1, 0, 2, 3)
+    np.testing.assert_allclose(
+        found[sites[0].id].mean, values.reshape(6, -1).mean(axis=1), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_statistics_far_from_zero_keep_their_precision(tmp_path: Path) -> None:
+    """BN inputs around 3e4 with unit spread: a float32 mean square about zero would lose
+    the variance entirely (3e4^2 * 2^-24 = 54); centred on the running mean it holds."""
+    net = dc.LinearNet(0)
+    net.b1 = net.b1 + 3e4
+    net.m1 = net.m1 + 3e4  # the statistics stay exact for the shifted convolution
+    model = net.model()
+    x = dc.samples(50, 9)
+    np.save(tmp_path / "s.npy", x)
+    sites, found = _measure(_graph(tmp_path, model), tmp_path / "s.npy", "centred")
+    direct = _bn_inputs(model, x)["c1"].astype(np.float64).transpose(1, 0, 2, 3)
+    pooled = direct.reshape(6, -1)
     stats = found[sites[0].id]
-    assert np.isnan(stats.mean[2]) and np.isfinite(np.delete(stats.mean, 2)).all()
+    np.testing.assert_allclose(stats.mean, pooled.mean(axis=1), rtol=1e-7)
+    np.testing.assert_allclose(stats.var, pooled.var(axis=1), rtol=1e-3)
+    np.testing.assert_allclose(stats.var, net.v1, rtol=0.3)  # and it is the known variance
 
 
 def _two_inputs() -> onnx.ModelProto:

@@ -122,3 +122,11 @@ def test_smallest_significant_count() -> None:
     assert smallest_significant_count(8, 0.02, 0.0025) == 3
     assert binomial_tail(3, 8, 0.02) <= 0.0025 < binomial_tail(2, 8, 0.02)
     assert smallest_significant_count(4, 0.9, 1e-9) == 5  # never significant
+
+
+@pytest.mark.parametrize(("n", "p"), [(1, 0.02), (8, 0.02), (53, 0.3), (300, 0.001), (2048, 0.02)])
+def test_smallest_significant_count_is_the_first_k_whose_tail_is_small(n: int, p: float) -> None:
+    for alpha in (0.5, 0.01, 0.01 / 53, 1e-12):
+        k = smallest_significant_count(n, p, alpha)
+        assert k == n + 1 or binomial_tail(k, n, p) <= alpha * (1 + 1e-9)
+        assert k == 0 or binomial_tail(k - 1, n, p) > alpha * (1 - 1e-9)

@@ -52,7 +52,7 @@ class Collector(Protocol):
 
 
 def collector_for(
-    graph: ModelGraph, sites: Sequence[BnSite], *, point: str = "output"
+    graph: ModelGraph, sites: Sequence[BnSite], *, point: str = "centred"
 ) -> Collector:
     """The collector for ``graph``'s front end; RunnerUnavailable says why there is none.
 

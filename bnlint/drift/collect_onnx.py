@@ -2,21 +2,27 @@
 
 The session's model is the loaded one plus, for every requested BN, a few nodes that
 summarise a tensor per sample and channel inside the runtime — ``a = GlobalAveragePool(t)``
-and ``w = GlobalAveragePool((t - a)^2)`` after a Cast to float32 — so only (samples x
-channels) numbers leave the session instead of every activation, and the model's own
-outputs and any node no statistic needs are pruned.
+and ``w = GlobalAveragePool(t * t)`` (float32) — so only (samples x channels) numbers leave
+the session instead of every activation, and the model's own outputs and any node no
+statistic needs are pruned.
 
 Where the statistic is taken:
 
-* ``point="input"`` (re-estimation): the BN's input itself. Running statistics are fed as
-  graph inputs, so they can change from run to run without a new session.
-* ``point="output"`` (the drift check): the BN's output, mapped back to its input through
-  the BN's own affine map, ``x = mean + (y - beta) * sqrt(var + eps) / gamma`` (exact; a
-  channel whose gamma is too small for the inversion to be precise is reported as
-  unmeasured — its output does not depend on its input anyway). Because every statistic
-  then hangs off a tensor the session must produce unchanged, ONNX Runtime's graph
-  optimizations can stay on without fusing away anything that is read (measured in
-  BENCHMARKS.md: optimizations off cost about twice the inference time of a ResNet-50).
+* ``point="centred"`` (the drift check): the BN's input minus its running mean. The model
+  is rewritten so that ``d = Add(x, -running_mean)`` feeds both the BN (now with a zero
+  running mean: the same normalisation) and the statistics, which come back as the
+  moments of ``x`` exactly (``mean = running_mean + mean(d)``). Centring keeps the mean
+  square free of cancellation wherever the data match their statistics (where they do
+  not, the drift is gross anyway). ONNX Runtime's graph optimizations stay on: the Add
+  folds into a producing convolution's bias, the BN becomes one fused pass
+  (scale, shift, the following ReLU or residual Add), and the statistics read the
+  convolution's own output. Reading the BN's *output* instead keeps the BN folded into
+  the convolution but leaves the ReLU and residual Add unfused (three extra full-size
+  passes instead of one: measured in BENCHMARKS.md). Models in other dtypes are centred
+  on a float32 copy, with the BN untouched.
+* ``point="input"`` (re-estimation): the BN's input itself, centred per sample. Running
+  statistics are fed as graph inputs, so they can change from run to run without a new
+  session.
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ if TYPE_CHECKING:
     from onnx import ModelProto
 
 PREFIX = "bnlint_drift"
-GAMMA_FLOOR = 1e-6  # |gamma| / max |gamma| below this: the output cannot be inverted
 
 
 def data_inputs(graph: ModelGraph) -> list[InputSpec]:
@@ -61,7 +66,7 @@ class OnnxCollector:
         graph: ModelGraph,
         sites: Sequence[BnSite],
         *,
-        point: str = "output",
+        point: str = "centred",
         optimize: bool | None = None,
     ) -> None:
         from bnlint.runtime_onnx import _onnxruntime
@@ -74,11 +79,14 @@ class OnnxCollector:
         if has_external_in_subgraphs(self.model.graph):
             raise RunnerUnavailable("external data inside If/Loop/Scan bodies is not supported")
         self.point = point
-        self.optimize = (point == "output") if optimize is None else optimize
+        if point not in ("centred", "input"):
+            raise ValueError(f"unknown statistics point {point!r}")
+        self.optimize = (point == "centred") if optimize is None else optimize
         self.sites = {site.id: site for site in sites}
         self.inputs = data_inputs(graph)
         self.fixed_batch = fixed_batch(self.inputs)
         self._sessions: dict[tuple[int, ...], Any] = {}
+        self._centred: set[int] = set()  # sites whose statistics are about the running mean
 
     # -- the session's model -------------------------------------------------------------
     def _stat_names(self, site: BnSite) -> tuple[str, str]:
@@ -95,47 +103,94 @@ class OnnxCollector:
             if self.point == "input":
                 self._rewire_statistics(model)
             del graph.output[:]
-            extra: dict[int, list] = {}  # node index -> the statistics nodes that follow it
+            before: dict[int, list] = {}  # node index -> nodes inserted before it
+            after: dict[int, list] = {}  # node index -> the statistics nodes that follow it
+            tails: list = []  # the nodes that produce the session's outputs
             for site in wanted:
-                tensor = site.node.inputs[0] if self.point == "input" else site.node.outputs[0]
+                index = site.node.location.node_index
+                bn = graph.node[index]
+                if bn.op_type != "BatchNormalization":
+                    raise RunnerUnavailable(f"BN {site.name!r} is not where the model has it")
+                if self.point == "centred":
+                    tensor, before[index] = self._centre(model, site, bn)
+                else:
+                    tensor = site.node.inputs[0]
                 nodes, outputs = self._statistic_nodes(site, tensor)
-                extra[site.node.location.node_index] = nodes
+                after[index] = nodes[: len(nodes) - len(outputs)]
+                tails.extend(nodes[len(nodes) - len(outputs) :])
                 graph.output.extend(ValueInfoProto(name=name) for name in outputs)
-            # Each summary right after its BN: ONNX Runtime then frees the activation as it
-            # goes instead of keeping every BN's tensor alive until the end of the graph.
             nodes = []
             for index, node in enumerate(graph.node):
+                nodes.extend(before.get(index, ()))
                 nodes.append(node)
-                nodes.extend(extra.get(index, ()))
+                nodes.extend(after.get(index, ()))
+            # ONNX Runtime orders execution by a depth-first search from the graph's last
+            # nodes, the most recently added first. With the output nodes last and in
+            # reverse, it computes each BN's summaries as soon as their tensor exists,
+            # which it then frees (measured: peak memory about halved, cache-warm reads),
+            # instead of running every convolution first and keeping every tensor alive.
+            nodes.extend(reversed(tails))
             del graph.node[:]
             graph.node.extend(nodes)
             _prune(model)
 
         return edit
 
+    def _centre(self, model: ModelProto, site: BnSite, bn: Any) -> tuple[str, list]:
+        """The BN input minus the running mean, and the nodes that compute it; in float32
+        models the BN then reads that tensor with a zero running mean."""
+        from onnx import TensorProto, helper, numpy_helper
+
+        tensor = site.node.inputs[0]
+        rank = self._rank(tensor)
+        if rank is not None and rank <= 2:  # one value per sample and channel: read as is
+            return tensor, []
+        base = f"{PREFIX}/{site.id}"
+        nodes = []
+        in_graph = (
+            rank is not None
+            and self.graph.dtype(tensor) == "float32"
+            and self.graph.dtype(site.node.input("mean")) == "float32"
+        )
+        if self.graph.dtype(tensor) not in (None, "float32"):
+            nodes.append(helper.make_node("Cast", [tensor], [f"{base}/f32"], to=TensorProto.FLOAT))
+            tensor = f"{base}/f32"
+        if rank is None:  # no broadcast shape for the mean: raw moments (rare)
+            return tensor, nodes
+        shape = (site.channels,) + (1,) * (rank - 2)
+        negated = (-site.mean).astype(np.float32).reshape(shape)
+        model.graph.initializer.append(numpy_helper.from_array(negated, f"{base}/neg_mean"))
+        nodes.append(helper.make_node("Add", [tensor, f"{base}/neg_mean"], [f"{base}/d"]))
+        if in_graph:
+            zeros = np.zeros(site.channels, dtype=np.float32)
+            model.graph.initializer.append(numpy_helper.from_array(zeros, f"{base}/zero_mean"))
+            bn.input[0], bn.input[3] = f"{base}/d", f"{base}/zero_mean"
+        self._centred.add(site.id)
+        return f"{base}/d", nodes
+
     def _statistic_nodes(self, site: BnSite, tensor: str) -> tuple[list, list[str]]:
-        """Per-sample channel mean ``a`` and mean square (output point) or variance about
-        ``a`` (input point) of ``tensor``, inside the session."""
+        """Per-sample channel mean ``a`` and mean square (centred point) or variance about
+        ``a`` (input point) of ``tensor``, inside the session, as (samples, channels).
+        The last ``len(outputs)`` nodes produce the outputs."""
         from onnx import TensorProto, helper
 
         a, w = self._stat_names(site)
-        rank = self._rank(tensor)
+        rank = self._rank(tensor if self.point == "input" else site.node.inputs[0])
         if rank is not None and rank <= 2:
             return [helper.make_node("Identity", [tensor], [a], name=a)], [a]
         base = f"{PREFIX}/{site.id}"
         nodes = []
-        if self.graph.dtype(tensor) not in (None, "float32"):
+        if self.point == "input" and self.graph.dtype(tensor) not in (None, "float32"):
             nodes.append(helper.make_node("Cast", [tensor], [f"{base}/f32"], to=TensorProto.FLOAT))
             tensor = f"{base}/f32"
-        nodes.append(helper.make_node("GlobalAveragePool", [tensor], [a]))
+        nodes.append(helper.make_node("GlobalAveragePool", [tensor], [f"{base}/a4"]))
         if self.point == "input":  # statistics that may be written: centred per sample
-            nodes.append(helper.make_node("Sub", [tensor, a], [f"{base}/c"]))
+            nodes.append(helper.make_node("Sub", [tensor, f"{base}/a4"], [f"{base}/c"]))
             tensor = f"{base}/c"
-        # A BN's output is standardised per channel (|mean| / sd is that of the running
-        # statistics' scale), so the mean square loses no useful precision to cancellation;
-        # one full-size pass fewer keeps ONNX Runtime's fused kernels busy.
         nodes.append(helper.make_node("Mul", [tensor, tensor], [f"{base}/sq"]))
-        nodes.append(helper.make_node("GlobalAveragePool", [f"{base}/sq"], [w]))
+        nodes.append(helper.make_node("GlobalAveragePool", [f"{base}/sq"], [f"{base}/w4"]))
+        nodes.append(helper.make_node("Flatten", [f"{base}/a4"], [a]))
+        nodes.append(helper.make_node("Flatten", [f"{base}/w4"], [w]))
         return nodes, [a, w]
 
     def _rank(self, tensor: str) -> int | None:
@@ -197,13 +252,11 @@ class OnnxCollector:
                 positions = self._positions(site)
                 a2 = a.reshape(a.shape[0], a.shape[1]).astype(np.float64)
                 w2 = outputs[w_name].reshape(a2.shape).astype(np.float64)
-                if self.point == "output":  # a mean square: the variance about the mean
+                if self.point == "centred":  # a mean square (about the running mean)
                     w2 = np.maximum(w2 - a2 * a2, 0.0)
+                    a2 = a2 + site.mean if site.id in self._centred else a2
             else:  # a rank-2 input: each sample is one value per channel
                 positions, a2, w2 = 1, a.astype(np.float64), np.zeros(a.shape)
-            if self.point == "output":
-                mean, var = overrides.get(site.id, (site.mean, site.var))
-                a2, w2 = invert(site, mean, var, a2, w2)
             found[site.id] = RowStats(a2, w2, positions)
         return found
 
@@ -213,21 +266,6 @@ class OnnxCollector:
         if all(isinstance(d, int) and d > 0 for d in spatial):
             return int(np.prod(spatial)) if spatial else 1
         return 1  # only the sampling-error estimate uses it, and it is per sample anyway
-
-
-def invert(
-    site: BnSite, mean: np.ndarray, var: np.ndarray, a: np.ndarray, w: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample summaries of a BN's output mapped back to its input (NaN where gamma is
-    too small for that to be precise)."""
-    gamma = site.scale
-    scale = np.sqrt(np.asarray(var, dtype=np.float64) + site.eps)
-    floor = GAMMA_FLOOR * max(float(np.abs(gamma).max(initial=0.0)), np.finfo(np.float32).tiny)
-    usable = np.abs(gamma) > floor
-    factor = np.where(usable, scale / np.where(usable, gamma, 1.0), np.nan)
-    a_in = np.asarray(mean, dtype=np.float64) + (a - site.bias) * factor
-    w_in = w * factor * factor
-    return a_in, w_in
 
 
 def _prune(model: ModelProto) -> None:
