@@ -18,7 +18,9 @@ and possessive repetition have no automaton and are refused, naming the pattern.
 
 Bounds, all checked before anything is built or cached: at most :data:`MAX_PATTERNS`
 patterns of :data:`MAX_PATTERN_CHARS` characters, :data:`MAX_STATES` automaton states for
-the whole set once repetitions are expanded (``a{1000}`` is 1,000 states); the DFA cache is
+the whole set once repetitions are expanded (``a{1000}`` is 1,000 states), character ranges
+covering at most :data:`MAX_CLASS_SPAN` code points (``re``'s compiler walks each one: a
+1 KB class of 330 ranges took 2.4 s to compile, twice per pattern); the DFA cache is
 dropped when it holds :data:`MAX_DFA_STATES` states, :data:`MAX_CACHED` NFA state entries
 or :data:`MAX_MOVES` transitions; NFA steps spent on cache misses are charged against
 :data:`MAX_WORK` per model: a set built to keep the DFA missing (``(a|b)*a(a|b){20}``
@@ -44,6 +46,7 @@ from bnlint.rule import RuleInputError
 MAX_PATTERN_CHARS = 1000
 MAX_PATTERNS = 1000
 MAX_STATES = 10_000
+MAX_CLASS_SPAN = 2_500_000  # code points re's compiler walks: ~0.1 us each (two full (?i) ranges)
 MAX_DFA_STATES = 4096
 MAX_CACHED = 500_000
 MAX_MOVES = 200_000
@@ -181,27 +184,56 @@ class _Builder:
         raise PatternError(f"{_REFUSED.get(name, name)} cannot be matched in linear time")
 
 
-def _parse(pattern: str) -> tuple[list, int, int]:
-    """The parsed items, global flags and automaton size of one pattern."""
+def _span(items: Sequence, flags: int) -> int:
+    """Code points the ranges of the character classes cover: what ``re``'s compiler walks
+    one by one (the Basic Multilingual Plane part; all of it under IGNORECASE). A class
+    compiles once however often it repeats."""
+    total = 0
+    for op, value in items:
+        op = _name(op)
+        if op == "IN":
+            for kind, item in value:
+                if _name(kind) == "RANGE":
+                    high = item[1] if flags & re.IGNORECASE else min(item[1], 0xFFFF)
+                    total += max(0, high - item[0] + 1)
+        elif op == "SUBPATTERN":
+            total += _span(value[3], _sre_compile._combine_flags(flags, value[1], value[2]))
+        elif op == "BRANCH":
+            total += sum(_span(alternative, flags) for alternative in value[1])
+        elif op in ("MAX_REPEAT", "MIN_REPEAT"):
+            total += _span(value[2], flags)
+    return total
+
+
+def _quoted(pattern: str) -> str:
+    return repr(pattern) if len(pattern) <= 80 else f"{pattern[:60]!r}… ({len(pattern)} characters)"
+
+
+def _parse(pattern: str) -> tuple[list, int, int, int]:
+    """The parsed items, global flags, automaton size and class span of one pattern."""
     if not isinstance(pattern, str):
         raise PatternError("a pattern must be a string")
     if len(pattern) > MAX_PATTERN_CHARS:
         raise PatternError(f"pattern longer than {MAX_PATTERN_CHARS} characters")
     try:
-        re.compile(pattern)
         parsed = _sre_parse.parse(pattern, 0)
         size = _size(list(parsed))
+        span = _span(list(parsed), parsed.state.flags)
+        if span > MAX_CLASS_SPAN:  # before re's compiler walks them
+            raise PatternError(f"character ranges cover over {MAX_CLASS_SPAN} code points")
+        re.compile(pattern)
     except re.error as error:
-        raise PatternError(f"bad regex {pattern!r}: {error}") from None
+        raise PatternError(f"bad regex {_quoted(pattern)}: {error}") from None
     except RecursionError:
-        raise PatternError(f"regex {pattern!r} is nested too deeply") from None
+        raise PatternError(f"regex {_quoted(pattern)} is nested too deeply") from None
     except PatternError as error:
-        raise PatternError(f"regex {pattern!r}: {error}") from None
+        raise PatternError(f"regex {_quoted(pattern)}: {error}") from None
     if size > MAX_STATES:
         raise PatternError(
-            f"regex {pattern!r} expands to over {MAX_STATES} automaton states (repetition counts)"
+            f"regex {_quoted(pattern)} expands to over {MAX_STATES} automaton states "
+            "(repetition counts)"
         )
-    return list(parsed), parsed.state.flags, size
+    return list(parsed), parsed.state.flags, size, span
 
 
 class NamePatterns:
@@ -211,14 +243,18 @@ class NamePatterns:
         if len(patterns) > MAX_PATTERNS:
             raise PatternError(f"more than {MAX_PATTERNS} patterns")
         parsed = [_parse(pattern) for pattern in patterns]
-        if sum(size for _, _, size in parsed) > MAX_STATES:
+        if sum(size for _, _, size, _ in parsed) > MAX_STATES:
             raise PatternError(
                 f"the patterns expand to over {MAX_STATES} automaton states together"
+            )
+        if sum(span for *_, span in parsed) > MAX_CLASS_SPAN:
+            raise PatternError(
+                f"the patterns' character ranges cover over {MAX_CLASS_SPAN} code points together"
             )
         builder = _Builder()
         self.starts: list[int] = []
         try:
-            for index, (items, flags, _) in enumerate(parsed):
+            for index, (items, flags, _, _) in enumerate(parsed):
                 builder.pattern = index
                 accept = builder.add(_MATCH, index)
                 self.starts.append(builder.sequence(items, flags, accept))

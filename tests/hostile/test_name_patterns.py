@@ -172,3 +172,15 @@ def test_the_dfa_cache_stays_bounded(monkeypatch) -> None:
     name = "".join(chr(0x4E00 + i) for i in range(500)) + "abc Z"
     assert matcher.matching(name) == {0, 1}
     assert len(matcher._moves) <= 50
+
+
+def test_character_ranges_are_bounded_before_re_compiles_them() -> None:
+    """re's compiler walks every code point of a range: a 1 KB class of 330 ranges took
+    2.4 s to compile (twice per pattern), so a 100 KB configuration took minutes."""
+    wide = "[" + "".join(chr(0x100 + i) + "-\uffff" for i in range(330)) + "]"
+    with pytest.raises(PatternError, match="cover over 2500000 code points"):
+        NamePatterns([wide])
+    full = "(?i)[\x00-\U0010ffff]"  # one full Unicode range, case-folded: allowed
+    NamePatterns([full, full.replace("x00", "x01")])
+    with pytest.raises(PatternError, match="together"):
+        NamePatterns([full, full.replace("x00", "x01"), full.replace("x00", "x02")])
