@@ -267,3 +267,15 @@ def test_make_demo_installs_bnlint_without_extras(tmp_path: Path) -> None:
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert ran.stdout.strip().splitlines()[-1] == "[]", ran.stdout
+
+
+def test_the_docs_workflow_excerpt_is_the_example() -> None:
+    """docs/ci.md shows the GitHub workflow's job without its boilerplate: every key and
+    step it shows is the example's, as printed (LFS, permissions, SARIF included)."""
+    docs = (REPO / "docs" / "ci.md").read_text(encoding="utf-8")
+    excerpt = yaml.safe_load(fenced_block(docs, "    permissions:"))
+    job = _workflow()["jobs"]["bnlint"]
+    assert excerpt["permissions"] == job["permissions"]
+    assert excerpt["steps"] and all(step in job["steps"] for step in excerpt["steps"])
+    example_steps = [s for s in job["steps"] if "setup-python" not in s.get("uses", "")]
+    assert excerpt["steps"] == example_steps, "the excerpt leaves out only the Python setup"
