@@ -47,7 +47,7 @@ def to_tensor(
         tensor.raw_data = bits.astype("<u2").tobytes()
         return tensor
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is verification's to report
-        cast = np.asarray(values).astype(np.dtype(dtype_name))
+        cast = np.asarray(values).astype(np.dtype(dtype_name), copy=False)
     data_type = _RAW_TYPES.get(cast.dtype.name)
     if data_type is None:
         tensor.CopyFrom(numpy_helper.from_array(cast, name))

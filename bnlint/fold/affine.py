@@ -19,6 +19,7 @@ Everything here is pure NumPy on float64 arrays; callers cast back to the model'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +98,35 @@ def fold_weight(weight: np.ndarray, affine: BNAffine, family: str, groups: int =
         return np.multiply(
             w, channel_factor(w.shape, affine.mult, family, groups), dtype=np.float64
         )
+
+
+@dataclass
+class Rounded:
+    """A folded weight already rounded into the model's dtype, and its float64 values on
+    demand (recomputed, never stored: a ResNet-50's are 200 MB)."""
+
+    value: np.ndarray
+    exact: Callable[[], np.ndarray]
+
+
+def fold_weight_rounded(
+    weight: np.ndarray, affine: BNAffine, family: str, groups: int, dtype: str
+) -> Rounded | np.ndarray:
+    """:func:`fold_weight` rounded once into ``dtype``: NumPy multiplies in float64 in small
+    buffered blocks and rounds each into the output, so no float64 copy of the whole
+    weight exists. Other dtypes (bfloat16) get the float64 array."""
+    w = np.asarray(weight)
+
+    def exact() -> np.ndarray:
+        return fold_weight(w, affine, family, groups)
+
+    if dtype not in ("float16", "float32", "float64"):
+        return exact()
+    factor = channel_factor(w.shape, affine.mult, family, groups)
+    out = np.empty(np.broadcast_shapes(w.shape, factor.shape), dtype=dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.multiply(w, factor, out=out, dtype=np.float64)
+    return Rounded(out, exact)
 
 
 def fold_bias(bias: np.ndarray | None, affine: BNAffine) -> np.ndarray:

@@ -18,17 +18,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, helper
 
 from bnlint.bn_arrays import affine_terms
-from bnlint.fold.affine import BNAffine, fold_bias, fold_weight
+from bnlint.fold.affine import BNAffine, Rounded, fold_bias, fold_weight_rounded
 from bnlint.fold.rewrite_graph import (
     all_names,
     along,
     drop_unread,
     live,
+    overflow,
     rank,
     scaled,
     without_dead,
@@ -63,6 +65,10 @@ def fold_model(
     return rewriter.finish(), records, frozenset(rewriter.written)
 
 
+def _rounded(values: np.ndarray | Rounded) -> np.ndarray:
+    return values.value if isinstance(values, Rounded) else values
+
+
 def _rewritten_weights(verdicts: list[FoldVerdict]) -> set[str]:
     """Top-level producer weights the plan rewrites: copied without their data (see
     :mod:`bnlint.fold.working_copy`; any the rewrite leaves alone get it back)."""
@@ -92,7 +98,7 @@ class _Rewriter:
         self._index_bodies(model.graph, "")
         self.names = all_names(model.graph) | set(graph.tensors)
         self.written: set[str] = set()  # initializers given new values (scoped keys)
-        self.values: dict[str, np.ndarray] = {}  # current float64 values by scoped key
+        self.values: dict[str, Any] = {}  # float64 values (or their recipe) by scoped key
         self.owned: set[str] = set()  # tensors this fold created
         self.removed: set[int] = set()  # ids of removed node protos
         self.renamed: dict[str, str] = {}  # dropped tensor names
@@ -165,10 +171,11 @@ class _Rewriter:
         family = FAMILY.get(kind, "linear")
         if kind == "gemm" and attrs.get("transB"):
             family = "conv"  # (N, K): output features on axis 0
-        weight = fold_weight(
-            self._value(producer, 1, native=True), affine, family, int(attrs.get("groups", 1))
+        groups = int(attrs.get("groups", 1))
+        weight = self._value(producer, 1, native=True)
+        self._set_input(
+            producer, 1, fold_weight_rounded(weight, affine, family, groups, dtype), dtype
         )
-        self._set_input(producer, 1, weight, dtype)
         channel_axis = "last" if family == "linear" or kind == "gemm" else "channel"
         own_bias = self._value(producer, 2)
         if kind == "gemm":
@@ -292,7 +299,8 @@ class _Rewriter:
             return None
         key = self._key(node, proto.input[slot])
         if key in self.values:
-            return self.values[key]
+            found = self.values[key]
+            return found() if callable(found) else found
         value = np.asarray(self.graph.param(node.inputs[slot]))
         # ``native``: a float32/float16 weight stays as it is; its one use multiplies it by
         # float64 factors, so no float64 copy is made first (ResNet-50: 200 MB)
@@ -312,14 +320,19 @@ class _Rewriter:
             return False
         return {n.id for n in self.graph.consumers(key)} == {node.id}
 
-    def _set_input(self, node: Node, slot: int, values: np.ndarray, dtype: str) -> None:
-        self._check_range(values, dtype)
+    def _set_input(self, node: Node, slot: int, values: np.ndarray | Rounded, dtype: str) -> None:
+        if isinstance(values, Rounded):  # a non-finite rounded value: was it finite before?
+            low, high = float(values.value.min()), float(values.value.max())
+            if not (np.isfinite(low) and np.isfinite(high)):
+                self._check_range(values.exact(), dtype)
+        else:
+            self._check_range(values, dtype)
         proto = self._proto(node)
         body = self.bodies[node.subgraph or ""]
         current = proto.input[slot] if slot < len(proto.input) else ""
         if current and self._sole_reader(node, current):
             index = self._initializers(node.subgraph or "")[current]
-            to_tensor(values, dtype, current, into=body.initializer[index])
+            to_tensor(_rounded(values), dtype, current, into=body.initializer[index])
             if not node.subgraph:
                 self.copy.written(index)
             key = self._key(node, current)
@@ -331,36 +344,26 @@ class _Rewriter:
                 proto.input.append("")
             proto.input[slot] = name
             key = self._key(node, name)
-        self.values[key] = np.asarray(values, dtype=np.float64)
+        self._remember(key, values)
+
+    def _remember(self, key: str, values: np.ndarray | Rounded) -> None:
+        exact = values.exact if isinstance(values, Rounded) else np.asarray(values, np.float64)
+        self.values[key] = exact
         self.written.add(key)
         self.owned.add(key)
 
     def _check_range(self, values: np.ndarray, dtype: str) -> None:
         """Remember the largest finite value the cast to ``dtype`` turns infinite."""
-        if dtype not in ("float16", "bfloat16", "float32"):
-            return
-        largest = {"float16": 65504.0, "bfloat16": 3.3895314e38, "float32": 3.4028235e38}[dtype]
-        values = np.asarray(values)
-        if values.size == 0:
-            return
-        low, high = float(values.min()), float(values.max())  # two passes, no copies
-        if np.isfinite(low) and np.isfinite(high) and max(-low, high) <= largest:
-            return
-        finite = values[np.isfinite(values)]
-        over = finite[np.abs(finite) > largest]
-        if over.size:
-            found = float(np.abs(over).max())
+        found = overflow(values, dtype)
+        if found is not None:
             self.overflow = max(self.overflow or 0.0, found)
 
-    def _new_tensor(self, node: Node, base: str, values: np.ndarray, dtype: str) -> str:
+    def _new_tensor(self, node: Node, base: str, values: np.ndarray | Rounded, dtype: str) -> str:
         name = self._unique(base)
         body = self.bodies[node.subgraph or ""]
         self._initializers(node.subgraph or "")[name] = len(body.initializer)
-        body.initializer.append(to_tensor(values, dtype, name))
-        key = self._key(node, name)
-        self.values[key] = np.asarray(values, dtype=np.float64)
-        self.written.add(key)
-        self.owned.add(key)
+        to_tensor(_rounded(values), dtype, name, into=body.initializer.add())
+        self._remember(self._key(node, name), values)
         return name
 
     def _set_attribute(self, node: Node, name: str, value: float) -> None:

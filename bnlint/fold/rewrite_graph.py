@@ -88,3 +88,19 @@ def scaled(bias: np.ndarray, mult: np.ndarray, axis: str) -> np.ndarray:
     if axis == "last" or bias.ndim <= 1:
         return bias * mult
     return bias * mult.reshape((-1,) + (1,) * (bias.ndim - 1))
+
+
+def overflow(values: np.ndarray, dtype: str) -> float | None:
+    """The largest finite value of ``values`` that the cast to ``dtype`` turns infinite."""
+    if dtype not in ("float16", "bfloat16", "float32"):
+        return None
+    largest = {"float16": 65504.0, "bfloat16": 3.3895314e38, "float32": 3.4028235e38}[dtype]
+    values = np.asarray(values)
+    if values.size == 0:
+        return None
+    low, high = float(values.min()), float(values.max())  # two passes, no copies
+    if np.isfinite(low) and np.isfinite(high) and max(-low, high) <= largest:
+        return None
+    finite = values[np.isfinite(values)]
+    over = finite[np.abs(finite) > largest]
+    return float(np.abs(over).max()) if over.size else None
