@@ -128,6 +128,25 @@ def no_models_problem(folder: str, settings: Settings) -> str:
     return text
 
 
+def lint_loaded(
+    graph: Any,
+    settings: Settings,
+    ruleset: RuleSet,
+    extras: Sequence[str] = (),
+    *,
+    debug: Callable[[str], None] | None = None,
+) -> ModelResult:
+    """Lint a loaded graph, then compute the report data ``extras`` names while it is alive."""
+    from bnlint.engine import lint_graph
+
+    result = lint_graph(graph, settings, ruleset, debug=debug)
+    if extras:
+        from bnlint.report.extras import build_extras
+
+        build_extras(graph, result, extras)
+    return result
+
+
 def lint_target(
     target: str,
     resolver: SettingsResolver,
@@ -141,7 +160,7 @@ def lint_target(
     before it is dropped; the result never holds the graph, so it pickles small.
     ``hash_files=False`` skips the sha256 of the model for outputs that do not show it.
     """
-    from bnlint.engine import applicable_rules, lint_graph
+    from bnlint.engine import applicable_rules
     from bnlint.loaders import LoadError, load_model
     from bnlint.provenance import model_evidence
 
@@ -162,7 +181,7 @@ def lint_target(
         result.provenance = model_evidence(target, settings, read=False)
         return result
     try:
-        result = lint_graph(graph, settings, ruleset, debug=debug, extras=tuple(extras))
+        result = lint_loaded(graph, settings, ruleset, extras, debug=debug)
     except RuleInputError as error:  # e.g. a --sample-data file this model cannot use
         result = ModelResult(path=target, status="error", error=str(error))
         result.provenance = model_evidence(target, settings, read=hash_files)
@@ -274,9 +293,10 @@ def _pool_context(multiprocessing: Any) -> Any:
 
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1 and "torch" not in sys.modules:
-        import bnlint.engine  # preloaded, so each worker starts warm
-        import bnlint.loaders.onnx  # noqa: F401
+        import bnlint.engine  # noqa: F401  (preloaded, so each worker starts warm)
+        from bnlint.loaders import preload
 
+        preload()
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
@@ -322,20 +342,13 @@ def lint(
 def _lint_object(
     model: Any, resolver: SettingsResolver, example_inputs: Any, extras: tuple[str, ...] = ()
 ) -> ModelResult:
-    from bnlint.engine import applicable_rules, lint_graph
+    from bnlint.engine import applicable_rules
+    from bnlint.loaders import graph_from_object
     from bnlint.provenance import model_evidence
 
     settings, ruleset = resolver.resolve(Path.cwd())
-    type_name = f"{type(model).__module__}.{type(model).__qualname__}"
-    if type_name == "onnx.onnx_ml_pb2.ModelProto" or type(model).__name__ == "ModelProto":
-        from bnlint.loaders.onnx import build_graph
-
-        graph = build_graph(model, Path("<ModelProto>"), settings)
-    else:
-        from bnlint.loaders.torch import graph_from_module
-
-        graph = graph_from_module(model, example_inputs, settings)
-    result = lint_graph(graph, settings, ruleset, extras=extras)
+    graph = graph_from_object(model, example_inputs, settings)
+    result = lint_loaded(graph, settings, ruleset, extras)
     result.provenance = model_evidence(
         "", settings, graph, [rule.code for rule in applicable_rules(graph, settings, ruleset)[0]]
     )

@@ -21,7 +21,7 @@ import numpy as np
 
 from bnlint.graph import ModelGraph, Node
 from bnlint.reference import unit_roundoff
-from bnlint.runtime_onnx import make_feeds
+from bnlint.runtime import make_feeds
 
 FLOAT32_TOLERANCE = 1e-4  # batched kernels may block differently; coupling is far larger
 

@@ -28,8 +28,8 @@ from bnlint.params import MappedTensor
 BN_ROLES = ("scale", "bias", "mean", "var")
 MAX_PARAM_ELEMENTS = 1 << 24  # as bnlint.stats: larger vectors are not per-channel parameters
 _CACHE_KEY = "bn_arrays"
-_RAW_FLOATS = {1: "<f4", 10: "<f2", 11: "<f8"}  # ONNX float, float16, double
-_ITEMSIZE = {"<f4": 4, "<f2": 2, "<f8": 8}
+RAW_FLOATS = {1: "<f4", 10: "<f2", 11: "<f8"}  # ONNX float, float16, double
+ITEMSIZE = {"<f4": 4, "<f2": 2, "<f8": 8}
 
 
 @dataclass
@@ -234,14 +234,14 @@ def _raw_floats(source: Any) -> tuple[str, bytes, int] | None:
     match its declared shape (anything else takes the careful path)."""
     mapped = type(source) is MappedTensor
     tensor = source.tensor if mapped else source
-    dtype = _RAW_FLOATS.get(getattr(tensor, "data_type", None))
+    dtype = RAW_FLOATS.get(getattr(tensor, "data_type", None))
     if dtype is None:
         return None
     dims = tensor.dims
     elements = math.prod(dims)
     if elements > MAX_PARAM_ELEMENTS or any(d < 0 for d in dims):
         return None
-    itemsize = _ITEMSIZE[dtype]
+    itemsize = ITEMSIZE[dtype]
     if mapped:
         if source.length != elements * itemsize:
             return None

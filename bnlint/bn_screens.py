@@ -157,7 +157,7 @@ def _weight_screen(
 def prefetch_conv_absmax(graph: ModelGraph, producers: Iterable[Node]) -> None:
     """Per-channel max |W| of many small Conv weights at once (grouped by shape and dtype),
     into the cache :func:`bnlint.stats.weight_channel_absmax` reads."""
-    from bnlint.bn_arrays import _ITEMSIZE, _RAW_FLOATS
+    from bnlint.bn_arrays import ITEMSIZE, RAW_FLOATS
     from bnlint.weight_stats import ABSMAX_KEY, absmax_cache_key
 
     cache = graph.extras.setdefault(ABSMAX_KEY, {})
@@ -170,11 +170,11 @@ def prefetch_conv_absmax(graph: ModelGraph, producers: Iterable[Node]) -> None:
             continue
         source = params.source(name)
         tensor = source.tensor if type(source) is MappedTensor else source
-        dtype = _RAW_FLOATS.get(getattr(tensor, "data_type", None))
+        dtype = RAW_FLOATS.get(getattr(tensor, "data_type", None))
         shape = params.shape(name)
         if dtype is None or not shape or len(shape) < 2 or 0 in shape:
             continue
-        nbytes = math.prod(shape) * _ITEMSIZE[dtype]
+        nbytes = math.prod(shape) * ITEMSIZE[dtype]
         if nbytes > 1 << 16:
             continue  # large weights are read on their own, block by block
         if type(source) is MappedTensor:

@@ -7,13 +7,10 @@ from typing import Any
 
 from bnlint.findings import Finding, Severity
 from bnlint.graph import ModelGraph
-from bnlint.rule import DEFAULT_DOCS_URL, Rule, RuleSpec
+from bnlint.rule import DEFAULT_DOCS_URL, DIAGNOSTIC_SPECS, Rule, RuleSpec
 
-_DOCS = {
-    "BN901": (
-        "model-partially-read",
-        Severity.WARNING,
-        """Part of the model could not be read, so some rules could not run on it.
+_DOCS: dict[str, str] = {
+    "BN901": """Part of the model could not be read, so some rules could not run on it.
 
 ## What it detects
 A part of the model that bnlint skipped: a subgraph it could not parse, a tensor whose
@@ -32,11 +29,7 @@ graph rules (BN001, BN007, BN008, BN011, BN017) cannot run without `--trust-mode
 Provide what is missing (`--trust-model-code` for a trusted archive, `--input-shape` for
 tracing) or accept the partial check knowingly by ignoring BN901.
 """,
-    ),
-    "BN902": (
-        "rule-crashed",
-        Severity.ERROR,
-        """A rule raised an exception; the run went on without it.
+    "BN902": """A rule raised an exception; the run went on without it.
 
 ## What it detects
 An internal error in a rule (built-in or plug-in) while checking this model. The finding
@@ -52,11 +45,7 @@ A plug-in rule that indexes a parameter the model does not have.
 Report the bug with the model (or a reduced version) and the `--debug` output; ignore the
 code meanwhile if it blocks a gate.
 """,
-    ),
-    "BN903": (
-        "unsupported-construct",
-        Severity.INFO,
-        """The model uses a construct bnlint does not analyse.
+    "BN903": """The model uses a construct bnlint does not analyse.
 
 ## What it detects
 Operators from custom domains, or constructs such as sparse initializers, that bnlint
@@ -72,11 +61,7 @@ A `com.example::FusedConvBN` node.
 ## Fix
 Nothing to fix in the model; ignore BN903 if the construct is expected.
 """,
-    ),
-    "BN904": (
-        "input-shape-needed",
-        Severity.INFO,
-        """A check needs an input shape the model does not declare.
+    "BN904": """A check needs an input shape the model does not declare.
 
 ## What it detects
 A rule that depends on a concrete shape (batch size, spatial size) found only symbolic
@@ -91,11 +76,7 @@ Without the shape the check is skipped on that node.
 ## Fix
 Pass `--input-shape NAME:1x3x224x224` (or set `input-shape` in the configuration).
 """,
-    ),
-    "BN905": (
-        "verification-incomplete",
-        Severity.INFO,
-        """Verification ran at a reduced level.
+    "BN905": """Verification ran at a reduced level.
 
 ## What it detects
 The numeric verification level could not run (for example the `ort` extra is not
@@ -110,7 +91,6 @@ The algebraic check proves each fold's arithmetic but not the rewritten graph as
 ## Fix
 `pip install 'bnlint[ort]'` for ONNX models (torch is used for PyTorch models).
 """,
-    ),
 }
 
 
@@ -122,11 +102,11 @@ DIAGNOSTICS: dict[str, Rule] = {
     code: Rule(
         spec=RuleSpec(code=code, name=name, severity=severity, since="0.1.0", needs=frozenset()),
         check=_noop,
-        doc=doc,
+        doc=_DOCS[code],
         module=__name__,
         origin="diagnostic",
     )
-    for code, (name, severity, doc) in _DOCS.items()
+    for code, (name, severity) in DIAGNOSTIC_SPECS.items()
 }
 
 

@@ -9,7 +9,8 @@ Generated under ``docs/``: one page per rule and diagnostic (``rules/BN003.md``,
 at ``{docs-url}/BN003/``, the URL every finding links to) from the rule's docstring and
 ``RuleSpec``; ``rules/index.md``; a redirect page for every renamed code
 (``bnlint.registry.REDIRECTS``); ``changelog.md`` from ``CHANGELOG.md``;
-``schemas/report.schema.json`` (the JSON Schema, published at its ``$id``), the schema
+``schemas/report.schema.json`` (the JSON Schema, published at its ``$id``),
+``architecture.md`` (the layers ``tests/test_architecture.py`` enforces), the schema
 block of ``json-schema.md`` and the phase table of ``configuration.md``. The pages are
 checked in; ``tests/test_docs.py`` fails when one is stale.
 """
@@ -20,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bnlint.architecture import markdown as architecture_page
 from bnlint.docgen_pages import (
     front_matter,
     redirect_page,
@@ -119,6 +121,9 @@ def docs_pages(docs_dir: Path, ruleset: RuleSet | None = None) -> dict[str, str]
         text = changelog.read_text(encoding="utf-8")
         pages["changelog.md"] = "\n".join(front_matter("CHANGELOG.md")) + "\n" + text
     pages["schemas/report.schema.json"] = SCHEMA.read_text(encoding="utf-8")
+    pages["architecture.md"] = (
+        "\n".join(front_matter("bnlint/architecture.py")) + "\n" + (architecture_page())
+    )
     for page, blocks in _blocks(rules).items():
         if (docs_dir / page).is_file():
             text = (docs_dir / page).read_text(encoding="utf-8")

@@ -15,23 +15,10 @@ from bnlint.config import Settings
 from bnlint.config_regex import NamePatterns, PatternError
 from bnlint.diagnostics import diagnostic
 from bnlint.findings import Finding, ModelResult, Severity
-from bnlint.graph import GraphFacts, ModelGraph, UnreadableParameter
+from bnlint.graph import ModelGraph, UnreadableParameter
 from bnlint.graph_checks import structure_findings
 from bnlint.registry import NAMED, RuleSet
 from bnlint.rule import Rule, RuleContext, RuleInputError
-
-_GRAPH_NEEDS = {"edges": "has_edges", "parameters": "has_parameters", "modules": "has_modules"}
-
-
-def _has(facts: GraphFacts, need: str) -> bool:
-    if need == "producer_edges":  # read edges, or producer -> BN edges inferred from names
-        return facts.has_edges or facts.has_producer_edges
-    return bool(getattr(facts, _GRAPH_NEEDS[need]))
-
-
-def graph_provides(graph: ModelGraph, need: str) -> bool:
-    """Whether ``graph`` has what a rule declaring ``need`` in ``RuleSpec.needs`` reads."""
-    return _has(graph.facts, need)
 
 
 def effective_phase(graph: ModelGraph, settings: Settings) -> str | None:
@@ -58,7 +45,7 @@ def applicable_rules(
         if "samples" in rule.spec.needs and not settings.sample_data:
             blocked.setdefault("samples", []).append(rule.code)
             continue
-        missing = [need for need in rule.spec.needs - {"samples"} if not _has(graph.facts, need)]
+        missing = [need for need in rule.spec.needs - {"samples"} if not graph.facts.provides(need)]
         if missing:
             for need in missing:
                 blocked.setdefault(need, []).append(rule.code)
@@ -341,7 +328,7 @@ def foldable_count(graph: ModelGraph, phase: str | None) -> int | None:
     parameters the plan cannot read."""
     if phase != "inference" or not graph.nodes_of("batch_norm"):
         return None
-    if not graph_provides(graph, "producer_edges"):  # what BN011 needs: the BN's producer
+    if not graph.facts.provides("producer_edges"):  # what BN011 needs: the BN's producer
         return None
     from bnlint.fold import plan
 
@@ -355,11 +342,9 @@ def lint_graph(
     graph: ModelGraph,
     settings: Settings,
     ruleset: RuleSet,
-    *,
-    extras: tuple[str, ...] = (),
     **options: Any,
 ) -> ModelResult:
-    """Lint ``graph``; ``extras`` names report data to compute while the graph is alive."""
+    """Lint ``graph`` into a result (report data for the reporters is the API's job)."""
     findings = run_rules(graph, settings, ruleset, **options)
     result = ModelResult(path=graph.path, format=graph.facts.format, findings=findings)
     result.extras["phase"] = phase = effective_phase(graph, settings)
@@ -369,8 +354,4 @@ def lint_graph(
         from bnlint.fold import verification_of
 
         result.verification = verification_of(graph)
-    if extras:
-        from bnlint.report.extras import build_extras
-
-        build_extras(graph, result, extras)
     return result

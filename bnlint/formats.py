@@ -56,7 +56,6 @@ PROFILES: dict[str, FormatProfile] = {
 _DYNAMIC = {"BN012", "BN018"}  # they run the model (--verify)
 # BN attributes a state dict does not store: mode flags, eps, momentum, the module class
 _ATTRIBUTE_RULES = {"BN003", "BN004", "BN014", "BN015", "BN019"}
-_NOT_STORED = "mode, eps, momentum and class are not stored"
 
 
 def evidence(rule: Rule, profile: FormatProfile) -> dict[str, Any]:

@@ -182,6 +182,16 @@ class GraphFacts:
     # BN901, not a warning, and every finding resting on it says so (engine.mark_inferred)
     inferred: list[str] = field(default_factory=list)
 
+    def provides(self, need: str) -> bool:
+        """Whether the graph has what a rule declaring ``need`` in ``RuleSpec.needs`` reads
+        (``samples`` is the run's, not the graph's: see the engine)."""
+        if need == "producer_edges":  # read edges, or producer -> BN edges inferred from names
+            return self.has_edges or self.has_producer_edges
+        return bool(getattr(self, _GRAPH_NEEDS[need]))
+
+
+_GRAPH_NEEDS = {"edges": "has_edges", "parameters": "has_parameters", "modules": "has_modules"}
+
 
 class ModelGraph:
     """The nodes of a model in graph order, a tensor table and lazy parameters, with

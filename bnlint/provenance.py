@@ -14,7 +14,8 @@ artifacts, an HTML "how to reproduce" block, a Markdown details block):
 
 The model evidence is computed where the model is linted (:func:`model_evidence`, called by
 :func:`bnlint.api.lint_target`), so each file is hashed once, in the worker, reading
-fixed-size chunks: hashing never holds more than :data:`CHUNK_BYTES` of a model in memory.
+fixed-size chunks: hashing never holds more than :data:`bnlint.digests.CHUNK_BYTES` of a model in
+memory.
 Library versions come from the imported module or from package metadata: nothing is
 imported just to learn its version.
 """
@@ -34,6 +35,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from bnlint._version import __version__
+from bnlint.digests import file_digest
 from bnlint.findings import json_safe
 from bnlint.provenance_settings import VERIFY_RULES, configuration_record
 
@@ -42,7 +44,6 @@ if TYPE_CHECKING:
     from bnlint.findings import ModelResult, Report
     from bnlint.graph import ModelGraph
 
-CHUNK_BYTES = 1 << 20
 # import name -> distribution name: the libraries that decide what bnlint reads and computes
 TRACKED = {
     "onnx": "onnx",
@@ -99,33 +100,6 @@ class Invocation:
             "command_line": shlex.join(self.argv) if self.argv is not None else None,
             "working_directory": self.working_directory,
         }
-
-
-# -- files -------------------------------------------------------------------------------
-def file_digest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """``{"sha256", "size"}`` of a regular file, read in fixed-size chunks.
-
-    None for anything that is not a readable regular file (a directory, a FIFO, a device,
-    a ``module:factory`` entry point): such a thing is never read here.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        descriptor = os.open(path, flags)  # non-blocking: a FIFO swapped in cannot hang us
-    except (OSError, ValueError):
-        return None
-    try:
-        with os.fdopen(descriptor, "rb", buffering=0) as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return None
-            digest, size = hashlib.sha256(), 0
-            buffer = bytearray(CHUNK_BYTES)
-            view = memoryview(buffer)
-            while count := handle.readinto(buffer):
-                digest.update(view[:count])
-                size += count
-            return {"sha256": digest.hexdigest(), "size": size}
-    except OSError:
-        return None
 
 
 # -- libraries ---------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def _verification_tolerances(settings: Settings, ruleset: RuleSet) -> dict[str, 
 
 def configuration_record(settings: Settings, ruleset: RuleSet) -> dict[str, Any]:
     """One resolved configuration: file, settings, origins, enabled rules with options."""
-    from bnlint.provenance import file_digest
+    from bnlint.digests import file_digest
 
     digest = file_digest(settings.config_path) if settings.config_path else None
     record: dict[str, Any] = {

@@ -199,7 +199,7 @@ def reproduce(
     ``own`` is what the caller allows on purpose; ``notes`` collects what was ignored.
     """
     from bnlint.api import lint
-    from bnlint.provenance import file_digest
+    from bnlint.digests import file_digest
 
     own = own or OwnTrust()
     notes = notes if notes is not None else []

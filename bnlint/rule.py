@@ -52,6 +52,14 @@ NEEDS = frozenset({"edges", "producer_edges", "parameters", "modules", "samples"
 REQUIRED_SECTIONS = ("What it detects", "Why it matters", "Example", "Fix")
 _SECTION = re.compile(r"^## (.+?)\s*$", re.MULTILINE)
 DEFAULT_DOCS_URL = "https://bnlint.github.io/bnlint/rules/"
+# bnlint's own diagnostics (their documentation: bnlint.diagnostics): code -> (name, severity)
+DIAGNOSTIC_SPECS: dict[str, tuple[str, Severity]] = {
+    "BN901": ("model-partially-read", Severity.WARNING),
+    "BN902": ("rule-crashed", Severity.ERROR),
+    "BN903": ("unsupported-construct", Severity.INFO),
+    "BN904": ("input-shape-needed", Severity.INFO),
+    "BN905": ("verification-incomplete", Severity.INFO),
+}
 
 
 class RuleInputError(Exception):
@@ -204,14 +212,12 @@ class RuleContext:
         evidence: Mapping[str, Any] | None = None,
     ) -> Finding:
         """A BN9xx diagnostic (e.g. BN904 input-shape-needed) raised on behalf of this rule."""
-        from bnlint.diagnostics import DIAGNOSTICS
-
-        rule = DIAGNOSTICS[code]
+        name, severity = DIAGNOSTIC_SPECS[code]
         finding = self.finding(node, message, evidence={"rule": self.rule.code, **(evidence or {})})
         return replace(
             finding,
             code=code,
-            name=rule.name,
-            severity=rule.spec.severity,
-            url=rule.url(self.docs_url),
+            name=name,
+            severity=severity,
+            url=f"{self.docs_url.rstrip('/')}/{code}/",
         )

@@ -9,7 +9,6 @@ couples samples.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -26,14 +25,12 @@ if TYPE_CHECKING:
     from bnlint.graph import ModelGraph
 
 INSTALL_HINT = "onnxruntime is not installed (pip install 'bnlint[ort]')"
-PROBE_EXTENT = 32  # size given to symbolic non-batch dimensions
-MAX_FEED_BYTES = 256 * 1024**2  # a probe input larger than this is refused, never allocated
 # A run's deadline: a few KB of Loop with a trip count of 10**12 would run for days, and ORT
 # holds the interpreter meanwhile. Real models run probe inputs far faster than 1 s per MB.
 RUN_BASE_SECONDS = 60.0
 
 
-def _onnxruntime() -> Any:
+def import_onnxruntime() -> Any:
     # ONNX Runtime otherwise writes a telemetry device id under ~/.cache and $TMPDIR on
     # import: a linter leaves nothing behind in the user's home.
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -75,7 +72,7 @@ class OnnxRunner:
         graph output, so nothing they read can be fused away); ``spin=False`` lets idle
         pool threads sleep instead of spinning (a few short runs on cores other
         processes share: spinning threads then only take time from the working one)."""
-        ort = _onnxruntime()
+        ort = import_onnxruntime()
         self._model = model
         self._arrays = arrays
         declared = {value.name for value in model.graph.output}
@@ -173,8 +170,8 @@ def _split_weights(ort: Any, model: ModelProto, arrays: ArrayProvider | None):
     """(model without its large initializers' data, their names, their OrtValues)."""
     from onnx import ModelProto, TensorProto
 
-    from bnlint.loaders.onnx_types import numpy_dtype
     from bnlint.onnx_io import names_read
+    from bnlint.onnx_types import numpy_dtype
 
     light = ModelProto()
     _copy_fields(light, model, "graph")
@@ -265,7 +262,7 @@ def runner_for_graph(graph: ModelGraph) -> OnnxRunner:
     model = graph.extras.get("onnx_model")
     if model is None:
         raise RunnerUnavailable("the ONNX model is not available to run")
-    _onnxruntime()  # fail fast, before reading any weights
+    import_onnxruntime()  # fail fast, before reading any weights
     from bnlint.onnx_io import has_external_in_subgraphs
 
     if has_external_in_subgraphs(model.graph):
@@ -283,45 +280,3 @@ def graph_arrays(graph: ModelGraph) -> ArrayProvider:
             return None
 
     return read
-
-
-def make_feeds(
-    specs: Sequence[InputSpec],
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-    *,
-    batch: int = 2,
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Seeded inputs: standard normal floats, zeros for integers and booleans.
-
-    Symbolic dimensions take ``--input-shape`` values when given, the batch size on axis 0
-    and a small probe extent elsewhere.
-    """
-    rng = np.random.default_rng(seed)
-    given = dict(input_shapes or {})
-    feeds = {}
-    for position, spec in enumerate(specs):
-        shape = given.get(spec.name) or (given.get("") if position == 0 else None)
-        if shape is None:
-            shape = tuple(
-                dim if isinstance(dim, int) and dim >= 0 else (batch if axis == 0 else PROBE_EXTENT)
-                for axis, dim in enumerate(spec.shape)
-            )
-        dims = tuple(int(d) for d in shape)
-        if any(d < 0 for d in dims) or math.prod(dims) * 8 > MAX_FEED_BYTES:
-            raise RunnerUnavailable(
-                f"input {spec.name!r} of shape {dims} is too large to probe; "
-                "give a smaller one with --input-shape"
-            )
-        feeds[spec.name] = random_array(rng, dims, spec.dtype)
-    return feeds
-
-
-def random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-    if dtype in ("float32", "float16", "float64"):
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype == "bfloat16":
-        import ml_dtypes
-
-        return rng.standard_normal(shape).astype(np.float32).astype(ml_dtypes.bfloat16)
-    return np.zeros(shape, dtype=dtype)

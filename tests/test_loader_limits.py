@@ -48,7 +48,7 @@ def test_attribute_of_the_wrong_type_is_one_load_error(tmp_path: Path, run_cli) 
 
 
 def test_probe_inputs_too_large_to_allocate_are_refused() -> None:
-    from bnlint.runtime_onnx import make_feeds
+    from bnlint.runtime import make_feeds
 
     with pytest.raises(RunnerUnavailable, match="too large to probe"):
         make_feeds([InputSpec("x", (1, 3, 100_000, 100_000), "float32")])

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlint.api import SettingsResolver
-from bnlint.engine import lint_graph
+from bnlint.api import SettingsResolver, lint_loaded
 from bnlint.loaders import load_model
 from bnlint.report import extras_for
 from tests.zoo.onnx_zoo import ZOO
@@ -38,7 +37,7 @@ def _assert_freed_after_lint(path: str, cli_values: dict) -> None:
     settings, ruleset = SettingsResolver(cli_values, None).resolve(path)
     graph = load_model(path, settings)
     graph_alive, params_alive = weakref.ref(graph), weakref.ref(graph.params)
-    result = lint_graph(graph, settings, ruleset, extras=extras_for(["html", "markdown", "json"]))
+    result = lint_loaded(graph, settings, ruleset, extras_for(["html", "markdown", "json"]))
     assert result.status == "ok"
     del graph
     assert graph_alive() is None, "the graph is kept alive by a reference cycle"

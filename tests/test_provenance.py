@@ -15,7 +15,7 @@ import pytest
 
 import bnlint
 from bnlint._version import __version__
-from bnlint.provenance import CHUNK_BYTES, file_digest
+from bnlint.digests import CHUNK_BYTES, file_digest
 from tests.helpers import validate_report
 from tests.zoo import onnx_zoo
 

@@ -16,7 +16,7 @@ import click
 
 
 def _fail(message: str) -> None:
-    from bnlint.cli import fail
+    from bnlint.cli_output import fail
     from bnlint.report.sanitize import printable
 
     fail(printable(message, 1000))
@@ -133,7 +133,7 @@ def _context(ruleset: Any, settings: Any, path: str) -> Any:
 def _report(graph: Any, result: Any, written: list[Path], ctx: Any, resolver: Any) -> dict:
     """The JSON report of the model as it was (its BN021 findings, provenance), plus the
     ``recalibration``: each layer's drift before and after, and the files written."""
-    from bnlint.cli import _invocation_argv
+    from bnlint.cli_output import invocation_argv
     from bnlint.drift.findings import drift_findings
     from bnlint.engine import finalize_findings
     from bnlint.findings import ModelResult, Report
@@ -147,7 +147,7 @@ def _report(graph: Any, result: Any, written: list[Path], ctx: Any, resolver: An
     model = ModelResult(graph.path, graph.facts.format, findings=findings)
     model.provenance = model_evidence(graph.path, settings, graph, ["BN021"])
     report = Report([model])
-    report.provenance = collect(report, resolver, Invocation("cli", _invocation_argv()))
+    report.provenance = collect(report, resolver, Invocation("cli", invocation_argv()))
     data = report_dict(report)
     data["recalibration"] = _json(result, written)
     return data

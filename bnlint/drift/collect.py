@@ -14,7 +14,6 @@ activations plus a few arrays per channel, whatever the number of samples.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -22,24 +21,12 @@ import numpy as np
 from bnlint.drift.moments import ChannelStats, SampleMoments
 from bnlint.drift.samples import InputSpec, SampleArray, SampleFile
 from bnlint.drift.sites import BnSite
+from bnlint.drift.summaries import Overrides, Summaries
 from bnlint.graph import ModelGraph
 from bnlint.runtime import RunnerUnavailable
 
 BATCH_INPUT_BYTES = 8 << 20  # input bytes per batch; activations are a multiple of this
 MAX_BATCH = 32
-
-
-@dataclass
-class RowStats:
-    """One batch's per-sample channel summaries of a BN input (see ``row_summaries``)."""
-
-    a: np.ndarray  # (rows, C) means over each sample's positions
-    w: np.ndarray  # (rows, C) variances about them
-    positions: int  # values per sample and channel
-
-
-Summaries = dict[int, RowStats]  # BN id -> its input's summaries
-Overrides = Mapping[int, tuple[np.ndarray, np.ndarray]]  # BN id -> (mean, var)
 
 
 class Collector(Protocol):

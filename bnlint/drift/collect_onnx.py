@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bnlint.drift.collect import Overrides, RowStats, Summaries
 from bnlint.drift.samples import InputSpec
 from bnlint.drift.sites import BnSite
+from bnlint.drift.summaries import Overrides, RowStats, Summaries
 from bnlint.graph import ModelGraph
 from bnlint.runtime import RunnerUnavailable
 
@@ -69,9 +69,9 @@ class OnnxCollector:
         point: str = "centred",
         optimize: bool | None = None,
     ) -> None:
-        from bnlint.runtime_onnx import _onnxruntime
+        from bnlint.runtime_onnx import import_onnxruntime
 
-        _onnxruntime()  # fail fast without the ort extra
+        import_onnxruntime()  # fail fast without the ort extra
         from bnlint.onnx_io import has_external_in_subgraphs
 
         self.graph = graph

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from bnlint.drift.collect import Overrides, RowStats, Summaries
 from bnlint.drift.collect_onnx import data_inputs, fixed_batch
 from bnlint.drift.sites import BnSite
+from bnlint.drift.summaries import Overrides, RowStats, Summaries
 from bnlint.graph import ModelGraph
 from bnlint.runtime import RunnerUnavailable
 

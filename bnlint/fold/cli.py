@@ -32,7 +32,7 @@ def _shapes(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
 
 
 def _fail(message: str) -> None:
-    from bnlint.cli import fail
+    from bnlint.cli_output import fail
 
     fail(message)
 
@@ -236,7 +236,7 @@ def _report_fold(
         )
     section = verification_section(verification)
     if output_format == "json":
-        from bnlint.cli import _invocation_argv
+        from bnlint.cli_output import invocation_argv
         from bnlint.provenance import Invocation, collect, model_evidence
         from bnlint.report.json_report import report_dict
 
@@ -244,7 +244,7 @@ def _report_fold(
         model.verification = section
         model.provenance = model_evidence(graph.path, resolver.resolve(graph.path)[0], graph)
         report = Report([model])
-        report.provenance = collect(report, resolver, Invocation("cli", _invocation_argv()))
+        report.provenance = collect(report, resolver, Invocation("cli", invocation_argv()))
         import json
 
         click.echo(json.dumps(report_dict(report), indent=2, allow_nan=False), err=err)
@@ -318,9 +318,9 @@ def _write_onnx(
 
 def _is_stdout(target: Path) -> bool:
     """Whether the folded model goes to stdout (the report then goes to stderr)."""
-    from bnlint.report.write import _own_descriptor
+    from bnlint.report.write import own_descriptor
 
-    if _own_descriptor(str(target)) == 1:
+    if own_descriptor(str(target)) == 1:
         return True
     try:
         return os.path.samestat(os.stat(target), os.fstat(1))
@@ -334,9 +334,9 @@ def _special(target: Path) -> bool:
     replaced by a renamed file."""
     import stat
 
-    from bnlint.report.write import _own_descriptor
+    from bnlint.report.write import own_descriptor
 
-    if _own_descriptor(str(target)) is not None:
+    if own_descriptor(str(target)) is not None:
         return True
     try:
         return not stat.S_ISREG(os.stat(target).st_mode)
@@ -416,7 +416,7 @@ def verify(
 ) -> None:
     """Verify folds: run BN012/BN018 on models, or audit FOLDED --against ORIGINAL."""
     from bnlint.api import SettingsResolver
-    from bnlint.cli import _emit
+    from bnlint.cli_output import emit_report
     from bnlint.config import ConfigError
     from bnlint.registry import RegistryError
 
@@ -438,7 +438,7 @@ def verify(
         if options["debug"]:
             traceback.print_exc()
         _fail(f"internal error: {type(error).__name__}: {error} (rerun with --debug)")
-    _emit(report, options, resolver)
+    emit_report(report, options, resolver)
 
 
 def _verify_models(paths: Sequence[str], resolver: Any, options: dict) -> Any:

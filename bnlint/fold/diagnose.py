@@ -15,9 +15,9 @@ from bnlint.fold.layers import (
     ALGEBRA_ULPS,
     Expected,
     Layer,
-    _bn_terms,
-    _expected,
     bias_errors,
+    bn_terms,
+    expected_fold,
     read_layer,
     weight_errors,
 )
@@ -181,11 +181,11 @@ def name_bug(
         return None
     if result.groups != source.groups or result.weight.shape != source.weight.shape:
         return None
-    affine, params, eps = _bn_terms(original, verdict.bn)
+    affine, params, eps = bn_terms(original, verdict.bn)
     kind = verdict.kind or "conv"
     if kind in ("matmul_add",):
         return None
-    want = _expected(source, affine, params, kind)
+    want = expected_fold(source, affine, params, kind)
     tolerance = ALGEBRA_ULPS * unit_roundoff(source.weight_dtype)
     family = FAMILY[kind]
     w_err = weight_errors(result.weight, want.weight, family, source.groups)

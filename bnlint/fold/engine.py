@@ -103,7 +103,7 @@ def _fold_onnx(
 
 def _runtime(graph, model, folded_model, written, input_shapes):
     """ONNX Runtime runners when it is installed, and onnx.reference ones as the fallback."""
-    from bnlint.runtime_onnx import OnnxRunner, _onnxruntime, graph_arrays
+    from bnlint.runtime_onnx import OnnxRunner, graph_arrays, import_onnxruntime
 
     original = graph_arrays(graph)
     folded_arrays = {}
@@ -132,7 +132,7 @@ def _runtime(graph, model, folded_model, written, input_shapes):
         }
 
     try:
-        _onnxruntime()
+        import_onnxruntime()
     except RunnerUnavailable as error:
         return Runtime(None, input_shapes, reference), str(error)
     return Runtime(runners, input_shapes, reference), None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,12 +26,20 @@ from onnx import AttributeProto, NodeProto, TensorProto, helper
 
 from bnlint.fold import exact_ops as ops
 from bnlint.fold.exact_ops import EvalError, SizeLimit, check_size
+from bnlint.fold.exact_values import (
+    FLOATS,
+    HANDLERS,
+    Handler,
+    Tensor,
+    as_tensor,
+    handles,
+    output_tensor,
+)
 from bnlint.onnx_io import round_to
 from bnlint.reference import unit_roundoff
 
-__all__ = ["EvalError", "Evaluator", "SizeLimit", "Tensor"]
+__all__ = ["FLOATS", "EvalError", "Evaluator", "SizeLimit", "Tensor"]
 
-FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
 EPS_DEFAULT = float(np.float32(1e-5))  # BatchNormalization's epsilon is a float attribute
 # Ops onnx.reference may run for us: none can make an output larger than its inputs.
 REFERENCE_OPS = frozenset(
@@ -48,31 +55,6 @@ REFERENCE_OPS = frozenset(
 LIPSCHITZ_ONE = frozenset({"Relu", "LeakyRelu", "Clip", "MaxPool", "GlobalMaxPool", "Abs"})
 
 
-@dataclass
-class Tensor:
-    """A value (float64 for floating dtypes), its magnitude bound and its ONNX dtype."""
-
-    value: np.ndarray
-    dtype: str
-    constant: bool = False
-    mag: np.ndarray | None = None
-
-    @property
-    def magnitude(self) -> np.ndarray:
-        return np.abs(self.value) if self.mag is None else self.mag
-
-
-def as_tensor(array: np.ndarray, dtype: str, constant: bool) -> Tensor:
-    value = np.asarray(array, dtype=np.float64) if dtype in FLOATS else np.asarray(array)
-    return Tensor(value, dtype, constant)
-
-
-def _dtype_name(elem_type: int) -> str:
-    if elem_type == TensorProto.BFLOAT16:
-        return "bfloat16"
-    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
-
-
 def attributes(node: NodeProto, read_tensor: Callable[[TensorProto], np.ndarray]) -> dict:
     found: dict[str, Any] = {}
     for attribute in node.attribute:
@@ -84,19 +66,6 @@ def attributes(node: NodeProto, read_tensor: Callable[[TensorProto], np.ndarray]
             value = helper.get_attribute_value(attribute)
             found[attribute.name] = value.decode() if isinstance(value, bytes) else value
     return found
-
-
-Handler = Callable[["Evaluator", NodeProto, list, dict], list[Tensor]]
-HANDLERS: dict[str, Handler] = {}
-
-
-def handles(*names: str):
-    def register(function: Handler) -> Handler:
-        for name in names:
-            HANDLERS[name] = function
-        return function
-
-    return register
 
 
 class Evaluator:
@@ -160,16 +129,8 @@ class Evaluator:
         return tensor
 
 
-def _all_constant(inputs: Sequence[Tensor | None]) -> bool:
-    return all(t is None or t.constant for t in inputs)
-
-
 def _float(inputs: Sequence[Tensor | None]) -> str:
     return next((t.dtype for t in inputs if t is not None and t.dtype in FLOATS), "float32")
-
-
-def _out(value, dtype, inputs, mag=None) -> Tensor:
-    return Tensor(np.asarray(value), dtype, _all_constant(inputs), mag)
 
 
 @handles("Conv", "ConvTranspose")
@@ -182,7 +143,7 @@ def _conv(ev: Evaluator, node, inputs, attrs) -> list[Tensor]:
     if ev.magnitudes:
         bias = None if b is None else b.magnitude
         mag = kernel(x.magnitude, np.abs(w.value), bias, attrs)
-    return [_out(value, _float(inputs), inputs, mag)]
+    return [output_tensor(value, _float(inputs), inputs, mag)]
 
 
 @handles("Gemm")
@@ -198,7 +159,7 @@ def _gemm(ev: Evaluator, node, inputs, attrs) -> list[Tensor]:
             "beta": abs(attrs.get("beta", 1.0)),
         }
         mag = ops.gemm(a.magnitude, b.magnitude, None if c is None else c.magnitude, absolute)
-    return [_out(value, _float(inputs), inputs, mag)]
+    return [output_tensor(value, _float(inputs), inputs, mag)]
 
 
 @handles("MatMul")
@@ -206,7 +167,7 @@ def _matmul(ev: Evaluator, node, inputs, attrs) -> list[Tensor]:
     a, b = inputs
     value = ops.matmul(a.value, b.value)
     mag = ops.matmul(a.magnitude, b.magnitude) if ev.magnitudes else None
-    return [_out(value, _float(inputs), inputs, mag)]
+    return [output_tensor(value, _float(inputs), inputs, mag)]
 
 
 @handles("BatchNormalization")
@@ -232,7 +193,7 @@ def _batch_norm(ev: Evaluator, node, inputs, attrs) -> list[Tensor]:
         # (1e-5 for float32(1e-5)); in units of this dtype's rounding that changes y by
         eps_units = eps * 2.0**-24 / (2 * (var + eps)) / unit_roundoff(x.dtype)
         mag = mag + np.abs((x.value - mean) * mult) * eps_units
-    return [_out(value, _float(inputs), inputs, mag)]
+    return [output_tensor(value, _float(inputs), inputs, mag)]
 
 
 def _elementwise(function: Callable, mag_rule: str) -> Handler:
@@ -253,7 +214,7 @@ def _elementwise(function: Callable, mag_rule: str) -> Handler:
             else:  # quotient: the divisor's own value bounds it
                 mag = a.magnitude / np.abs(b.value)
         dtype = a.dtype if a.dtype == b.dtype or b.dtype not in FLOATS else _float(inputs)
-        return [_out(value, dtype, inputs, mag)]
+        return [output_tensor(value, dtype, inputs, mag)]
 
     return handler
 
@@ -281,7 +242,7 @@ def _unary(function: Callable, mag_rule: str = "abs") -> Handler:
                 mag = x.magnitude
             elif mag_rule == "sqrt":
                 mag = np.sqrt(x.magnitude)
-        return [_out(value, x.dtype, inputs, mag)]
+        return [output_tensor(value, x.dtype, inputs, mag)]
 
     return handler
 
@@ -328,7 +289,7 @@ def _reference(ev: Evaluator, node, inputs, attrs) -> list[Tensor]:
             if not same and source is not None and source.dtype in FLOATS:
                 mag = mag + float(np.max(source.magnitude, initial=0.0))
         kind = dtype if value.dtype.kind == "f" else value.dtype.name
-        results.append(_out(value, kind, inputs, mag))
+        results.append(output_tensor(value, kind, inputs, mag))
     return results
 
 

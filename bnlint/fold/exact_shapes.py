@@ -1,30 +1,32 @@
 """The evaluator's ops that move or build values (reshape, transpose, concat, cast, ...).
 
-Registered into :data:`bnlint.fold.exact.HANDLERS`; each sizes its output first.
+Registered into :data:`bnlint.fold.exact_values.HANDLERS`; each sizes its output first.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from onnx import TensorProto
 
-from bnlint.fold.exact import (
+from bnlint.fold.exact_ops import EvalError, check_size
+from bnlint.fold.exact_values import (
     FLOATS,
     HANDLERS,
-    EvalError,
-    Evaluator,
     Handler,
     Tensor,
-    _dtype_name,
-    _out,
     as_tensor,
-    check_size,
+    dtype_name,
     handles,
+    output_tensor,
 )
 from bnlint.onnx_io import round_to
+
+if TYPE_CHECKING:
+    from bnlint.fold.exact import Evaluator
 
 
 def _shaped(function: Callable) -> Handler:
@@ -36,7 +38,7 @@ def _shaped(function: Callable) -> Handler:
         mag = None
         if ev.magnitudes and x.mag is not None:
             mag = function(ev, np.broadcast_to(x.mag, x.value.shape), inputs, attrs)
-        return [_out(value, x.dtype, inputs, mag)]
+        return [output_tensor(value, x.dtype, inputs, mag)]
 
     return handler
 
@@ -89,7 +91,7 @@ HANDLERS["Flatten"] = _shaped(
 @handles("Cast", "CastLike")
 def _cast(ev: Evaluator, node, inputs, attrs) -> list[Tensor]:
     x = inputs[0]
-    target = _dtype_name(attrs["to"]) if node.op_type == "Cast" else inputs[1].dtype
+    target = dtype_name(attrs["to"]) if node.op_type == "Cast" else inputs[1].dtype
     if target in FLOATS:
         value = round_to(np.asarray(x.value, dtype=np.float64), target)
     else:
@@ -102,7 +104,7 @@ def _constant(ev: Evaluator, node, inputs, attrs) -> list[Tensor]:
     if isinstance(attrs.get("value"), TensorProto):
         tensor = attrs["value"]
         check_size(math.prod(tensor.dims), f"Constant {node.output[0]!r}")
-        return [as_tensor(ev.read_tensor(tensor), _dtype_name(tensor.data_type), True)]
+        return [as_tensor(ev.read_tensor(tensor), dtype_name(tensor.data_type), True)]
     for key, dtype in (("value_float", "float32"), ("value_floats", "float32")):
         if key in attrs:
             return [as_tensor(np.array(attrs[key], np.float32), dtype, True)]
@@ -132,7 +134,7 @@ def _concat(ev: Evaluator, node, inputs, attrs) -> list[Tensor]:
         mag = np.concatenate(
             [np.broadcast_to(t.magnitude, t.value.shape) for t in present], axis=axis
         )
-    return [_out(value, present[0].dtype, inputs, mag)]
+    return [output_tensor(value, present[0].dtype, inputs, mag)]
 
 
 @handles("ConstantOfShape")
@@ -145,7 +147,7 @@ def _constant_of_shape(ev: Evaluator, node, inputs, attrs) -> list[Tensor]:
     if isinstance(attrs.get("value"), TensorProto):
         value, dtype = (
             ev.read_tensor(attrs["value"]).reshape(-1),
-            _dtype_name(attrs["value"].data_type),
+            dtype_name(attrs["value"].data_type),
         )
     return [Tensor(np.full(dims, value[0] if value.size else 0), dtype, True)]
 
@@ -159,4 +161,4 @@ def _expand(ev: Evaluator, node, inputs, attrs) -> list[Tensor]:
         raise EvalError(f"Expand: {error}") from None
     check_size(math.prod(shape), "Expand output")
     mag = None if x.mag is None else np.broadcast_to(x.mag, shape)
-    return [_out(np.broadcast_to(x.value, shape).copy(), x.dtype, inputs, mag)]
+    return [output_tensor(np.broadcast_to(x.value, shape).copy(), x.dtype, inputs, mag)]

@@ -81,7 +81,7 @@ class Expected:
     bias_scale: np.ndarray  # magnitude of the terms that make up each expected bias
 
 
-def _bn_terms(graph: ModelGraph, bn: Node) -> tuple[BNAffine, dict[str, np.ndarray], float]:
+def bn_terms(graph: ModelGraph, bn: Node) -> tuple[BNAffine, dict[str, np.ndarray], float]:
     params = {
         role: np.asarray(graph.param(bn.input(role)), dtype=np.float64).reshape(-1)
         for role in ("scale", "bias", "mean", "var")
@@ -90,7 +90,7 @@ def _bn_terms(graph: ModelGraph, bn: Node) -> tuple[BNAffine, dict[str, np.ndarr
     return BNAffine.from_params(**params, eps=eps), params, eps
 
 
-def _expected(layer: Layer, affine: BNAffine, params: dict, kind: str) -> Expected:
+def expected_fold(layer: Layer, affine: BNAffine, params: dict, kind: str) -> Expected:
     mult = affine.mult
     if kind == "forward_conv":
         weight, bias = forward_fold_math(layer.weight, layer.bias, affine)

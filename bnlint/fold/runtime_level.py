@@ -242,7 +242,7 @@ def _sole(graph: ModelGraph, name: str) -> bool:
 
 def probe_feeds(specs, input_shapes, seed: int) -> list[dict[str, np.ndarray]]:
     """Seeded feeds; a second set with every boolean input flipped when there are any."""
-    from bnlint.runtime_onnx import make_feeds
+    from bnlint.runtime import make_feeds
 
     feeds = make_feeds(specs, input_shapes, batch=2, seed=seed)
     for spec in specs:

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 from onnx import ModelProto, TensorProto
 
-from bnlint.fold.exact import EvalError, SizeLimit, _dtype_name
+from bnlint.fold.exact import EvalError, SizeLimit
 from bnlint.fold.exact_ops import check_size
+from bnlint.fold.exact_values import dtype_name
 from bnlint.fold.regional import Constants, Side
 from bnlint.fold.regions import ModelView, Scope
 from bnlint.fold.results import FoldError
 from bnlint.graph import ModelGraph
-from bnlint.loaders.onnx_tensors import read_embedded
+from bnlint.loaders import read_onnx_tensor
 from bnlint.params import UnreadableParameter
 
 
@@ -31,7 +32,7 @@ def read_tensor(tensor: TensorProto) -> np.ndarray:
         raise EvalError(f"tensor {tensor.name!r} keeps its data in an external file")
     check_size(int(np.prod(tensor.dims, dtype=np.float64)), f"tensor {tensor.name!r}")
     try:
-        return np.asarray(read_embedded(tensor))
+        return np.asarray(read_onnx_tensor(tensor))
     except UnreadableParameter as error:
         raise EvalError(str(error)) from None
 
@@ -45,12 +46,12 @@ def graph_reader(graph: ModelGraph) -> Callable[[Scope, str], tuple[np.ndarray, 
             if shape is not None:
                 check_size(int(np.prod(shape, dtype=np.float64)), f"initializer {name!r}")
             try:
-                return np.asarray(graph.params.get(key)), _dtype_name(tensor.data_type)
+                return np.asarray(graph.params.get(key)), dtype_name(tensor.data_type)
             except (UnreadableParameter, OSError, ValueError) as error:
                 # An input bnlint cannot read is bad input, not an open question.
                 where = Path(str(graph.path)).name
                 raise FoldError(f"tensor {name!r} of {where} cannot be read: {error}") from None
-        return read_tensor(tensor), _dtype_name(tensor.data_type)
+        return read_tensor(tensor), dtype_name(tensor.data_type)
 
     return read
 
@@ -67,7 +68,7 @@ def written_reader(
         if scope.param_key(name) in written or (
             tensor.data_location != TensorProto.EXTERNAL and not _known(graph, scope, name)
         ):
-            return read_tensor(tensor), _dtype_name(tensor.data_type)
+            return read_tensor(tensor), dtype_name(tensor.data_type)
         return original(scope, name)
 
     return read

@@ -8,68 +8,36 @@ ONNX file named ``.pt`` still loads as ONNX.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from bnlint.loaders.files import (
+    ZIP_MAGIC,
+    LoadError,
+    check_regular_file,
+    is_entry_point,
+    read_head,
+)
+
+__all__ = [
+    "ZIP_MAGIC",
+    "LoadError",
+    "check_regular_file",
+    "graph_from_object",
+    "is_entry_point",
+    "load_model",
+    "preload",
+    "read_head",
+    "read_onnx_tensor",
+]
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from bnlint.config import Settings
     from bnlint.graph import ModelGraph
 
 ONNX_MAX_BYTES = 2 * 1024**3  # protobuf's hard limit; larger models must use external data
-ZIP_MAGIC = b"PK\x03\x04"
-ONNX_EXTENSIONS = {".onnx", ".onnxtxt"}
-TORCH_EXTENSIONS = {".pt", ".pth", ".pt2", ".ckpt", ".bin", ".ts", ".ptl", ".safetensors"}
-
-
-class LoadError(Exception):
-    """A model cannot be read. ``str()`` is the one-line ``<path>: <problem>``.
-
-    ``user_traceback``: when the user's own code failed (a ``module:factory`` that raised),
-    its traceback, bnlint's frames left out; shown above the one-line error.
-    """
-
-    def __init__(self, path: str | Path, problem: str, user_traceback: str | None = None) -> None:
-        super().__init__(problem)
-        self.path = str(path)
-        self.problem = problem
-        self.user_traceback = user_traceback
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.problem}"
-
-
-def check_regular_file(path: Path) -> os.stat_result:
-    """``stat`` the path and refuse anything that is not a non-empty regular file.
-
-    Nothing is opened: a FIFO or a device would block or stream forever.
-    """
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise LoadError(path, "broken symbolic link") from None
-        raise LoadError(path, "no such file") from None
-    except OSError as error:
-        if error.errno == 40:  # ELOOP
-            raise LoadError(path, "symbolic link loop") from None
-        raise LoadError(path, f"cannot stat: {error.strerror}") from None
-    mode = info.st_mode
-    kinds = (
-        (stat.S_ISDIR, "is a directory"),
-        (stat.S_ISFIFO, "is a FIFO (named pipe); refusing to open it"),
-        (stat.S_ISCHR, "is a character device; refusing to open it"),
-        (stat.S_ISBLK, "is a block device; refusing to open it"),
-        (stat.S_ISSOCK, "is a socket; refusing to open it"),
-    )
-    for test, problem in kinds:
-        if test(mode):
-            raise LoadError(path, problem)
-    if not stat.S_ISREG(mode):
-        raise LoadError(path, "not a regular file")
-    if info.st_size == 0:
-        raise LoadError(path, "empty file")
-    return info
 
 
 def sniff_format(path: Path, head: bytes) -> str:
@@ -128,39 +96,6 @@ def python_file_problem(path: Path, info: os.stat_result) -> str:
     return text + "; it runs your code, as pytest does"
 
 
-def is_entry_point(target: str) -> bool:
-    """``pkg.module:factory`` or ``path/to/file.py:factory`` (not an existing file)."""
-    if ":" not in target or Path(target).exists():
-        return False
-    module, _, factory = target.rpartition(":")
-    return bool(module) and factory.isidentifier()
-
-
-def read_head(path: Path, info: os.stat_result, size: int = 16) -> bytes:
-    """The first bytes of the file ``check_regular_file`` vetted, opened without blocking.
-
-    ``O_NONBLOCK`` keeps a FIFO swapped in after the ``stat`` from blocking the open, and
-    the descriptor's own ``fstat`` must be the same regular file.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-    try:
-        descriptor = os.open(path, flags)
-    except OSError as error:
-        raise LoadError(path, f"cannot open: {error.strerror or error}") from None
-    try:
-        opened = os.fstat(descriptor)
-        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
-            info.st_dev,
-            info.st_ino,
-        ):
-            raise LoadError(path, "the file changed between stat and open; refusing it")
-        return os.read(descriptor, size)
-    except OSError as error:
-        raise LoadError(path, f"cannot read: {error.strerror or error}") from None
-    finally:
-        os.close(descriptor)
-
-
 def load_model(target: str, settings: Settings) -> ModelGraph:
     """Load any supported input; raises :class:`LoadError` with a one-line problem.
 
@@ -217,3 +152,26 @@ def _torch_loader():
     except ImportError as error:  # the module itself imports torch lazily; this is a bug guard
         raise LoadError("<torch>", f"PyTorch front end unavailable: {error}") from None
     return torch_loader
+
+
+def graph_from_object(model: Any, example_inputs: Any, settings: Settings) -> ModelGraph:
+    """The graph of an in-memory model: an ``onnx.ModelProto`` or an ``nn.Module``."""
+    type_name = f"{type(model).__module__}.{type(model).__qualname__}"
+    if type_name == "onnx.onnx_ml_pb2.ModelProto" or type(model).__name__ == "ModelProto":
+        from bnlint.loaders.onnx import build_graph
+
+        return build_graph(model, Path("<ModelProto>"), settings)
+    return _torch_loader().graph_from_module(model, example_inputs, settings)
+
+
+def read_onnx_tensor(tensor: Any) -> np.ndarray:
+    """An embedded ONNX ``TensorProto`` as an array, its declared size checked first
+    (:class:`~bnlint.params.UnreadableParameter` when it cannot be read)."""
+    from bnlint.loaders.onnx_tensors import read_embedded
+
+    return read_embedded(tensor)
+
+
+def preload() -> None:
+    """Import the ONNX front end now (before worker processes fork, so each starts warm)."""
+    import bnlint.loaders.onnx  # noqa: F401

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 
 from bnlint.graph import UnreadableParameter
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 
 
 @dataclass(frozen=True)

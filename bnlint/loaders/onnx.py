@@ -24,8 +24,8 @@ from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from bnlint._perf import gc_paused
 from bnlint.graph import CANONICAL_OPS, BatchSize, GraphFacts, Location, ModelGraph
-from bnlint.loaders import LoadError
 from bnlint.loaders.external import ExternalDataResolver, lazy_reader
+from bnlint.loaders.files import LoadError
 from bnlint.loaders.onnx_bounded import expanded_node_count
 from bnlint.loaders.onnx_const import EVALUATORS
 from bnlint.loaders.onnx_file import (
@@ -45,7 +45,7 @@ from bnlint.loaders.onnx_tensors import (
     read_attributes,
     read_embedded,
 )
-from bnlint.loaders.onnx_types import dtype_name, numpy_dtype
+from bnlint.onnx_types import dtype_name, numpy_dtype
 
 # Ops whose first output has the dtype of their first input (for cheap dtype propagation).
 _SAME_DTYPE = CANONICAL_OPS - {"cast", "control_flow", "other"}

@@ -16,7 +16,7 @@ from bnlint.graph import UnreadableParameter
 from bnlint.loaders.onnx_const import EVALUATORS, MAX_FOLD_BYTES, SHAPE_ONLY, evaluate
 from bnlint.loaders.onnx_scope import Scope
 from bnlint.loaders.onnx_tensors import attributes, constant_value, describe, read_embedded
-from bnlint.loaders.onnx_types import numpy_dtype_by_name
+from bnlint.onnx_types import numpy_dtype_by_name
 
 if TYPE_CHECKING:
     from bnlint.graph import ModelGraph

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bnlint.graph import BatchSize, GraphFacts, ModelGraph
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 from bnlint.loaders.torch_archive import DTYPE_BY_ENUM, ZipArchive
 from bnlint.loaders.torch_aten import AtenCall, AtenGraphBuilder, Ref
 from bnlint.loaders.torch_modules import ModuleRecord
@@ -22,9 +22,6 @@ from bnlint.loaders.torch_ops import HOP_CONTROL_FLOW
 
 DEFAULT_MAX_NODES = 2_000_000  # Settings.max_nodes
 # What a program with the wrong JSON types in the wrong places raises while it is read.
-_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
-
-
 # What parsing JSON allocates, estimated from its bytes before anything is parsed: each
 # object or array (CPython: 56-64 bytes) and each element slot, plus the text itself for
 # strings and numbers. torch.export programs come to 3-6 times their size; a text of

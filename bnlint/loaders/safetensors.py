@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bnlint.graph import GraphFacts, ModelGraph, UnreadableParameter
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 from bnlint.loaders.torch_infer import add_inferred_graph
 from bnlint.loaders.torch_modules import records_from_tensor_names
 

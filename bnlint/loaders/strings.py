@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 
 if TYPE_CHECKING:
     from bnlint.graph import ModelGraph

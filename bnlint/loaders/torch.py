@@ -19,20 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bnlint.graph import ModelGraph
-from bnlint.loaders import LoadError
-
-INSTALL_HINT = "pip install 'bnlint[torch]'"
-
-
-def require_torch(path: str | Path) -> Any:
-    """The torch module, or a LoadError telling the user how to install it."""
-    try:
-        import torch
-    except ImportError:
-        raise LoadError(
-            path, f"reading PyTorch models needs PyTorch, which is not installed: {INSTALL_HINT}"
-        ) from None
-    return torch
+from bnlint.loaders.files import LoadError, require_torch
 
 
 def load_entry_point(target: str, settings: Any) -> ModelGraph:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bnlint.graph import UnreadableParameter
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 
 MAX_JSON_BYTES = 256 * 1024**2  # a program description larger than this is not a model we read
 # torch stores tensors uncompressed (code and debug info deflate about 3:1), so an archive

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 
 
 def _describe(error: BaseException) -> str:

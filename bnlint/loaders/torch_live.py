@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bnlint.graph import BatchSize, GraphFacts, ModelGraph
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 from bnlint.loaders.torch_modules import add_module_nodes, snapshot_module
 
 _MESSAGE_LIMIT = 200

@@ -23,7 +23,7 @@ from bnlint.loaders.torch_ops import (
 
 PYTORCH_DEFAULT_MOMENTUM = 0.1
 
-_CONSTANT_ATTRS = (
+CONSTANT_ATTRS = (
     "eps",
     "momentum",
     "affine",
@@ -129,7 +129,7 @@ def snapshot_module(module: Any) -> tuple[dict[str, ModuleRecord], dict[str, boo
 def plain_constants(module: Any) -> dict[str, Any]:
     """The module's hyper-parameters (``eps``, ``momentum``, ``stride`` …) that are plain values."""
     found = {}
-    for name in _CONSTANT_ATTRS:
+    for name in CONSTANT_ATTRS:
         try:
             value = getattr(module, name)
         except Exception:  # absent (AttributeError) or a property that fails: not known

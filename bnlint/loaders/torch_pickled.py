@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bnlint.loaders.torch_modules import _CONSTANT_ATTRS, ModuleRecord
+from bnlint.loaders.torch_modules import CONSTANT_ATTRS, ModuleRecord
 from bnlint.loaders.torch_pickle import ObjectRecord, TensorRecord
 
 MAX_DEPTH = 100
@@ -62,7 +62,7 @@ def module_records(
             raise ValueError(f"module tree deeper than {MAX_DEPTH} levels")
         seen.add(id(obj))
         record = ModuleRecord(path=path, qualname=obj.qualname, training=obj.state["training"])
-        for name in _CONSTANT_ATTRS:
+        for name in CONSTANT_ATTRS:
             value = _plain(obj.state.get(name, _NOT_PLAIN))
             if value is not _NOT_PLAIN:
                 record.constants[name] = value

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 from bnlint.loaders.safe_pickle import restricted_loads
 from bnlint.loaders.torch_archive import ZipArchive
 from bnlint.loaders.torch_aten import is_torch_source

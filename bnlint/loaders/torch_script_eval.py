@@ -21,7 +21,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 from bnlint.loaders.torch_aten import Ref
 from bnlint.loaders.torch_pickle import ObjectRecord, TensorRecord
 from bnlint.loaders.torch_program import ProgramWriter

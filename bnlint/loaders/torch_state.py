@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bnlint.graph import GraphFacts, ModelGraph
-from bnlint.loaders import ZIP_MAGIC, LoadError
+from bnlint.loaders.files import ZIP_MAGIC, LoadError
 from bnlint.loaders.safe_pickle import PickledObject, RestrictedUnpickler, StorageRef, describe
 from bnlint.loaders.torch_archive import ZipArchive
 from bnlint.loaders.torch_infer import add_inferred_graph
@@ -300,7 +300,7 @@ def pickled_module_graph(
 
 # -- torch itself: --trust-model-code, --arch, legacy files -----------------------------------
 def _torch_load(path: Path, weights_only: bool) -> Any:
-    from bnlint.loaders.torch import require_torch
+    from bnlint.loaders.files import require_torch
 
     torch = require_torch(path)
 
@@ -354,7 +354,7 @@ def _from_torch_state(path: Path, loaded: Any, settings: Any) -> ModelGraph:
 
 
 def _with_arch(path: Path, state: dict[str, Any], arch: str, settings: Any) -> ModelGraph:
-    from bnlint.loaders import is_entry_point
+    from bnlint.loaders.files import is_entry_point
     from bnlint.loaders.torch_entry import build_from_entry_point
     from bnlint.loaders.torch_live import graph_from_module
 

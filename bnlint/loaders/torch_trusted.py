@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bnlint.graph import BatchSize, GraphFacts, ModelGraph
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 from bnlint.loaders.torch_aten import AtenGraphBuilder, Ref, is_torch_source
 from bnlint.loaders.torch_infer import assume_linear_features
 from bnlint.loaders.torch_live import register_tensors

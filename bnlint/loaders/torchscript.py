@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bnlint.graph import BatchSize, GraphFacts, ModelGraph
-from bnlint.loaders import LoadError
+from bnlint.loaders.files import LoadError
 from bnlint.loaders.safe_pickle import describe, restricted_loads
 from bnlint.loaders.torch_archive import ZipArchive
 from bnlint.loaders.torch_aten import Ref

@@ -40,10 +40,6 @@ class RenderOptions:
     rules: Mapping[str, Any] | None = None
 
 
-def available_formats() -> list[str]:
-    return list(REPORTERS)
-
-
 def extras_for(formats: Iterable[str]) -> tuple[str, ...]:
     """The ModelResult extras the given output formats need, without duplicates."""
     names = [name for fmt in formats for name in EXTRAS_BY_FORMAT.get(fmt, ())]

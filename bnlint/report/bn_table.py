@@ -59,9 +59,7 @@ def bn_table(graph: ModelGraph, phase: str | None = None) -> list[dict[str, Any]
     from bnlint.stats import bn_params
 
     verdicts: dict[int, dict[str, Any]] = {}
-    from bnlint.engine import graph_provides
-
-    if phase == "inference" and graph_provides(graph, "producer_edges"):
+    if phase == "inference" and graph.facts.provides("producer_edges"):
         try:
             verdicts = fold_verdicts(graph)
         except Exception:  # the summary line then has no fold count either

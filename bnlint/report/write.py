@@ -77,7 +77,7 @@ def input_identities(inputs: Iterable[str | os.PathLike[str]]) -> dict[tuple[int
     return found
 
 
-def _own_descriptor(target: str) -> int | None:
+def own_descriptor(target: str) -> int | None:
     """The descriptor N when ``target`` names ``/dev/fd/N`` or ``/proc/self/fd/N``, directly
     or through symlinks (``/dev/stdout -> /proc/self/fd/1``)."""
     path = os.path.abspath(target)
@@ -121,7 +121,7 @@ def check_output_target(
     """
     path = os.fspath(target)
     read = input_identities(inputs)
-    descriptor = _own_descriptor(path)
+    descriptor = own_descriptor(path)
     if descriptor is not None:
         try:
             info = os.fstat(descriptor)
@@ -161,7 +161,7 @@ def refuse_input_target(
 ) -> None:
     """Raise :class:`UnsafeOutput` when ``target`` is one of ``inputs`` (opens nothing)."""
     read = input_identities(inputs)
-    descriptor = _own_descriptor(os.fspath(target))
+    descriptor = own_descriptor(os.fspath(target))
     if descriptor is not None:
         try:
             info = os.fstat(descriptor)
