@@ -58,8 +58,8 @@ LAYERS: tuple[Layer, ...] = (
     ),
     _layer(
         "config",
-        "configuration files and keys resolved into Settings",
-        ("bnlint.config", "bnlint.config_keys"),
+        "configuration files and keys resolved into Settings, and the name patterns they hold",
+        ("bnlint.config", "bnlint.config_*"),
         "foundation",
         "contract",
     ),
@@ -124,6 +124,7 @@ LAYERS: tuple[Layer, ...] = (
         ("bnlint.rules", "bnlint.rules.*"),
         "foundation",
         "contract",
+        "config",
         "statistics",
         "fold",
         "drift",
