@@ -98,7 +98,7 @@ def walk(root: Path, settings: Settings) -> tuple[list[str], list[str]]:
     symlinks to files outside ``root``)."""
     import fnmatch
 
-    from bnlint.loaders.external import leaves_folder
+    from bnlint.loaders import leaves_folder
 
     found, skipped = [], []
     for folder, dirnames, filenames in os.walk(root, followlinks=False):
@@ -177,7 +177,7 @@ def lint_target(
             debug("".join(traceback.format_exception(error.__cause__)))
         result = ModelResult(path=target, status="error", error=error.problem)
         if error.user_traceback:
-            result.extras["user_traceback"] = error.user_traceback
+            result.user_traceback = error.user_traceback
         result.provenance = model_evidence(target, settings, read=False)
         return result
     try:
@@ -188,9 +188,8 @@ def lint_target(
         return result
     if any(finding.location.get("source_file") for finding in result.findings):
         result.findings = _repository_sources(target, result.findings)
-    if graph.extras.get("data_files"):  # output paths are checked against these too
-        result.extras["data_files"] = list(graph.extras["data_files"])
-    rules_run = [rule.code for rule in applicable_rules(graph, settings, ruleset)[0]]
+    result.data_files = list(graph.source.data_files)  # outputs may not overwrite these
+    rules_run = [rule.code for rule in applicable_rules(graph, settings, ruleset, result.phase)[0]]
     result.provenance = model_evidence(target, settings, graph, rules_run, read=hash_files)
     return result
 
@@ -310,6 +309,7 @@ def lint(
     *,
     config: str | Path | None = None,
     extras: Sequence[str] = (),
+    baseline: str | Path | None = None,
     **settings: Any,
 ) -> Report:
     """Lint a path, a list of paths, an ``onnx.ModelProto`` or an ``nn.Module``.
@@ -318,8 +318,11 @@ def lint(
     ``input_shapes={"x": (1, 3, 224, 224)}``, ``jobs=4`` …). An ``nn.Module`` needs
     ``example_inputs=(tensor, …)``. ``extras`` names report data to compute per model
     (``bnlint.report.extras_for(["html"])`` gives what the HTML report shows).
+    ``baseline``: a file written by ``--write-baseline``; findings it holds are marked
+    ``baseline_state="unchanged"`` and no longer fail (:meth:`Report.exit_code`), as with
+    ``bnlint --baseline`` (``bnlint.report.baseline.BaselineError`` if it is unusable).
     """
-    from bnlint.provenance import Invocation, collect
+    from bnlint.provenance import Invocation
 
     invocation = Invocation(kind="api")
     example_inputs = settings.pop("example_inputs", None)
@@ -330,12 +333,29 @@ def lint(
         targets = list(target)
     else:
         report = Report(models=[_lint_object(target, resolver, example_inputs, tuple(extras))])
-        report.provenance = collect(report, resolver, invocation)
-        return report
+        return finish_report(report, resolver, invocation, baseline)
     paths = list(iter_targets(targets, resolver))
     jobs = resolver.resolve(paths[0])[0].jobs if paths else 1
     report = Report(models=lint_many(paths, resolver, jobs=jobs, extras=tuple(extras)))
-    report.provenance = collect(report, resolver, invocation)
+    return finish_report(report, resolver, invocation, baseline)
+
+
+def finish_report(
+    report: Report,
+    resolver: SettingsResolver,
+    invocation: Any,
+    baseline: str | Path | None = None,
+) -> Report:
+    """What every run adds once its models are linted, for the CLI and ``lint()`` alike:
+    the provenance record, then the baseline's verdict on each finding."""
+    from bnlint.provenance import collect
+
+    if report.provenance is None:
+        report.provenance = collect(report, resolver, invocation)
+    if baseline is not None:
+        from bnlint.report.baseline import apply_baseline, load_baseline
+
+        apply_baseline(report, load_baseline(baseline), str(baseline))
     return report
 
 
@@ -349,7 +369,6 @@ def _lint_object(
     settings, ruleset = resolver.resolve(Path.cwd())
     graph = graph_from_object(model, example_inputs, settings)
     result = lint_loaded(graph, settings, ruleset, extras)
-    result.provenance = model_evidence(
-        "", settings, graph, [rule.code for rule in applicable_rules(graph, settings, ruleset)[0]]
-    )
+    rules_run = [rule.code for rule in applicable_rules(graph, settings, ruleset, result.phase)[0]]
+    result.provenance = model_evidence("", settings, graph, rules_run)
     return result

@@ -23,13 +23,9 @@ from typing import Any
 import numpy as np
 
 from bnlint.graph import ModelGraph, Node
-from bnlint.params import MappedTensor
 
 BN_ROLES = ("scale", "bias", "mean", "var")
 MAX_PARAM_ELEMENTS = 1 << 24  # as bnlint.stats: larger vectors are not per-channel parameters
-_CACHE_KEY = "bn_arrays"
-RAW_FLOATS = {1: "<f4", 10: "<f2", 11: "<f8"}  # ONNX float, float16, double
-ITEMSIZE = {"<f4": 4, "<f2": 2, "<f8": 8}
 
 
 @dataclass
@@ -106,9 +102,9 @@ def non_finite_terms(graph: ModelGraph) -> set[int]:
 
 
 def _cached_terms(graph: ModelGraph) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], set[int]]:
-    cached = graph.extras.get("bn_affine_terms")
+    cached = graph.cache.bn_affine_terms
     if cached is None:
-        cached = graph.extras["bn_affine_terms"] = _affine_terms(graph)
+        cached = graph.cache.bn_affine_terms = _affine_terms(graph)
     return cached
 
 
@@ -130,9 +126,9 @@ def _affine_terms(graph: ModelGraph) -> tuple[dict[int, tuple[np.ndarray, np.nda
 
 def bn_arrays(graph: ModelGraph) -> BNArrays:
     """The BN parameter arrays of ``graph`` (computed once, cached on the graph)."""
-    cached = graph.extras.get(_CACHE_KEY)
+    cached = graph.cache.bn_arrays
     if cached is None:
-        cached = graph.extras[_CACHE_KEY] = _build(graph)
+        cached = graph.cache.bn_arrays = _build(graph)
     return cached
 
 
@@ -206,11 +202,9 @@ class _Reader:
 
     def _read(self, name: str) -> tuple[str, Any, int] | None:
         params = self.params
-        source = params.source(name)
-        if source is not None:
-            raw = _raw_floats(source)
-            if raw is not None:
-                return raw
+        raw = params.raw_floats(name, MAX_PARAM_ELEMENTS)
+        if raw is not None:
+            return raw
         if name not in params:
             return None
         shape = params.shape(name)
@@ -227,31 +221,3 @@ class _Reader:
 
 
 _MISSING = object()
-
-
-def _raw_floats(source: Any) -> tuple[str, bytes, int] | None:
-    """A float initializer's raw little-endian bytes, when that is all it holds and they
-    match its declared shape (anything else takes the careful path)."""
-    mapped = type(source) is MappedTensor
-    tensor = source.tensor if mapped else source
-    dtype = RAW_FLOATS.get(getattr(tensor, "data_type", None))
-    if dtype is None:
-        return None
-    dims = tensor.dims
-    elements = math.prod(dims)
-    if elements > MAX_PARAM_ELEMENTS or any(d < 0 for d in dims):
-        return None
-    itemsize = ITEMSIZE[dtype]
-    if mapped:
-        if source.length != elements * itemsize:
-            return None
-        raw = source.buffer[source.offset : source.offset + source.length]
-    else:
-        if tensor.data_location != 0:
-            return None
-        raw = tensor.raw_data
-        if len(raw) != elements * itemsize:
-            return None
-    if not raw and elements:
-        return None
-    return dtype, raw, elements

@@ -10,7 +10,6 @@ parameters were not read in bulk is always selected.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +17,6 @@ import numpy as np
 
 from bnlint.bn_arrays import BN_ROLES, BNArrays, bn_arrays
 from bnlint.graph import ModelGraph, Node
-from bnlint.params import MappedTensor
 
 # The narrowest float formats bound every check: float16's range is the smallest, its
 # smallest normal the largest (so a value inside these bounds is fine in every format).
@@ -154,13 +152,15 @@ def _weight_screen(
         candidates.add(table.bns[row].id)
 
 
+SMALL_WEIGHT_BYTES = 1 << 16  # weights up to this size are reduced together
+
+
 def prefetch_conv_absmax(graph: ModelGraph, producers: Iterable[Node]) -> None:
     """Per-channel max |W| of many small Conv weights at once (grouped by shape and dtype),
     into the cache :func:`bnlint.stats.weight_channel_absmax` reads."""
-    from bnlint.bn_arrays import ITEMSIZE, RAW_FLOATS
-    from bnlint.weight_stats import ABSMAX_KEY, absmax_cache_key
+    from bnlint.weight_stats import absmax_cache_key
 
-    cache = graph.extras.setdefault(ABSMAX_KEY, {})
+    cache = graph.cache.weight_absmax
     groups: dict[tuple, list[tuple[Any, bytes]]] = {}
     params = graph.params
     for producer in producers:
@@ -168,21 +168,13 @@ def prefetch_conv_absmax(graph: ModelGraph, producers: Iterable[Node]) -> None:
         key = absmax_cache_key(name, "conv", producer) if name else None
         if key is None or key in cache:
             continue
-        source = params.source(name)
-        tensor = source.tensor if type(source) is MappedTensor else source
-        dtype = RAW_FLOATS.get(getattr(tensor, "data_type", None))
         shape = params.shape(name)
-        if dtype is None or not shape or len(shape) < 2 or 0 in shape:
+        if not shape or len(shape) < 2 or 0 in shape:
             continue
-        nbytes = math.prod(shape) * ITEMSIZE[dtype]
-        if nbytes > 1 << 16:
+        found = params.raw_floats(name, SMALL_WEIGHT_BYTES // 2)
+        if found is None or len(found[1]) > SMALL_WEIGHT_BYTES:
             continue  # large weights are read on their own, block by block
-        if type(source) is MappedTensor:
-            raw = bytes(source.buffer[source.offset : source.offset + source.length])
-        else:
-            raw = tensor.raw_data if getattr(tensor, "data_location", 0) == 0 else b""
-        if len(raw) != nbytes:
-            continue
+        dtype, raw, _ = found
         groups.setdefault((dtype, tuple(shape)), []).append((key, raw))
     for (dtype, shape), members in groups.items():
         stacked = np.frombuffer(b"".join(raw for _, raw in members), dtype)

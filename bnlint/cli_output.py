@@ -32,37 +32,29 @@ def fail(message: str) -> None:
 def emit_report(report: Any, options: dict[str, Any], resolver: Any) -> None:
     from dataclasses import replace
 
+    from bnlint.api import finish_report
+    from bnlint.provenance import Invocation
     from bnlint.report import RenderOptions, render
-    from bnlint.report.baseline import (
-        BaselineError,
-        apply_baseline,
-        load_baseline,
-        render_baseline,
-    )
+    from bnlint.report.baseline import BaselineError, render_baseline
     from bnlint.report.sanitize import printable
     from bnlint.report.write import write_output
 
     settings, ruleset = resolver.resolve(options["config"] or os.getcwd())
     paths = [model.path for model in report.models]
     read = [*paths, *config_files(resolver, paths)]
-    read += [name for model in report.models for name in model.extras.get("data_files", ())]
+    read += [name for model in report.models for name in model.data_files]
     read += [settings.sample_data] if settings.sample_data else []
     create_output_folders(options)
     targets = check_outputs(options, read)
     argv = invocation_argv()
-    if report.provenance is None:
-        from bnlint.provenance import Invocation, collect
-
-        invocation = Invocation("cli", argv)
-        invocation.started = click.get_current_context().meta.get(STARTED, invocation.started)
-        report.provenance = collect(report, resolver, invocation)
+    invocation = Invocation("cli", argv)
+    invocation.started = click.get_current_context().meta.get(STARTED, invocation.started)
+    try:
+        finish_report(report, resolver, invocation, options.get("baseline") or None)
+    except BaselineError as error:
+        fail(str(error))
     fmt = options["output_format"] or settings.format
     fail_on = options["fail_on"] or settings.fail_on
-    if options.get("baseline"):
-        try:
-            apply_baseline(report, load_baseline(options["baseline"]), options["baseline"])
-        except BaselineError as error:
-            fail(str(error))
     for model in report.unreadable:
         user_traceback(model)
         click.echo(
@@ -122,7 +114,7 @@ def user_traceback(model: Any) -> None:
     """The user's own code raised (a module:factory): show its traceback, as pytest does."""
     from bnlint.report.sanitize import printable
 
-    text = model.extras.get("user_traceback")
+    text = model.user_traceback
     if text:
         where = printable(model.path, None)
         lines = [f"bnlint: {where}: your code raised an exception:"]

@@ -21,6 +21,7 @@ NEEDS = {
     "parameters": "parameter values (weights, running statistics)",
     "modules": "PyTorch module attributes (requires_grad, train/eval flags)",
     "samples": "served inputs (`--sample-data FILE`) and a runnable model",
+    "runtime": "a runnable model; it runs with `--verify` only",
 }
 PHASE_NOTES = {
     "inference": "inference (the default for ONNX, `.pt2`, TorchScript and eval-mode models)",

@@ -22,14 +22,17 @@ from bnlint.rule import Rule, RuleContext, RuleInputError
 
 
 def effective_phase(graph: ModelGraph, settings: Settings) -> str | None:
+    """What the model is for in this run: ``--phase`` (or the config), else what the file
+    says (None for a bare state dict). The one place the phase is decided: the result
+    carries it (``ModelResult.phase``) to everything downstream."""
     return settings.phase or graph.facts.default_phase
 
 
 def applicable_rules(
-    graph: ModelGraph, settings: Settings, ruleset: RuleSet
+    graph: ModelGraph, settings: Settings, ruleset: RuleSet, phase: str | None
 ) -> tuple[list[Rule], dict[str, list[str]]]:
-    """The rules to run on ``graph`` and, by reason, the enabled ones that cannot run."""
-    phase = effective_phase(graph, settings)
+    """The rules to run on ``graph`` in ``phase`` and, by reason, the enabled ones that
+    cannot run."""
     selected = [
         rule
         for rule in ruleset.checkers
@@ -42,10 +45,13 @@ def applicable_rules(
             continue
         if phase is not None and phase not in rule.spec.phases:
             continue
+        if "runtime" in rule.spec.needs and not settings.verify:
+            continue  # a dynamic check nobody asked for: not a gap to report
         if "samples" in rule.spec.needs and not settings.sample_data:
             blocked.setdefault("samples", []).append(rule.code)
             continue
-        missing = [need for need in rule.spec.needs - {"samples"} if not graph.facts.provides(need)]
+        graph_needs = rule.spec.needs - {"samples", "runtime"}
+        missing = [need for need in graph_needs if not graph.facts.provides(need)]
         if missing:
             for need in missing:
                 blocked.setdefault(need, []).append(rule.code)
@@ -72,8 +78,8 @@ def _run_rules(
     ruleset: RuleSet,
     debug: Callable[[str], None] | None,
 ) -> list[Finding]:
-    rules, blocked = applicable_rules(graph, settings, ruleset)
     phase = effective_phase(graph, settings)
+    rules, blocked = applicable_rules(graph, settings, ruleset, phase)
     # Cycles and dangling inputs are reported up front; every rule walk is bounded anyway.
     findings: list[Finding] = structure_findings(graph, settings.docs_url)
     for rule in rules:
@@ -347,7 +353,7 @@ def lint_graph(
     """Lint ``graph`` into a result (report data for the reporters is the API's job)."""
     findings = run_rules(graph, settings, ruleset, **options)
     result = ModelResult(path=graph.path, format=graph.facts.format, findings=findings)
-    result.extras["phase"] = phase = effective_phase(graph, settings)
+    result.phase = phase = effective_phase(graph, settings)
     result.batchnorms = len(graph.nodes_of("batch_norm"))
     result.foldable = foldable_count(graph, phase)
     if getattr(settings, "verify", False):

@@ -113,6 +113,19 @@ def json_safe(value: Any, nonfinite: Callable[[float], Any] = nonfinite_json) ->
 
 
 @dataclass
+class ReportData:
+    """Per-model data some reports draw from the live graph (the HTML report's BN table,
+    finding neighbourhoods and drift chart), computed by :mod:`bnlint.report.extras` in the
+    process that linted the model, as plain picklable data. None: not asked for, or it
+    failed (``errors`` says why; the report renders without that part)."""
+
+    bn_table: list[dict[str, Any]] | None = None
+    neighborhood: dict[int, Any] | None = None
+    drift: dict[str, Any] | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class ModelResult:
     """The outcome for one input: its findings, or why it could not be read."""
 
@@ -121,7 +134,11 @@ class ModelResult:
     status: str = "ok"  # "ok" | "error"
     error: str | None = None
     findings: list[Finding] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
+    phase: str | None = None  # the phase the rules ran for (bnlint.engine.effective_phase)
+    report_data: ReportData = field(default_factory=ReportData)
+    # The user's own traceback when their module:factory raised (shown above the error)
+    user_traceback: str | None = None
+    data_files: list[str] = field(default_factory=list)  # external data the model read
     # sha256, size, context and rules run, computed where the model was linted
     # (bnlint.provenance.model_evidence); reporters show it through Report.provenance.
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -132,10 +149,6 @@ class ModelResult:
     # graph how many of them the fold plan can fold (None: folding does not apply).
     batchnorms: int | None = None
     foldable: int | None = None
-
-    @property
-    def phase(self) -> str | None:
-        return self.extras.get("phase")
 
     @property
     def rules_run(self) -> list[str]:

@@ -53,7 +53,6 @@ PROFILES: dict[str, FormatProfile] = {
         ),
     )
 }
-_DYNAMIC = {"BN012", "BN018"}  # they run the model (--verify)
 # BN attributes a state dict does not store: mode flags, eps, momentum, the module class
 _ATTRIBUTE_RULES = {"BN003", "BN004", "BN014", "BN015", "BN019"}
 
@@ -77,7 +76,7 @@ def evidence(rule: Rule, profile: FormatProfile) -> dict[str, Any]:
     if UNAVAILABLE in levels:
         return _entry(UNAVAILABLE, "--arch" if profile.name == "state_dict" else None)
     level = INFERRED if INFERRED in levels else READ
-    if rule.code in _DYNAMIC or "samples" in needs:
+    if needs & {"runtime", "samples"}:  # they run the model
         if profile.runnable == "never":
             return _entry(UNAVAILABLE, None)
         if profile.runnable != "always":

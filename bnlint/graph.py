@@ -24,9 +24,11 @@ __all__ = [
     "NORM_OPS",
     "ROLES",
     "BatchSize",
+    "GraphCache",
     "GraphFacts",
     "Location",
     "ModelGraph",
+    "ModelSource",
     "Node",
     "ParamStore",
     "Shape",
@@ -193,6 +195,34 @@ class GraphFacts:
 _GRAPH_NEEDS = {"edges": "has_edges", "parameters": "has_parameters", "modules": "has_modules"}
 
 
+@dataclass
+class ModelSource:
+    """What a front end keeps of the model itself for the parts that run or rewrite it
+    (fold, verification, drift). Written by :mod:`bnlint.loaders` only; rules never read it."""
+
+    onnx_model: Any = None  # the onnx.ModelProto (ONNX front end)
+    file_buffer: Any = None  # the model file's bytes, memory-mapped (e.g. to hash)
+    data_files: list[str] = field(default_factory=list)  # external data files it read
+    torch_module: Any = None  # the live nn.Module (entry point, --trust-model-code)
+    example_inputs: Any = None  # the module's example inputs, when known
+
+
+@dataclass
+class GraphCache:
+    """Values derived from the graph once and shared by the rules of a run. Each field has
+    one owner, the module named beside it, which alone writes it."""
+
+    bn_arrays: Any = None  # bnlint.bn_arrays: every BN's parameters in flat arrays
+    bn_affine_terms: Any = None  # bnlint.bn_arrays: each BN's (mult, shift), non-finite ids
+    bn_params: dict[int, Any] = field(default_factory=dict)  # bnlint.stats.bn_params
+    weight_absmax: dict[Any, Any] = field(default_factory=dict)  # bnlint.weight_stats
+    pooled_tensors: frozenset[str] | None = None  # bnlint.patterns.pooled_tensors
+    fold_plan: Any = None  # bnlint.fold.verdicts.plan
+    fold_consumer_counts: dict[Any, Any] = field(default_factory=dict)  # bnlint.fold.verdicts
+    drift_profile: Any = None  # bnlint.drift.check (BN021), drawn by the HTML report
+    drift_key: Any = None  # the samples and thresholds drift_profile was measured with
+
+
 class ModelGraph:
     """The nodes of a model in graph order, a tensor table and lazy parameters, with
     precomputed indices for the queries every rule makes (:meth:`nodes_of`,
@@ -219,7 +249,8 @@ class ModelGraph:
         self.graph_outputs: list[str] = []
         self._nodes: list[Node] = []
         self._by_op: dict[str, list[Node]] = {}
-        self.extras: dict[str, Any] = {}
+        self.source = ModelSource()
+        self.cache = GraphCache()
         # Set by loaders that can execute the model; see bnlint.runtime.
         self.runner_factory: Callable[[], Any] | None = None
 

@@ -54,6 +54,8 @@ class MappedTensor:
 
 
 RowReader = Callable[[int, int], np.ndarray]  # (first row, stop row) -> those rows
+RawFloats = tuple[str, Any, int]  # ("<f4", bytes-like, elements)
+RawReader = Callable[[Any, int], "RawFloats | None"]  # (bulk record, max elements)
 
 
 class ParamStore:
@@ -71,20 +73,35 @@ class ParamStore:
         self._sources: dict[str, Any] = {}
         self._describe: Callable[[Any], tuple[tuple[int, ...], str | None]] | None = None
         self._materialise: Callable[[Any], np.ndarray] | None = None
+        self._raw: RawReader | None = None
 
     def add_sources(
         self,
         sources: dict[str, Any],
         describe: Callable[[Any], tuple[tuple[int, ...], str | None]],
         materialise: Callable[[Any], np.ndarray],
+        raw_floats: RawReader | None = None,
     ) -> None:
-        """Register many lazily described parameters at once (one describer per store)."""
+        """Register many lazily described parameters at once (one describer per store);
+        ``raw_floats`` gives a record's stored float bytes (see :meth:`raw_floats`)."""
         self._sources.update(sources)
         self._describe, self._materialise = describe, materialise
+        if raw_floats is not None:
+            self._raw = raw_floats
 
     def source(self, name: str) -> Any:
         """The opaque bulk record behind ``name`` (None for other kinds of parameter)."""
         return self._sources.get(name)
+
+    def raw_floats(self, name: str, max_elements: int) -> RawFloats | None:
+        """``(numpy dtype string, little-endian bytes, element count)`` of a float parameter
+        whose stored bytes are all it holds and match its declared shape, without decoding
+        (so many can be concatenated at once); None for anything else, or when it has more
+        than ``max_elements`` elements. Only the front end knows a record's encoding."""
+        source = self._sources.get(name)
+        if source is None or self._raw is None:
+            return None
+        return self._raw(source, max_elements)
 
     def _described(self, name: str) -> bool:
         source = self._sources.get(name)

@@ -247,7 +247,7 @@ def pooled_tensors(graph: ModelGraph) -> frozenset[str]:
     non-constant input of its producer is pooled (SE branches, classifier heads).
     Cached on the graph.
     """
-    cached = graph.extras.get("pooled_tensors")
+    cached = graph.cache.pooled_tensors
     if cached is not None:
         return cached
     pooled: set[str] = set()
@@ -269,5 +269,5 @@ def pooled_tensors(graph: ModelGraph) -> frozenset[str]:
             dims = shape(name)
             if dims is not None and len(dims) >= 3 and all(d == 1 for d in dims[2:]):
                 pooled.add(name)
-    result = graph.extras["pooled_tensors"] = frozenset(pooled)
+    result = graph.cache.pooled_tensors = frozenset(pooled)
     return result

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from bnlint._version import __version__
 from bnlint.digests import file_digest
 from bnlint.findings import json_safe
-from bnlint.provenance_settings import VERIFY_RULES, configuration_record
+from bnlint.provenance_settings import configuration_record
 
 if TYPE_CHECKING:
     from bnlint.config import Settings
@@ -152,11 +152,13 @@ def environment(imported: Mapping[str, str | None]) -> dict[str, Any]:
 # -- per model (in the worker) -------------------------------------------------------------
 def model_context(graph: ModelGraph, settings: Settings) -> dict[str, Any]:
     """What the rules knew about the model: phase and where it came from, inputs, batches."""
+    from bnlint.engine import effective_phase
+
     facts = graph.facts
     phase_origin = settings.origins.get("phase", "default") if settings.phase else "model"
     return json_safe(
         {
-            "phase": settings.phase or facts.default_phase,
+            "phase": effective_phase(graph, settings),
             "phase_origin": phase_origin,
             "mode": facts.mode,
             "opset": facts.opset,
@@ -197,7 +199,7 @@ def model_evidence(
     ``read=False`` for an input bnlint refused: its size is recorded but it is not hashed,
     since refusing (a sparse 2 GiB file, say) must not cost a read of the whole file.
     """
-    buffer = graph.extras.get("file_buffer") if graph is not None else None
+    buffer = graph.source.file_buffer if graph is not None else None
     if read and buffer is not None:  # the loader already mapped the file: hash that, no re-read
         digest = {"sha256": hashlib.sha256(buffer).hexdigest(), "size": len(buffer)}
     else:
@@ -209,10 +211,8 @@ def model_evidence(
     }
     if graph is not None:
         evidence["context"] = model_context(graph, settings)
-    if rules_run is not None:  # the dynamic rules do nothing without --verify
-        evidence["rules_run"] = [
-            code for code in rules_run if settings.verify or code not in VERIFY_RULES
-        ]
+    if rules_run is not None:  # rules that run the model are scheduled only with --verify
+        evidence["rules_run"] = list(rules_run)
     evidence["libraries"] = imported_libraries()
     return evidence
 
@@ -225,8 +225,10 @@ def collect(report: Report, resolver: Any, invocation: Invocation) -> dict[str, 
     all_settings: list[Settings] = []
     models = []
     imported = dict(imported_libraries())
+    dynamic: set[str] = set()  # codes of the rules that run the model
     for model in report.models:
         settings, ruleset = resolver.resolve(model.path)
+        dynamic.update(rule.code for rule in ruleset if "runtime" in rule.spec.needs)
         if settings.config_path not in index_of:
             index_of[settings.config_path] = len(configurations)
             configurations.append(configuration_record(settings, ruleset))
@@ -245,7 +247,7 @@ def collect(report: Report, resolver: Any, invocation: Invocation) -> dict[str, 
         "environment": environment(imported),
         "configurations": configurations,
         "models": models,
-        "verification": _verification(report, models, all_settings, imported),
+        "verification": _verification(report, models, all_settings, imported, dynamic),
     }
     samples = sorted({s.sample_data for s in all_settings if s.sample_data})
     if samples:  # --sample-data: the served inputs BN021 compared the models with
@@ -274,10 +276,11 @@ def _verification(
     models: list[dict[str, Any]],
     all_settings: list[Settings],
     imported: Mapping[str, str | None],
+    dynamic: set[str],
 ) -> dict[str, Any]:
     requested = any(settings.verify for settings in all_settings)
     ran = sorted(
-        {code for entry in models for code in entry.get("rules_run", ()) if code in VERIFY_RULES}
+        {code for entry in models for code in entry.get("rules_run", ()) if code in dynamic}
     )
     reduced = sorted(
         {m.path for m in report.models for finding in m.findings if finding.code == "BN905"}

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from bnlint.registry import RuleSet
     from bnlint.rule import Rule
 
-VERIFY_RULES = ("BN012", "BN018")  # the dynamic checks: they do nothing without --verify
 FLAG_FIELDS = {"verify": "verify", "trust_model_code": "trust-model-code"}
 
 
@@ -88,17 +87,17 @@ def rule_options(rule: Rule, settings: Settings) -> dict[str, Any]:
 
 
 def _verification_tolerances(settings: Settings, ruleset: RuleSet) -> dict[str, Any]:
-    """The tolerances BN012 and BN018 apply with these settings, per floating dtype."""
+    """The tolerances the rules that run the model (``needs`` runtime: BN012, BN018)
+    apply with these settings, per floating dtype."""
     from bnlint.batch_coupling import tolerance_for
     from bnlint.fold import bounds
 
     dtypes = ("float32", "float16", "bfloat16")
     result: dict[str, Any] = {}
-    for code in VERIFY_RULES:
-        rule = ruleset.get(code)
-        if rule is None:
+    for rule in ruleset.checkers:
+        if "runtime" not in rule.spec.needs:
             continue
-        options = rule_options(rule, settings)
+        code, options = rule.code, rule_options(rule, settings)
         scale = float(options.get("tolerance-scale", 1.0))
         if code == "BN012":
             result[code] = {
@@ -107,7 +106,7 @@ def _verification_tolerances(settings: Settings, ruleset: RuleSet) -> dict[str, 
                 "numeric": bounds.NUMERIC_CRITERION,
                 "outputs": bounds.OUTPUT_CRITERION,
             }
-        else:
+        elif code == "BN018":
             result[code] = {
                 "tolerance-scale": scale,
                 "samples": options.get("samples"),

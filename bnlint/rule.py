@@ -47,7 +47,11 @@ ALL_PHASES = frozenset(PHASES)
 INFERENCE = frozenset({"inference"})
 TRAINING_PHASES = frozenset({"training", "finetune"})
 TARGET_DTYPES = ("float32", "float16", "bfloat16", "int8")
-NEEDS = frozenset({"edges", "producer_edges", "parameters", "modules", "samples"})
+# What a rule reads besides node attributes; the engine schedules it only when the run has
+# it. edges / producer_edges / parameters / modules: the graph's (GraphFacts.provides);
+# samples: --sample-data; runtime: it runs the model, so only when dynamic checks were
+# asked for (--verify).
+NEEDS = frozenset({"edges", "producer_edges", "parameters", "modules", "samples", "runtime"})
 
 REQUIRED_SECTIONS = ("What it detects", "Why it matters", "Example", "Fix")
 _SECTION = re.compile(r"^## (.+?)\s*$", re.MULTILINE)

@@ -259,7 +259,7 @@ def _dtype(ort_type: str) -> str:
 def runner_for_graph(graph: ModelGraph) -> OnnxRunner:
     """The ``ModelGraph.runner_factory`` of ONNX graphs: a session over the loaded model,
     its weights (external data included) read through the graph's parameters."""
-    model = graph.extras.get("onnx_model")
+    model = graph.source.onnx_model
     if model is None:
         raise RunnerUnavailable("the ONNX model is not available to run")
     import_onnxruntime()  # fail fast, before reading any weights

@@ -27,7 +27,6 @@ BN_ROLES = ("scale", "bias", "mean", "var")
 # left unread (BN010 reports its shape) rather than loaded into memory.
 MAX_PARAM_ELEMENTS = 1 << 24
 INT8_LEVELS = 127  # positive levels of symmetric int8 quantization
-_CACHE_KEY = "bn_params"
 
 
 @dataclass(frozen=True)
@@ -143,7 +142,7 @@ def bn_params(graph: ModelGraph, bn: Node) -> BNParams:
     When :func:`bnlint.bn_arrays.bn_arrays` has read every BN at once, the arrays are
     read-only views of its tables; otherwise each parameter is read here.
     """
-    cache = graph.extras.setdefault(_CACHE_KEY, {})
+    cache = graph.cache.bn_params
     found = cache.get(bn.id)
     if found is None:
         # Dtypes first: decoding may widen a stored dtype (bfloat16 is read as float32).
@@ -151,7 +150,7 @@ def bn_params(graph: ModelGraph, bn: Node) -> BNParams:
         param_dtype = graph.dtype(bn.input("var")) or graph.dtype(bn.input("scale"))
         arrays: dict[str, np.ndarray | None] = {}
         unreadable: dict[str, str] = {}
-        table = graph.extras.get("bn_arrays")
+        table = graph.cache.bn_arrays
         row = table.rows.get(bn.id) if table is not None else None
         if row is not None and table.exact[row]:
             arrays = {role: table.values_of(role, row) for role in BN_ROLES}

@@ -15,8 +15,6 @@ import numpy as np
 
 from bnlint.graph import ModelGraph, Node, UnreadableParameter
 
-ABSMAX_KEY = "weight_absmax"
-
 
 def load_param(graph: ModelGraph, name: str) -> np.ndarray:
     """``graph.param(name)``; any failure to read becomes :class:`UnreadableParameter`,
@@ -42,7 +40,7 @@ def weight_channel_absmax(
     sits in memory whole; max |w| is max(max w, -min w), with no temporary |W|.
     """
     key = absmax_cache_key(weight_name, kind, producer)
-    cache = graph.extras.setdefault(ABSMAX_KEY, {})
+    cache = graph.cache.weight_absmax
     if key not in cache:
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf weights are evidence
             cache[key] = _channel_absmax(graph, weight_name, kind, key[2] or 1, key[3])

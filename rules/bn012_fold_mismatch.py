@@ -52,7 +52,7 @@ RULE = RuleSpec(
     severity=Severity.ERROR,
     since="0.1.0",
     phases=INFERENCE,
-    needs=frozenset({"edges", "parameters"}),
+    needs=frozenset({"edges", "parameters", "runtime"}),
     options={"tolerance-scale": 1.0},
 )
 

@@ -45,7 +45,7 @@ RULE = RuleSpec(
     severity=Severity.ERROR,
     since="0.1.0",
     phases=INFERENCE,
-    needs=frozenset({"edges"}),
+    needs=frozenset({"edges", "runtime"}),
     options={"samples": 3, "batch-size": 4, "tolerance-scale": 1.0},
 )
 

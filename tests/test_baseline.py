@@ -148,3 +148,42 @@ def test_a_bad_baseline_is_one_line_and_exit_2(
 def test_a_missing_baseline_is_exit_2(run_cli, repo: Path, tmp_path: Path) -> None:
     result = run_cli([repo / "models", "--baseline", tmp_path / "nope.json"], exit_code=2)
     assert "cannot read baseline" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_the_api_applies_a_baseline_as_the_cli_does(
+    run_cli, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bnlint
+    from bnlint.report.baseline import BaselineError
+
+    monkeypatch.chdir(repo)
+    run_cli(["models", "--write-baseline", "baseline.json", "-q"], exit_code=0)
+    onnx_zoo.opset9_training(repo / "models")  # a new model with a new error
+    cli = _json(run_cli, ["models", "--baseline", "baseline.json"], exit_code=1)
+
+    without = bnlint.lint("models")
+    assert without.baseline is None and {f.baseline_state for f in without.findings} == {None}
+    report = bnlint.lint("models", baseline="baseline.json")
+    states = [
+        (Path(m.path).name, f.code, f.baseline_state) for m in report.models for f in m.findings
+    ]
+    assert states == [
+        (Path(m["path"]).name, f["code"], f["baseline_state"])
+        for m in cli["models"]
+        for f in m["findings"]
+    ]
+    known = {
+        Path(m.path).name
+        for m in report.models
+        for f in m.findings
+        if f.baseline_state == "unchanged"
+    }
+    assert known == {"opset14_training_mode.onnx", "untrained_stats.onnx"}
+    assert report.baseline["new"] == cli["baseline"]["new"] > 0
+    assert report.exit_code("warning") == 1  # the new error still fails
+
+    (repo / "models" / "opset9_training.onnx").unlink()
+    assert bnlint.lint("models", baseline="baseline.json").exit_code("warning") == 0
+    assert without.exit_code("warning") == 1  # known findings fail without the baseline
+    with pytest.raises(BaselineError):
+        bnlint.lint("models", baseline="missing.json")

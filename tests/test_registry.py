@@ -198,3 +198,21 @@ def test_unreadable_parameter_in_a_rule_becomes_bn901(run_cli, tmp_path: Path) -
         "tensor 'bn.running_var' declares (4,) (16 bytes) but holds 4 bytes; "
         "rule ACME001 (channel-multiple) could not complete"
     )
+
+
+def test_a_rule_that_needs_a_runtime_is_scheduled_only_with_verify(
+    run_cli, model: Path, tmp_path: Path
+) -> None:
+    plugins = write_plugin(tmp_path / "plugins")
+    source = plugins / "acme.py"
+    source.write_text(source.read_text().replace('needs={"parameters"}', 'needs={"runtime"}'))
+    args = [model, "--rules-dir", plugins, "--select", "ACME001", "--format", "json"]
+    quiet = run_cli(args, exit_code=0).json
+    assert quiet["models"][0]["findings"] == []  # not scheduled, and no BN901 about it
+    assert "ACME001" not in quiet["provenance"]["models"][0]["rules_run"]
+    verified = run_cli([*args, "--verify"], exit_code=1).json
+    assert [f["code"] for f in verified["models"][0]["findings"]] == ["ACME001"]
+    assert "ACME001" in verified["provenance"]["models"][0]["rules_run"]
+    assert verified["provenance"]["verification"]["rules_run"] == ["ACME001"]
+    (builtin,) = [r for r in load_rules() if r.code == "BN012"]
+    assert "runtime" in builtin.spec.needs

@@ -182,13 +182,11 @@ def test_fold_table_renders_when_verification_data_is_present(tmp_path: Path) ->
 
 def test_extras_are_computed_only_when_a_report_needs_them(tmp_path: Path) -> None:
     model = str(onnx_zoo.resnet_opset15(tmp_path))
-    assert "bn_table" not in bnlint.lint(model).models[0].extras
-    html_extras = bnlint.lint(model, extras=extras_for(["json", "html"])).models[0].extras
-    assert [row["node"] for row in html_extras["bn_table"]] == ["stem.bn", "block.bn1", "block.bn2"]
-    assert set(html_extras["neighborhood"]) == {
-        f.order for f in bnlint.lint(model).models[0].findings
-    }
-    assert [row["fold"]["foldable"] for row in html_extras["bn_table"]] == [True, True, True]
+    assert bnlint.lint(model).models[0].report_data.bn_table is None
+    html_data = bnlint.lint(model, extras=extras_for(["json", "html"])).models[0].report_data
+    assert [row["node"] for row in html_data.bn_table] == ["stem.bn", "block.bn1", "block.bn2"]
+    assert set(html_data.neighborhood) == {f.order for f in bnlint.lint(model).models[0].findings}
+    assert [row["fold"]["foldable"] for row in html_data.bn_table] == [True, True, True]
 
 
 def test_cli_writes_the_html_report_beside_another_format(run_cli, tmp_path: Path) -> None:

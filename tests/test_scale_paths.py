@@ -60,7 +60,7 @@ def test_weights_are_read_in_place_from_the_mapped_file(tmp_path: Path) -> None:
     found = read_mapped(path)
     assert found.raw_ranges, "weights dominate this file: the walk ran"
     graph = load(path, Settings())
-    buffer = graph.extras["file_buffer"]
+    buffer = graph.source.file_buffer
     assert hashlib.sha256(buffer).hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
     for tensor in model.graph.initializer:
         value = graph.param(tensor.name)
@@ -179,4 +179,4 @@ def test_fold_plan_of_a_batchnorm_without_outputs() -> None:
 
 def test_models_given_in_memory_have_no_file_buffer() -> None:
     graph = build_graph(_conv_chain(3), Path("<ModelProto>"), Settings())
-    assert "file_buffer" not in graph.extras
+    assert graph.source.file_buffer is None

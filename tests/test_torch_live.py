@@ -78,7 +78,7 @@ def test_modes_and_attributes_come_from_the_modules() -> None:
 def test_train_mode_model_defaults_to_training_phase() -> None:
     model, example = resnet(train=True)
     report = lint(model, example_inputs=example)
-    assert report.models[0].extras["phase"] == "training"
+    assert report.models[0].phase == "training"
     assert not any(f.code == "BN003" for f in report.findings)
 
 
@@ -145,7 +145,7 @@ def test_runner_runs_a_private_copy_in_the_recorded_modes() -> None:
         in_eval = copy.deepcopy(model).eval()(example[0]).numpy()
     np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(output, in_eval, rtol=1e-3), "sanity: the two modes differ here"
-    assert graph.extras["torch_module"] is model and model.training
+    assert graph.source.torch_module is model and model.training
     for name, value in model.state_dict().items():
         assert torch.equal(value, buffers[name]), f"{name} changed: the runner touched the model"
 

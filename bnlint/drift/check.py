@@ -7,8 +7,6 @@ from pathlib import Path
 from bnlint.drift.profile import DriftProfile, Thresholds
 from bnlint.graph import ModelGraph
 
-CACHE_KEY = "drift"
-
 
 def drift_profile(
     graph: ModelGraph, sample_path: str | Path, thresholds: Thresholds
@@ -19,8 +17,8 @@ def drift_profile(
     :class:`~bnlint.runtime.RunnerUnavailable` when the model cannot be run.
     """
     key = (str(Path(sample_path).absolute()), thresholds)
-    cached = graph.extras.get(CACHE_KEY)
-    if isinstance(cached, DriftProfile) and graph.extras.get(f"{CACHE_KEY}_key") == key:
+    cached = graph.cache.drift_profile
+    if isinstance(cached, DriftProfile) and graph.cache.drift_key == key:
         return cached
     from bnlint.drift.collect import collector_for, measure
     from bnlint.drift.diagnose import diagnose
@@ -34,12 +32,12 @@ def drift_profile(
     skipped = [(node.display_name, reason) for node, reason in sites.skipped]
     if not sites.analysed:
         profile = DriftProfile([], skipped, samples.count, thresholds)
-        graph.extras[CACHE_KEY], graph.extras[f"{CACHE_KEY}_key"] = profile, key
+        graph.cache.drift_profile, graph.cache.drift_key = profile, key
         return profile
     collector = collector_for(graph, sites.analysed)
     bound = samples.bind(collector.inputs)
     measured = measure(collector, samples, bound, sites.analysed)
     profile = compare(graph, sites.analysed, measured, thresholds, skipped, samples.count)
     profile.diagnosis = diagnose(graph, profile, collector, samples, bound)
-    graph.extras[CACHE_KEY], graph.extras[f"{CACHE_KEY}_key"] = profile, key
+    graph.cache.drift_profile, graph.cache.drift_key = profile, key
     return profile

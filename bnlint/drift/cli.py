@@ -88,7 +88,7 @@ def recalibrate(
         check_target(target, inputs)
         samples = SampleFile(sample_data)
         graph = load_model(model, settings)
-        inputs += list(graph.extras.get("data_files", ()))
+        inputs += list(graph.source.data_files)
         ctx = _context(ruleset, settings, model)
         thresholds = Thresholds.from_options(ctx.options)
         thresholds.check()
@@ -156,9 +156,9 @@ def _report(graph: Any, result: Any, written: list[Path], ctx: Any, resolver: An
 def _write(graph: Any, result: Any, target: Path, inputs: list, samples: Any) -> list[Path]:
     from bnlint.drift.write import write_onnx, write_torch
 
-    if "onnx_model" in graph.extras:
+    if graph.source.onnx_model is not None:
         return write_onnx(graph, result, target, inputs)
-    example = graph.extras.get("example_inputs")
+    example = graph.source.example_inputs
     if example is None or (target.suffix == ".pt2" and graph.facts.format != "pt2"):
         example = _example_from_samples(samples, result.collector)
     return write_torch(graph, result, target, inputs, example)

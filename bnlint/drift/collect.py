@@ -45,11 +45,11 @@ def collector_for(
 
     ``point`` (ONNX): where statistics are taken, see :mod:`bnlint.drift.collect_onnx`;
     ``"input"`` lets a run replace running statistics (re-estimation)."""
-    if "onnx_model" in graph.extras:
+    if graph.source.onnx_model is not None:
         from bnlint.drift.collect_onnx import OnnxCollector
 
         return OnnxCollector(graph, sites, point=point)
-    if "torch_module" in graph.extras:
+    if graph.source.torch_module is not None:
         from bnlint.drift.collect_torch import TorchCollector
 
         return TorchCollector(graph, sites)

@@ -75,7 +75,7 @@ class OnnxCollector:
         from bnlint.onnx_io import has_external_in_subgraphs
 
         self.graph = graph
-        self.model = graph.extras["onnx_model"]
+        self.model = graph.source.onnx_model
         if has_external_in_subgraphs(self.model.graph):
             raise RunnerUnavailable("external data inside If/Loop/Scan bodies is not supported")
         self.point = point

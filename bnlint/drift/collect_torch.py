@@ -62,7 +62,7 @@ class TorchCollector:
         try:
             with warnings.catch_warnings():  # torch's own deprecation notes while copying
                 warnings.simplefilter("ignore")
-                self.module = copy.deepcopy(graph.extras["torch_module"])
+                self.module = copy.deepcopy(graph.source.torch_module)
         except Exception as error:
             raise RunnerUnavailable(f"the model cannot be copied to run it: {error}") from None
         self.sites = {site.id: site for site in sites}

@@ -100,8 +100,8 @@ def _patched_file(graph: ModelGraph, changes: list) -> bytes | None:
     """The model file's bytes with the statistics replaced in place, or None."""
     from bnlint.params import MappedTensor
 
-    buffer = graph.extras.get("file_buffer")
-    model = graph.extras.get("onnx_model")
+    buffer = graph.source.file_buffer
+    model = graph.source.onnx_model
     if buffer is None or model is None or len(model.functions):
         return None
     patched = bytearray(buffer)
@@ -130,7 +130,7 @@ def _write_model(graph: ModelGraph, changes: list, target: Path, inputs: Sequenc
         uses_external_data,
     )
 
-    original = graph.extras["onnx_model"]
+    original = graph.source.onnx_model
     external = uses_external_data(original)
     try:
         model = materialize(original, graph) if external else ModelProto()

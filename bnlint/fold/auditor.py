@@ -100,7 +100,7 @@ def _runtime(
     the audit), and onnx.reference ones as the fallback."""
     from bnlint.runtime_onnx import OnnxRunner, graph_arrays, import_onnxruntime
 
-    original_model = original_graph.extras["onnx_model"]
+    original_model = original_graph.source.onnx_model
     arrays, folded_arrays = graph_arrays(original_graph), graph_arrays(folded_graph)
 
     def reference() -> dict[str, Any]:
@@ -144,10 +144,10 @@ def audit(
 ) -> Audit:
     """Audit the fold ``folded_graph`` of ``original`` (both loaded by the ONNX front end)."""
     for graph in (original, folded_graph):
-        if "onnx_model" not in graph.extras:
+        if graph.source.onnx_model is None:
             raise FoldError(f"{graph.path}: verify --against compares two ONNX models")
-    original_model = original.extras["onnx_model"]
-    folded_model = folded_graph.extras["onnx_model"]
+    original_model = original.source.onnx_model
+    folded_model = folded_graph.source.onnx_model
     problems = _model_problems(original_model, folded_model)
     mapping = structural_names(original_model, folded_model)
     if mapping:

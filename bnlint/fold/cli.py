@@ -69,7 +69,7 @@ def _refuse_input_target(target: Path, inputs: Sequence[Any]) -> None:
 def _inputs(source: Path, graph: Any, resolver: Any) -> list[Any]:
     """Every file the fold read: the model, its external data, the configuration."""
     found: list[Any] = [source]
-    model = graph.extras.get("onnx_model")
+    model = graph.source.onnx_model
     if model is not None:
         from bnlint.onnx_io import external_files
 
@@ -290,7 +290,7 @@ def _write_onnx(
         uses_external_data,
     )
 
-    original = graph.extras["onnx_model"]
+    original = graph.source.onnx_model
     external = uses_external_data(original)
     if not external and _may_exceed(source, PROTOBUF_LIMIT):
         external = serialized_size(folded) > PROTOBUF_LIMIT
@@ -381,7 +381,7 @@ def _write_torch(folded: Any, graph: Any, target: Path) -> Path:
     os.close(handle)
     try:
         if target.suffix == ".pt2":
-            inputs = graph.extras.get("example_inputs")
+            inputs = graph.source.example_inputs
             if inputs is None:
                 _fail("writing a .pt2 needs example inputs (--input-shape)")
             program = torch.export.export(folded.eval(), tuple(inputs))

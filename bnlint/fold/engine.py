@@ -1,7 +1,7 @@
 """Fold a loaded model and verify the result: the engine behind ``bnlint fold`` and BN012.
 
 ONNX graphs fold through :mod:`bnlint.fold.rewrite`; PyTorch graphs that carry their live
-module (``graph.extras["torch_module"]``, set by the PyTorch front end) fold through
+module (``graph.source.torch_module``, set by the PyTorch front end) fold through
 :mod:`bnlint.fold.torch_fold`. Either way the result is one :class:`FoldRecord` per BN and a
 :class:`Verification` with both levels.
 """
@@ -56,9 +56,9 @@ def fold_graph(
     numeric: bool = True,
 ) -> FoldResult:
     """Fold every foldable BN of ``graph`` on a copy and verify the copy."""
-    if "onnx_model" in graph.extras:
+    if graph.source.onnx_model is not None:
         return _fold_onnx(graph, keep, input_shapes, tolerance_scale, numeric)
-    if "torch_module" in graph.extras:
+    if graph.source.torch_module is not None:
         return fold_torch_graph(graph, keep=keep, tolerance_scale=tolerance_scale)
     raise FoldError(f"{graph.facts.format} models cannot be folded (no ONNX model or live module)")
 
@@ -70,7 +70,7 @@ def _fold_onnx(
     tolerance_scale: float,
     numeric: bool,
 ) -> FoldResult:
-    model = graph.extras["onnx_model"]
+    model = graph.source.onnx_model
     try:
         folded_model, records, written = fold_model(model, graph, keep)
         original = side(model, graph)

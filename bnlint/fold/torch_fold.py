@@ -7,7 +7,7 @@ to each parameter's dtype and device. Unlike ``torch.nn.utils.fusion``, ConvTran
 group-aware (output channels on weight axis 1 within each group).
 
 :func:`fold_module` folds a whole model along the fold plan of its ModelGraph (the
-PyTorch front end puts the live module on ``graph.extras["torch_module"]``): the producer
+PyTorch front end puts the live module on ``graph.source.torch_module``): the producer
 module is replaced by its fused copy and the BN module by ``nn.Identity``, so the model's
 own ``forward`` keeps working and exports as before. :mod:`bnlint.fold.torch_verify`
 checks the result.
@@ -153,10 +153,10 @@ def _skip(verdict: FoldVerdict, code: str | None = None, reason: str | None = No
 
 
 def fold_module(graph: ModelGraph, keep: Iterable[str] = ()) -> tuple[Any, list[FoldRecord]]:
-    """A folded deep copy of ``graph.extras["torch_module"]`` and one record per BN."""
+    """A folded deep copy of ``graph.source.torch_module`` and one record per BN."""
     import torch.nn as nn
 
-    module = graph.extras["torch_module"]
+    module = graph.source.torch_module
     folded = copy.deepcopy(module)
     modules = dict(folded.named_modules())
     calls = Counter(node.scope for node in graph.nodes if node.scope)

@@ -144,14 +144,14 @@ def fold_torch_graph(
     """Fold and verify (both levels per BN, model outputs on the example inputs)."""
     import torch
 
-    module = graph.extras["torch_module"]
+    module = graph.source.torch_module
     folded, records = fold_module(graph, keep)
     verification = Verification(records, tolerance_scale=tolerance_scale, algebraic_ran=True)
     for seed, record in enumerate(records):
         if record.status == "folded":
             _region(module, folded, record, seed, tolerance_scale)
     verification.numeric_ran = True
-    inputs = graph.extras.get("example_inputs")
+    inputs = graph.source.example_inputs
     if inputs is None:
         verification.outputs_skipped = "no example inputs to run the whole model with"
         return FoldResult(verification, folded, "torch")

@@ -89,12 +89,12 @@ class FoldRecord:
 
 def plan(graph: ModelGraph) -> list[FoldVerdict]:
     """A verdict for every BN in graph order (cached on the graph)."""
-    cached = graph.extras.get("fold_plan")
+    cached = graph.cache.fold_plan
     if cached is None:
         verdicts: dict[int, FoldVerdict] = {}
         for bn in graph.nodes_of("batch_norm"):
             verdicts[bn.id] = verdict(graph, bn, verdicts)
-        cached = graph.extras["fold_plan"] = _with_finite_terms(graph, list(verdicts.values()))
+        cached = graph.cache.fold_plan = _with_finite_terms(graph, list(verdicts.values()))
     return cached
 
 
@@ -233,7 +233,7 @@ def _distinct_consumers(graph: ModelGraph, tensor: str | None) -> int:
     """How many nodes read ``tensor``, memoised: thousands of convs may share one weight."""
     if tensor is None:
         return 0
-    counts = graph.extras.setdefault("fold_consumer_counts", {})
+    counts = graph.cache.fold_consumer_counts
     if tensor not in counts:
         record = graph.tensors.get(tensor)
         counts[tensor] = len(set(record.consumers)) if record is not None else 0

@@ -25,6 +25,7 @@ __all__ = [
     "check_regular_file",
     "graph_from_object",
     "is_entry_point",
+    "leaves_folder",
     "load_model",
     "preload",
     "read_head",
@@ -170,6 +171,14 @@ def read_onnx_tensor(tensor: Any) -> np.ndarray:
     from bnlint.loaders.onnx_tensors import read_embedded
 
     return read_embedded(tensor)
+
+
+def leaves_folder(path: Path, root: Path) -> bool:
+    """Whether ``path``, found by walking ``root``, is a symlink to a file outside it
+    (:func:`bnlint.loaders.external.leaves_folder`): a folder walk does not read it."""
+    from bnlint.loaders.external import leaves_folder as leaves
+
+    return leaves(path, root)
 
 
 def preload() -> None:

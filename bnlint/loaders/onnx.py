@@ -42,6 +42,7 @@ from bnlint.loaders.onnx_shapes import infer_types, needs_data_prop, type_of
 from bnlint.loaders.onnx_tensors import (
     describe,
     external_rows,
+    raw_floats,
     read_attributes,
     read_embedded,
 )
@@ -85,7 +86,7 @@ def load(path: Path, settings: Any) -> ModelGraph:
         found.model, path, settings, raw_ranges=found.raw_ranges, buffer=found.buffer
     )
     if found.buffer is not None:
-        graph.extras["file_buffer"] = found.buffer  # the file's bytes, mapped (e.g. to hash)
+        graph.source.file_buffer = found.buffer  # the file's bytes, mapped (e.g. to hash)
     return graph
 
 
@@ -111,10 +112,10 @@ def build_graph(
     with gc_paused():
         graph = builder.build()
     if builder.resolver.files:
-        graph.extras["data_files"] = builder.resolver.files
+        graph.source.data_files = builder.resolver.files
     # Fold and verify (bnlint.fold) and dynamic checks run the model itself; keeping a
     # reference costs nothing, and a session is only created when a check asks for one.
-    graph.extras["onnx_model"] = model
+    graph.source.onnx_model = model
     graph.runner_factory = partial(_onnx_runner, weakref.ref(graph))
     return graph
 
@@ -238,7 +239,7 @@ class _Builder(ConstantPlumbing):
                     name: MappedTensor(tensor, buffer, *ranges[name]) if name in ranges else tensor
                     for name, tensor in by_name.items()
                 }
-            self.graph.params.add_sources(sources, describe, read_embedded)
+            self.graph.params.add_sources(sources, describe, read_embedded, raw_floats)
             return by_name
         embedded = {}
         for name, tensor in by_name.items():
@@ -247,7 +248,7 @@ class _Builder(ConstantPlumbing):
                 self._add_external(tensor, key)
             else:
                 embedded[key] = tensor
-        self.graph.params.add_sources(embedded, describe, read_embedded)
+        self.graph.params.add_sources(embedded, describe, read_embedded, raw_floats)
         return by_name
 
     def _add_external(self, tensor: TensorProto, key: str) -> None:

@@ -15,7 +15,13 @@ from onnx import NodeProto, TensorProto
 from bnlint.graph import UnreadableParameter
 from bnlint.loaders.onnx_const import EVALUATORS, MAX_FOLD_BYTES, SHAPE_ONLY, evaluate
 from bnlint.loaders.onnx_scope import Scope
-from bnlint.loaders.onnx_tensors import attributes, constant_value, describe, read_embedded
+from bnlint.loaders.onnx_tensors import (
+    attributes,
+    constant_value,
+    describe,
+    raw_floats,
+    read_embedded,
+)
 from bnlint.onnx_types import numpy_dtype_by_name
 
 if TYPE_CHECKING:
@@ -106,7 +112,7 @@ class ConstantPlumbing:
 
     def _define_source(self, scope: Scope, name: str, tensor: TensorProto) -> None:
         key = scope.define(name)
-        self.graph.params.add_sources({key: tensor}, describe, read_embedded)
+        self.graph.params.add_sources({key: tensor}, describe, read_embedded, raw_floats)
         record = self.graph.tensor(key)
         record.shape, record.dtype = describe(tensor)
         record.is_param = True

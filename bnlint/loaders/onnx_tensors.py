@@ -161,3 +161,37 @@ def _bfloat16_to_float32(tensor: TensorProto) -> np.ndarray:
     else:
         bits = np.asarray(tensor.int32_data, dtype=np.uint32).astype(np.uint16)
     return (bits.astype(np.uint32) << 16).view(np.float32).reshape(tuple(tensor.dims))
+
+
+_RAW_FLOATS = {1: "<f4", 10: "<f2", 11: "<f8"}  # ONNX float, float16, double
+_ITEMSIZE = {"<f4": 4, "<f2": 2, "<f8": 8}
+
+
+def raw_floats(
+    source: TensorProto | MappedTensor, max_elements: int
+) -> tuple[str, Any, int] | None:
+    """A float initializer's raw little-endian bytes, when that is all it holds and they
+    match its declared shape (anything else takes the careful path)."""
+    mapped = type(source) is MappedTensor
+    tensor = source.tensor if mapped else source
+    dtype = _RAW_FLOATS.get(getattr(tensor, "data_type", None))
+    if dtype is None:
+        return None
+    dims = tensor.dims
+    elements = math.prod(dims)
+    if elements > max_elements or any(d < 0 for d in dims):
+        return None
+    itemsize = _ITEMSIZE[dtype]
+    if mapped:
+        if source.length != elements * itemsize:
+            return None
+        raw = source.buffer[source.offset : source.offset + source.length]
+    else:
+        if tensor.data_location != 0:
+            return None
+        raw = tensor.raw_data
+        if len(raw) != elements * itemsize:
+            return None
+    if not raw and elements:
+        return None
+    return dtype, raw, elements

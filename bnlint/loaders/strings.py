@@ -41,7 +41,7 @@ def check_graph_strings(graph: ModelGraph) -> None:
         if node.location is not None and node.location.source_file:
             texts.append(node.location.source_file)
     _check(graph.path, texts, "name")
-    model = graph.extras.get("onnx_model")
+    model = graph.source.onnx_model
     if model is not None:
         _check(graph.path, list(_value_names([model.graph])), "value name")
 

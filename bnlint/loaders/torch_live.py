@@ -93,9 +93,8 @@ def graph_from_module(
     elif not names:
         names = traced_inputs
     _batch_sizes(graph, inputs, names, given=bool(shapes) and example_inputs is None)
-    graph.extras["torch_module"] = module
-    graph.extras["example_inputs"] = inputs
-    graph.extras["module_records"] = records
+    graph.source.torch_module = module
+    graph.source.example_inputs = inputs
     if inputs is not None:
         from bnlint.loaders.torch_runtime import TorchRunner
 

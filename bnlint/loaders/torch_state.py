@@ -294,7 +294,6 @@ def pickled_module_graph(
             except Exception:  # an unreadable counter is simply unknown
                 pass
     add_inferred_graph(graph, records, requires_grad, sequential_by_class=True)
-    graph.extras["module_records"] = records
     return graph.finalize()
 
 

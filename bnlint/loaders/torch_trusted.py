@@ -34,8 +34,8 @@ def _describe(error: BaseException) -> str:
 def _finish(graph: ModelGraph, module: Any, inputs: tuple | None, names: list[str]) -> None:
     bns = graph.nodes_of("batch_norm")
     graph.facts.mode = "training" if any(bn.attrs["training"] for bn in bns) else "inference"
-    graph.extras["torch_module"] = module
-    graph.extras["example_inputs"] = inputs
+    graph.source.torch_module = module
+    graph.source.example_inputs = inputs
     if inputs:
         from bnlint.loaders.torch_runtime import TorchRunner
 

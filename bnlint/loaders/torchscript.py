@@ -108,7 +108,6 @@ class TorchScriptReader:
         records: dict[str, ModuleRecord] = {}
         requires_grad: dict[str, bool] = {}
         self._walk(root, "", records, requires_grad, depth=0)
-        graph.extras["module_records"] = records
         cls = self.code.cls(root.qualname)
         try:
             if cls is None or "forward" not in cls.methods:

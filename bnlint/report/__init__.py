@@ -22,7 +22,7 @@ REPORTERS = {
 }
 
 # Per-model data a format needs from the live graph, computed in the (worker) process that
-# linted the model and stored in ModelResult.extras (see bnlint.report.extras).
+# linted the model and stored in ModelResult.report_data (see bnlint.report.extras).
 EXTRAS_BY_FORMAT: dict[str, tuple[str, ...]] = {"html": ("bn_table", "neighborhood", "drift")}
 
 
@@ -41,7 +41,8 @@ class RenderOptions:
 
 
 def extras_for(formats: Iterable[str]) -> tuple[str, ...]:
-    """The ModelResult extras the given output formats need, without duplicates."""
+    """The report data (``ModelResult.report_data``) the given output formats need, by
+    name, without duplicates."""
     names = [name for fmt in formats for name in EXTRAS_BY_FORMAT.get(fmt, ())]
     return tuple(dict.fromkeys(names))
 

@@ -1,7 +1,7 @@
 """Per-BatchNorm statistics for the HTML report's table and charts.
 
 Computed in the process that linted the model, while its graph is alive, and stored in
-``ModelResult.extras["bn_table"]`` as plain data (picklable, JSON-friendly). Only BN
+``ModelResult.report_data.bn_table`` as plain data (picklable, JSON-friendly). Only BN
 parameters are read (through :func:`bnlint.stats.bn_params`, shared with the rules), never
 producer weights: gamma, the running variance and the folded scale gamma / sqrt(var + eps)
 per channel, each summarised as a range.

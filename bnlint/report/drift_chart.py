@@ -26,7 +26,7 @@ MIN_STEP, MAX_STEP, MIN_PLOT, MAX_PLOT = 3.0, 16.0, 420.0, 1030.0
 
 def drift_extra(graph: Any, result: Any = None) -> dict[str, Any] | None:
     """The chart's data from the drift profile BN021 left on ``graph`` (None without one)."""
-    profile = graph.extras.get("drift")
+    profile = graph.cache.drift_profile
     if profile is None or not getattr(profile, "layers", None):
         return None
     t = profile.thresholds

@@ -1,9 +1,9 @@
-"""Build the per-model data some reports need from the live graph (``ModelResult.extras``).
+"""Build the per-model data some reports need from the live graph (``ModelResult.report_data``).
 
 The engine calls :func:`build_extras` only when a requested output format needs it (see
 ``EXTRAS_BY_FORMAT`` in :mod:`bnlint.report`), inside the process that linted the model, so
 results stay small and picklable for ``-j N``. A failure here never fails the lint: it is
-recorded in ``extras["extras_errors"]`` and the report renders without that part.
+recorded in ``report_data.errors`` and the report renders without that part.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ def build_extras(graph: ModelGraph, result: ModelResult, names: Iterable[str]) -
         if builder is None:
             raise ValueError(f"unknown report extra {name!r}")
         try:
-            result.extras[name] = builder(graph, result)
+            setattr(result.report_data, name, builder(graph, result))
         except Exception as error:  # rendering data is optional; linting is not
-            errors = result.extras.setdefault("extras_errors", {})
-            errors[name] = f"{type(error).__name__}: {error}"
+            result.report_data.errors[name] = f"{type(error).__name__}: {error}"

@@ -10,7 +10,7 @@ characters as escapes, so a name cannot recolour a terminal that prints the file
 reorder what a reader sees. A Content-Security-Policy meta tag forbids any network load
 and allows only the report's own style and script, by hash. The findings table is plain
 HTML: with JavaScript off every finding is listed; the script adds sorting, filtering and
-search. Per-model data computed while the graph was alive comes from ``ModelResult.extras``:
+search. Per-model data computed while the graph was alive comes from ``ModelResult.report_data``:
 ``bn_table``, ``neighborhood`` and, when verification ran, ``fold``. The "How to reproduce"
 section shows ``Report.provenance`` (:mod:`bnlint.report.provenance_view`).
 """
@@ -89,7 +89,7 @@ def _bn_rows(model: ModelView) -> dict[str, Any]:
     """The per-BatchNorm table. A layer *stands out* for its statistics only (non-finite
     values, variance <= 0, a median two decades from the other layers): a finding on the
     layer is listed in its own column, not counted as an anomaly."""
-    rows = model.result.extras.get("bn_table") or []
+    rows = model.result.report_data.bn_table or []
     codes_by_node: dict[int, list[str]] = {}
     for item in model.findings:
         if item.finding.order >= 0:
@@ -137,7 +137,7 @@ def _bn_rows(model: ModelView) -> dict[str, Any]:
         "labels": [label for _, label, _ in BN_COLUMNS],
         "stand_out": sum(1 for row in views if row["hot"]),
         "foldable": model.result.foldable,
-        "missing": "bn_table" not in model.result.extras,
+        "missing": model.result.report_data.bn_table is None,
     }
 
 
@@ -207,7 +207,7 @@ def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
     group_search = {}
     for group in context["groups"]:  # the details of a group are its first finding's
         item = group.first
-        extras = item.model.result.extras.get("neighborhood") or {}
+        extras = item.model.result.report_data.neighborhood or {}
         graph = extras.get(item.finding.order) if item.finding.order >= 0 else None
         details[item.index] = {
             "evidence": _evidence(item.finding.evidence),
@@ -227,7 +227,7 @@ def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
     context["bn"] = {model.index: _bn_rows(model) for model in context["models"]}
     context["fold"] = {model.index: _fold_rows(model) for model in context["models"]}
     context["drift"] = {
-        model.index: drift_view(model.result.extras.get("drift")) for model in context["models"]
+        model.index: drift_view(model.result.report_data.drift) for model in context["models"]
     }
     context["codes"] = sorted(context["rules"])
     context["provenance"] = provenance_view(report)

@@ -3,7 +3,7 @@
 For every node a finding names: the nodes producing its inputs and the nodes consuming its
 outputs (producer → BN → consumer), with the shape of the tensor on each edge where it is
 known (``1×64×56×56``), read from the graph in the process that linted the model. Stored
-in ``ModelResult.extras["neighborhood"]`` keyed by node id (``Finding.order``) as plain
+in ``ModelResult.report_data.neighborhood`` keyed by node id (``Finding.order``) as plain
 data; long fan-ins and fan-outs are cut with a count.
 """
 
