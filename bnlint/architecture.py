@@ -48,6 +48,7 @@ LAYERS: tuple[Layer, ...] = (
         "contract, BN9xx diagnostics, the runtime protocol",
         (
             "bnlint.graph",
+            "bnlint.graph_nx",
             "bnlint.params",
             "bnlint.findings",
             "bnlint.rule",
@@ -120,8 +121,9 @@ LAYERS: tuple[Layer, ...] = (
     ),
     _layer(
         "rules",
-        "the built-in rules, one module each: they see ModelGraph, never a format or a report",
-        ("bnlint.rules", "bnlint.rules.*"),
+        "the built-in rules, one module each, and bnlint.plugin, the facade plug-in rules "
+        "import: they see ModelGraph, never a format or a report",
+        ("bnlint.rules", "bnlint.rules.*", "bnlint.plugin"),
         "foundation",
         "contract",
         "config",

@@ -207,8 +207,8 @@ def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
     group_search = {}
     for group in context["groups"]:  # the details of a group are its first finding's
         item = group.first
-        extras = item.model.result.report_data.neighborhood or {}
-        graph = extras.get(item.finding.order) if item.finding.order >= 0 else None
+        neighborhoods = item.model.result.report_data.neighborhood or {}
+        graph = neighborhoods.get(item.finding.order) if item.finding.order >= 0 else None
         details[item.index] = {
             "evidence": _evidence(item.finding.evidence),
             "graph": neighborhood_svg(graph),
