@@ -30,6 +30,9 @@ finding names.
 `samples` is how many samples are checked (default 3), `batch-size` the batch they are
 placed in when the batch dimension is free (default 4), `tolerance-scale` multiplies the
 tolerance (1e-4 of the output's magnitude for float32, more for float16 and bfloat16).
+Each sample costs two runs of the model, so at most 64 samples in a batch of at most 256
+are used (a configuration found next to the models is data: `samples = 100000` would keep
+a gate running for hours).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from collections.abc import Iterator
 
 from bnlint.graph import ModelGraph
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
+
+MAX_SAMPLES, MAX_BATCH = 64, 256  # two runs per sample: bounded whatever the options say
 
 RULE = RuleSpec(
     code="BN018",
@@ -64,8 +69,8 @@ def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
             graph,
             graph.runner_factory(),
             input_shapes=ctx.input_shapes,
-            samples=int(ctx.options.get("samples", 3)),
-            batch=max(2, int(ctx.options.get("batch-size", 4))),
+            samples=min(MAX_SAMPLES, int(ctx.options.get("samples", 3))),
+            batch=min(MAX_BATCH, max(2, int(ctx.options.get("batch-size", 4)))),
             tolerance_scale=float(ctx.options.get("tolerance-scale", 1.0)),
         )
     except RunnerUnavailable as error:

@@ -113,3 +113,35 @@ def test_an_onnxruntime_run_stops_at_its_deadline(monkeypatch) -> None:
     bounded = runtime_onnx.OnnxRunner(_loop_model(3, as_constant=True))
     (output,) = bounded.run({"x": np.zeros((1, 3, 8, 8), np.float32)})
     assert output.shape == (1, 4, 8, 8)
+
+
+def test_a_discovered_configuration_cannot_multiply_bn018_runs(tmp_path: Path) -> None:
+    """BN018 runs the model twice per sample: before, ``samples = batch-size = 100000`` in a
+    planted ``.bnlint.toml`` meant 200,000 runs on a batch of 100,000 (killed at the
+    timeout); the rule now uses at most 64 samples in a batch of 256."""
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    weights = [nh.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "W")]
+    weights += [
+        nh.from_array(np.full(4, v, np.float32), n)
+        for n, v in zip("sbmv", (1, 0, 0, 1), strict=True)
+    ]
+    nodes = [
+        h.make_node("Conv", ["x", "W"], ["c"]),
+        h.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"]),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 4, 2, 2])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", 4, 2, 2])],
+        weights,
+    )
+    models = tmp_path / "models"
+    models.mkdir()
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 15)]), models / "m.onnx")
+    (models / ".bnlint.toml").write_text(
+        "[batch-dependent-output]\nsamples = 100000\nbatch-size = 100000\n"
+    )
+    attack = run_attack([models, "--verify", "--select", "BN018"], tmp_path, expected_seconds=10)
+    assert_behaved(attack, exit_code=0)
