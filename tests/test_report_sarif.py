@@ -190,3 +190,54 @@ def test_artifacts_carry_hashes_and_the_invocation_its_command(run_cli, models: 
     assert invocation["startTimeUtc"] <= invocation["endTimeUtc"]
     assert invocation["workingDirectory"]["uri"].startswith("file://")
     assert run["properties"]["provenance"]["models"][0]["sha256"] in hashes
+
+
+def test_a_python_source_line_in_the_repository_is_the_results_region(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: code scanning places an alert at a line. A BN whose exporter recorded a
+    frame of another machine (``/home/alice/proj/src/net.py:42``) that names a file of this
+    repository is located there, relative to the root, with the model file as a related
+    location; a frame naming no file of the repository leaves the model file, line 1."""
+    import onnx
+
+    from tests.zoo.onnx_builder import GraphBuilder
+
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "src").mkdir()
+    (repo / "src" / "net.py").write_text("# the model's code\n" * 50)
+
+    def model(name: str, frame: str) -> Path:
+        g = GraphBuilder(opset=18)
+        out = g.bn(g.conv(g.input("x", [1, 3, 4, 4]), 2), name="bn", training=True)
+        built = g.model([out])
+        node = next(n for n in built.graph.node if n.op_type == "BatchNormalization")
+        trace = f'File "{frame}", line 42, in forward\n    x = self.bn(x)'
+        onnx.helper.set_metadata_props(node, {"pkg.torch.onnx.stack_trace": trace})
+        path = repo / "models" / f"{name}.onnx"
+        path.parent.mkdir(exist_ok=True)
+        onnx.save(built, path)
+        return path
+
+    model("here", "/home/alice/proj/src/net.py")
+    model("elsewhere", "/home/alice/proj/vendor/other.py")
+    monkeypatch.chdir(repo)
+    out = run_cli(["models", "--select", "BN003", "--format", "sarif"], exit_code=1).stdout
+    data = json.loads(out)
+    validate_sarif(data)
+    results = {
+        r["relatedLocations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        if "relatedLocations" in r
+        else r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]: r
+        for r in data["runs"][0]["results"]
+    }
+    here = results["models/here.onnx"]["locations"][0]["physicalLocation"]
+    assert here["artifactLocation"]["uri"] == "src/net.py" and here["region"]["startLine"] == 42
+    related = results["models/here.onnx"]["relatedLocations"][0]["physicalLocation"]
+    assert related["region"]["startLine"] == 1
+    other = results["models/elsewhere.onnx"]["locations"][0]["physicalLocation"]
+    assert other["artifactLocation"]["uri"] == "models/elsewhere.onnx"
+    assert other["region"] == {"startLine": 1}
+    text = run_cli(["models", "--select", "BN003"], exit_code=1).stdout
+    assert "  --> src/net.py:42" in text.splitlines()
