@@ -7,6 +7,7 @@ never be edited by a rule, and follow nodes added after it was built.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import networkx
@@ -97,3 +98,26 @@ def test_a_node_added_after_the_view_was_built_appears_in_it() -> None:
     assert list(graph.nx.nodes) == [0]
     graph.add_node("activation", "Relu", "relu", ["y"], ["z"])
     assert list(graph.nx.edges(keys=True)) == [(0, 1, "y")]
+
+
+def test_the_guides_networkx_examples_run_as_printed(tmp_path: Path) -> None:
+    """The ```python block of docs/plugins.md that queries ``graph.nx``, run on a ResNet-like
+    model: every statement works and the pattern finds the three conv -> BN -> ReLU chains."""
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    (example,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", guide, re.S)
+        if block.startswith("import networkx\n\nview = graph.nx")
+    ]
+    graph = _load(onnx_zoo.resnet_opset15(tmp_path))
+    scope = {"graph": graph}
+    exec(compile(example, "docs/plugins.md", "exec"), scope)
+    assert {node.name for node in graph.nodes_of("conv")} == {
+        "stem.conv",
+        "block.conv1",
+        "block.conv2",
+    }
+    chains = scope["chains"]
+    assert sorted(chain["bn"].name for chain in chains) == ["block.bn1", "stem.bn"]
+    assert all(chain["conv"].op == "conv" and chain["act"].op == "activation" for chain in chains)
+    assert scope["upstream"] and not scope["no_activation"].has_node(chains[0]["act"].id)
