@@ -14,9 +14,10 @@ Runtime (graph optimizations disabled on both sides, seeded inputs) and
 ``bnlint verify --against``'s verdicts on the tool's output. bnlint's time includes both
 verification levels and the model-output comparison.
 
-Then the targets, whole-process (median of three): ``bnlint fold`` of the standard
+Then the targets (``benchmarks/fold_targets.py``): ``bnlint fold`` of the standard
 ResNet-50 at 224x224 (``benchmarks/bench_models.py``) with ``--algebraic-only`` and with
-both levels, against the floor ``python -c "import onnx; onnx.load(M)"``.
+both levels, against the floor ``python -c "import onnx; onnx.load(M)"``, whole process,
+interleaved rounds (median of five).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -43,7 +42,6 @@ MODELS_DIR = ROOT / "benchmarks" / "models" / "fold"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 START, END = "<!-- fold-and-verify:start -->", "<!-- fold-and-verify:end -->"
 COMMAND = "python benchmarks/fold_compare.py"
-TARGETS = {"fold-algebraic": 3.0, "fold": 6.0}
 
 
 def export_models() -> dict[str, Path]:
@@ -173,35 +171,15 @@ def measure(paths: dict[str, Path]) -> list[dict]:
     return rows
 
 
-def _timed(command: list[str], reps: int) -> float:
-    times = []
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for _ in range(reps):
-        start = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, env=env, capture_output=True, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def targets(reps: int) -> dict:
+    """The interleaved whole-process timing of ``benchmarks/fold_targets.py``."""
+    import fold_targets
+
+    return fold_targets.measure(reps)
 
 
-def targets(reps: int) -> dict[str, float]:
-    """Whole-process seconds of the floor and of bnlint fold on the 224x224 ResNet-50."""
-    import bench_models
-
-    model = str(bench_models.resnet50())
-    out = MODELS_DIR / "resnet50-224.folded.onnx"
-    python = sys.executable
-    floor = [python, "-c", f"import onnx; onnx.load({model!r})"]
-    fold = [python, "-m", "bnlint", "fold", model, "-o", str(out)]
-    found = {
-        "floor": _timed(floor, reps),
-        "fold-algebraic": _timed([*fold, "--algebraic-only"], reps),
-        "fold": _timed(fold, reps),
-    }
-    out.unlink(missing_ok=True)
-    return found
-
-
-def table(rows: list[dict], timing: dict[str, float]) -> str:
+def table(rows: list[dict], timing: dict) -> str:
+    import fold_targets
     import onnxoptimizer
     import onnxruntime
     import onnxsim
@@ -227,21 +205,12 @@ def table(rows: list[dict], timing: dict[str, float]) -> str:
         f"{platform.machine()}, {os.cpu_count()} cores; load average {load:.1f} at the end "
         "(other processes shared the cores).",
         "",
-        "### Targets (ResNet-50 at 224x224, whole process, median of 3)",
-        "",
-        "| run | seconds | ÷ floor | target | |",
-        "|---|---:|---:|---:|---|",
-        f'| `python -c "import onnx; onnx.load(M)"` (floor) | {timing["floor"]:.2f} | 1.00 | | |',
     ]
-    for key, label in (
-        ("fold-algebraic", "`bnlint fold M -o F --algebraic-only`"),
-        ("fold", "`bnlint fold M -o F` (both levels, outputs)"),
-    ):
-        ratio = timing[key] / timing["floor"]
-        met = "met" if ratio <= TARGETS[key] else "**not met**"
-        lines.append(
-            f"| {label} | {timing[key]:.2f} | {ratio:.2f}× | ≤ {TARGETS[key]:g}× | {met} |"
-        )
+    lines += fold_targets.table(timing)
+    lines += [
+        "",
+        "The targets alone: `python benchmarks/fold_targets.py` (five interleaved rounds).",
+    ]
     lines += [
         "",
         "### The zoo, tool by tool",
@@ -296,7 +265,7 @@ def write_section(section: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true", help="print the section only")
-    parser.add_argument("--reps", type=int, default=3, help="runs per target timing")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved target rounds")
     args = parser.parse_args()
     rows = measure(export_models())
     section = table(rows, targets(args.reps))
