@@ -156,14 +156,15 @@ def test_regions_judge_function_not_form() -> None:
         assert len(results) == 1 and results[0].ok is ok
 
 
-@pytest.mark.parametrize("pads", [3, 0])
-def test_a_reduced_probe_still_sees_every_kernel_tap(pads: int) -> None:
+@pytest.mark.parametrize(("k", "pads"), [(7, 3), (7, 0), (9, 0)])
+def test_a_reduced_probe_still_sees_every_kernel_tap(k: int, pads: int) -> None:
     """Large inputs run on a small probe (fewest positions that give every tap an interior
-    output); one corner tap of one channel folded wrongly is still caught."""
+    output); one corner tap of one channel folded wrongly is still caught. A VALID 9x9
+    kernel gets a 10x10 probe (the former fixed 8x8 one could not run it)."""
     from bnlint.fold.regional import compare
     from tests.fold_sides import side_of
 
-    cout, k = 4, 7
+    cout = 4
     w = RNG.normal(0, 0.3, (cout, 3, k, k)).astype(np.float32)
     gamma, beta, mean = (RNG.uniform(0.5, 1.5, cout).astype(np.float32) for _ in range(3))
     var = RNG.uniform(0.5, 1.5, cout).astype(np.float32)
@@ -197,5 +198,5 @@ def test_a_reduced_probe_still_sees_every_kernel_tap(pads: int) -> None:
             {"wf": folded_w.astype(np.float32), "bf": (beta - mean * mult).astype(np.float32)},
         )
         (result,) = [r for r in compare(side_of(original), side_of(folded)) if r.changed]
-        assert result.probes["x"].shape[2:] == (8, 8)  # reach 7 + period 1, not 48 x 48
+        assert result.probes["x"].shape[2:] == (k + 1, k + 1)  # reach + period, not 48
         assert result.ok is ok
