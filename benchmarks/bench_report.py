@@ -54,7 +54,7 @@ def fold_accuracy(models: dict[str, Path], out: Path) -> dict[str, float | None]
     """max |folded - original| / max |original| over the outputs, ONNX Runtime, seeded input."""
     import onnx
 
-    from bnlint.runtime_onnx import OnnxRunner, make_feeds
+    from bnlint.onnx.runtime import OnnxRunner, make_feeds
 
     found: dict[str, float | None] = {}
     for name in ACCURACY_MODELS:
@@ -307,7 +307,7 @@ NOTES = [
     "block by block, never whole): on the external-data model it is the difference between "
     "the two lint rows.",
     "- *Large graphs.* BN005/BN006/BN013 evaluate every channel of every BatchNorm at once "
-    "(`bnlint/bn_screens.py`) and run their per-BN code only on layers that may be "
+    "(`bnlint/analysis/bn_screens.py`) and run their per-BN code only on layers that may be "
     "reported; a test checks that their findings equal the exhaustive ones. Above 4,096 "
     "nodes `bnlint fold` verifies each fold on its own (identical Conv folds stacked into "
     "one grouped Conv, other kinds side by side in small models) instead of running the "

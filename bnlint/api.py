@@ -21,8 +21,8 @@ from bnlint.config import (
     resolve_settings,
     validate_against_rules,
 )
+from bnlint.engine.registry import RuleSet, load_rules
 from bnlint.findings import ModelResult, Report
-from bnlint.registry import RuleSet, load_rules
 from bnlint.rule import RuleInputError
 
 FOLDER = "folder"  # ModelResult.format of a folder that held no model file
@@ -161,8 +161,8 @@ def lint_target(
     ``hash_files=False`` skips the sha256 of the model for outputs that do not show it.
     """
     from bnlint.engine import applicable_rules
+    from bnlint.evidence.provenance import model_evidence
     from bnlint.loaders import LoadError, load_model
-    from bnlint.provenance import model_evidence
 
     settings, ruleset = resolver.resolve(target)
     if Path(target).is_dir():  # a folder the walk found no model in (iter_targets)
@@ -195,10 +195,11 @@ def lint_target(
 
 
 def _repository_sources(target: str, findings: list[Any]) -> list[Any]:
-    """Python source paths relative to the repository of the model (bnlint.source_paths)."""
+    """Python source paths relative to the repository of the model
+    (:mod:`bnlint.evidence.source_paths`)."""
+    from bnlint.evidence.source_paths import relative_sources
     from bnlint.loaders import is_entry_point
     from bnlint.report.baseline import project_root
-    from bnlint.source_paths import relative_sources
 
     start = Path.cwd() if is_entry_point(target) else Path(target).absolute().parent
     return relative_sources(findings, project_root(start))
@@ -322,7 +323,7 @@ def lint(
     ``baseline_state="unchanged"`` and no longer fail (:meth:`Report.exit_code`), as with
     ``bnlint --baseline`` (``bnlint.report.baseline.BaselineError`` if it is unusable).
     """
-    from bnlint.provenance import Invocation
+    from bnlint.evidence.provenance import Invocation
 
     invocation = Invocation(kind="api")
     example_inputs = settings.pop("example_inputs", None)
@@ -348,7 +349,7 @@ def finish_report(
 ) -> Report:
     """What every run adds once its models are linted, for the CLI and ``lint()`` alike:
     the provenance record, then the baseline's verdict on each finding."""
-    from bnlint.provenance import collect
+    from bnlint.evidence.provenance import collect
 
     if report.provenance is None:
         report.provenance = collect(report, resolver, invocation)
@@ -363,8 +364,8 @@ def _lint_object(
     model: Any, resolver: SettingsResolver, example_inputs: Any, extras: tuple[str, ...] = ()
 ) -> ModelResult:
     from bnlint.engine import applicable_rules
+    from bnlint.evidence.provenance import model_evidence
     from bnlint.loaders import graph_from_object
-    from bnlint.provenance import model_evidence
 
     settings, ruleset = resolver.resolve(Path.cwd())
     graph = graph_from_object(model, example_inputs, settings)

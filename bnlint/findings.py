@@ -140,7 +140,7 @@ class ModelResult:
     user_traceback: str | None = None
     data_files: list[str] = field(default_factory=list)  # external data the model read
     # sha256, size, context and rules run, computed where the model was linted
-    # (bnlint.provenance.model_evidence); reporters show it through Report.provenance.
+    # (bnlint.evidence.provenance.model_evidence); reporters show it through Report.provenance.
     provenance: dict[str, Any] = field(default_factory=dict)
     # The verification section (bnlint.fold.report.verification_section): one verdict per
     # BN with the bound, error and margin of each level; None when no fold was verified.
@@ -175,7 +175,7 @@ class Report:
     # Set by --baseline (bnlint.report.baseline): the baseline file, counts of new and
     # unchanged findings, and the baseline entries no longer found ("fixed").
     baseline: dict[str, Any] | None = None
-    # What a reviewer needs to reproduce the run (bnlint.provenance.collect): file hashes,
+    # What a reviewer needs to reproduce the run (bnlint.evidence.provenance.collect): file hashes,
     # versions, resolved configuration, rules and options, command line, time.
     provenance: dict[str, Any] | None = None
 

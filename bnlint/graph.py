@@ -212,11 +212,11 @@ class GraphCache:
     """Values derived from the graph once and shared by the rules of a run. Each field has
     one owner, the module named beside it, which alone writes it."""
 
-    bn_arrays: Any = None  # bnlint.bn_arrays: every BN's parameters in flat arrays
-    bn_affine_terms: Any = None  # bnlint.bn_arrays: each BN's (mult, shift), non-finite ids
-    bn_params: dict[int, Any] = field(default_factory=dict)  # bnlint.stats.bn_params
-    weight_absmax: dict[Any, Any] = field(default_factory=dict)  # bnlint.weight_stats
-    pooled_tensors: frozenset[str] | None = None  # bnlint.patterns.pooled_tensors
+    bn_arrays: Any = None  # bnlint.analysis.bn_arrays: every BN's parameters in flat arrays
+    bn_affine_terms: Any = None  # bnlint.analysis.bn_arrays: (mult, shift), non-finite ids
+    bn_params: dict[int, Any] = field(default_factory=dict)  # bnlint.analysis.bn_params.bn_params
+    weight_absmax: dict[Any, Any] = field(default_factory=dict)  # bnlint.analysis.weight_absmax
+    pooled_tensors: frozenset[str] | None = None  # bnlint.analysis.graph_walks.pooled_tensors
     fold_plan: Any = None  # bnlint.fold.verdicts.plan
     fold_consumer_counts: dict[Any, Any] = field(default_factory=dict)  # bnlint.fold.verdicts
     drift_profile: Any = None  # bnlint.drift.check (BN021), drawn by the HTML report

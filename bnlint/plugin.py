@@ -18,6 +18,8 @@ bnlint is promised. The guide: docs/plugins.md.
 
 from __future__ import annotations
 
+from bnlint.analysis.bn_params import BNParams, bn_params
+from bnlint.analysis.graph_walks import TRANSPARENT_OPS, Walk, walk_back, walk_forward
 from bnlint.findings import Finding, Severity
 from bnlint.graph import (
     CANONICAL_OPS,
@@ -32,7 +34,6 @@ from bnlint.graph import (
     Tensor,
     UnreadableParameter,
 )
-from bnlint.patterns import TRANSPARENT_OPS, Walk, walk_back, walk_forward
 from bnlint.rule import (
     ALL_PHASES,
     INFERENCE,
@@ -43,7 +44,6 @@ from bnlint.rule import (
     RuleInputError,
     RuleSpec,
 )
-from bnlint.stats import BNParams, bn_params
 
 __all__ = [
     "ALL_PHASES",

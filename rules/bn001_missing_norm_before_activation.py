@@ -46,9 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bnlint.config_regex import NamePatterns
-from bnlint.graph import ModelGraph, Node
-from bnlint.patterns import (
+from bnlint.analysis.graph_walks import (
     NORM_OPS,
     TRANSPARENT_OPS,
     data_input,
@@ -57,6 +55,8 @@ from bnlint.patterns import (
     walk_back,
     walk_forward,
 )
+from bnlint.config.patterns import NamePatterns
+from bnlint.graph import ModelGraph, Node
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
 
 RULE = RuleSpec(

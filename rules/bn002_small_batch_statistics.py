@@ -46,8 +46,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from math import prod
 
+from bnlint.analysis.graph_walks import data_input
 from bnlint.graph import ModelGraph, Node
-from bnlint.patterns import data_input
 from bnlint.rule import TRAINING_PHASES, Finding, RuleContext, RuleSpec, Severity
 
 RULE = RuleSpec(

@@ -36,10 +36,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from bnlint import bn_screens as screens
+from bnlint.analysis import bn_screens as screens
+from bnlint.analysis.bn_params import BNParams, bn_params, float_format
 from bnlint.graph import ModelGraph, Node
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
-from bnlint.stats import BNParams, bn_params, float_format
 
 RULE = RuleSpec(
     code="BN005",

@@ -43,10 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from bnlint import bn_screens as screens
-from bnlint.graph import ModelGraph
-from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
-from bnlint.stats import (
+from bnlint.analysis import bn_screens as screens
+from bnlint.analysis.bn_params import (
     BN_ROLES,
     BNParams,
     bn_params,
@@ -55,6 +53,8 @@ from bnlint.stats import (
     describe,
     float_format,
 )
+from bnlint.graph import ModelGraph
+from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
 
 RULE = RuleSpec(
     code="BN006",

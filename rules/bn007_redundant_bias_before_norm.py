@@ -32,9 +32,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from bnlint.analysis.graph_walks import VALUE_OPS, constant_operand, sole_consumer, walk_back
 from bnlint.fold import bn_channels
 from bnlint.graph import ModelGraph, Node
-from bnlint.patterns import VALUE_OPS, constant_operand, sole_consumer, walk_back
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
 
 RULE = RuleSpec(

@@ -38,8 +38,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from bnlint.analysis.graph_walks import (
+    LAYOUT_OPS,
+    VALUE_OPS,
+    Walk,
+    data_input,
+    dropout_ratio,
+    walk_back,
+)
 from bnlint.graph import ModelGraph, Node
-from bnlint.patterns import LAYOUT_OPS, VALUE_OPS, Walk, data_input, dropout_ratio, walk_back
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
 
 RULE = RuleSpec(

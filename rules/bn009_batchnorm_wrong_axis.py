@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from bnlint.analysis.graph_walks import VALUE_OPS, data_input, walk_back
 from bnlint.fold import bn_channels
 from bnlint.graph import ModelGraph, Node
-from bnlint.patterns import VALUE_OPS, data_input, walk_back
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
 
 RULE = RuleSpec(

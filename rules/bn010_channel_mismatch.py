@@ -33,10 +33,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from bnlint.analysis.bn_params import BN_ROLES
 from bnlint.fold import output_channels
 from bnlint.graph import ModelGraph, Node
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
-from bnlint.stats import BN_ROLES
 
 RULE = RuleSpec(
     code="BN010",

@@ -63,12 +63,8 @@ from typing import Any
 
 import numpy as np
 
-from bnlint import bn_screens as screens
-from bnlint.fold import hazards, plan
-from bnlint.fold.hazards import stats_kind
-from bnlint.graph import ModelGraph
-from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
-from bnlint.stats import (
+from bnlint.analysis import bn_screens as screens
+from bnlint.analysis.bn_params import (
     BN_ROLES,
     INT8_LEVELS,
     FloatFormat,
@@ -81,6 +77,10 @@ from bnlint.stats import (
     folded_weight_absmax,
     int8_channel_spread,
 )
+from bnlint.fold import hazards, plan
+from bnlint.fold.hazards import stats_kind
+from bnlint.graph import ModelGraph
+from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
 
 RULE = RuleSpec(
     code="BN013",

@@ -42,9 +42,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from bnlint.analysis.bn_params import bn_dtype, float_format
 from bnlint.graph import ModelGraph, Node
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
-from bnlint.stats import bn_dtype, float_format
 
 RULE = RuleSpec(
     code="BN014",

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from bnlint.analysis.graph_walks import NORM_OPS, TRANSPARENT_OPS, data_input, walk_back
 from bnlint.graph import ModelGraph
-from bnlint.patterns import NORM_OPS, TRANSPARENT_OPS, data_input, walk_back
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
 
 RULE = RuleSpec(

@@ -58,7 +58,7 @@ RULE = RuleSpec(
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
     if not ctx.verify:
         return
-    from bnlint.batch_coupling import find_coupling
+    from bnlint.analysis.batch_coupling import find_coupling
     from bnlint.runtime import RunnerUnavailable
 
     if graph.runner_factory is None:

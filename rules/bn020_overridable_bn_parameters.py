@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from bnlint.analysis.bn_params import BN_ROLES
 from bnlint.graph import ModelGraph
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
-from bnlint.stats import BN_ROLES
 
 RULE = RuleSpec(
     code="BN020",

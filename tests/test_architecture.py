@@ -1,4 +1,4 @@
-"""The layers of bnlint/architecture.py, enforced on every import the code makes.
+"""The layers of bnlint/docgen/architecture.py, enforced on every import the code makes.
 
 Imports are read with ``ast`` (module level, inside functions, under TYPE_CHECKING), so an
 import hidden in a function body counts like any other: a cycle closed that way is still a
@@ -15,7 +15,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from bnlint.architecture import FORBIDDEN, LAYERS, allowed, layer_of, markdown, through_door
+from bnlint.docgen.architecture import FORBIDDEN, LAYERS, allowed, layer_of, markdown, through_door
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where each import name's source lives in a checkout (rules/ ships as bnlint.rules).
@@ -134,7 +134,7 @@ def edges() -> list[Import]:
 
 def test_every_module_has_a_layer() -> None:
     unplaced = [name for name in modules(PACKAGES) if layer_of(name) is None]
-    assert not unplaced, f"place these modules in bnlint/architecture.py: {unplaced}"
+    assert not unplaced, f"place these modules in bnlint/docgen/architecture.py: {unplaced}"
 
 
 def test_no_import_cycles(edges: list[Import]) -> None:

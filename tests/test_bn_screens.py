@@ -1,4 +1,4 @@
-"""The vectorised screens (bnlint.bn_screens) never hide a finding of BN005, BN006 or BN013.
+"""The vectorised screens (bnlint.analysis.bn_screens) never hide a finding of BN005, BN006 or BN013.
 
 Each rule runs twice on the same graphs: as shipped, and with its screen replaced by
 "every BN". The findings must be identical (code, node, message, evidence), over BN
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnlint import bn_screens
+from bnlint.analysis import bn_screens
 from bnlint.config import Settings
+from bnlint.engine.registry import load_rules
 from bnlint.loaders.onnx import build_graph
-from bnlint.registry import load_rules
 from bnlint.rule import RuleContext
 from tests.zoo.onnx_builder import GraphBuilder
 

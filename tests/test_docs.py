@@ -23,7 +23,7 @@ from bnlint.docgen import (
     stale_pages,
     write_pages,
 )
-from bnlint.registry import REDIRECTS, load_rules
+from bnlint.engine.registry import REDIRECTS, load_rules
 from bnlint.rule import DEFAULT_DOCS_URL
 from bnlint.toml_writer import toml_literal
 
@@ -116,7 +116,7 @@ def _pycon_blocks(text: str) -> list[str]:
 
 
 def test_worked_examples_in_the_docs_run() -> None:
-    """The ```pycon examples (the BatchNorm page's numbers) are doctests of bnlint.reference."""
+    """The ```pycon examples (the BatchNorm page's numbers) are doctests of bnlint.analysis.reference."""
     blocks = {page.name: _pycon_blocks(page.read_text()) for page in DOCS.glob("*.md")}
     assert len(blocks["batchnorm.md"]) >= 6
     parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)

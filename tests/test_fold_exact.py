@@ -8,10 +8,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from bnlint.analysis.reference import batch_norm_inference, unit_roundoff
 from bnlint.fold import bounds
 from bnlint.fold.affine import BNAffine, fold_bias, fold_weight
 from bnlint.fold.exact_ops import SizeLimit, conv, conv_transpose
-from bnlint.reference import batch_norm_inference, unit_roundoff
 
 RNG = np.random.default_rng(0)
 

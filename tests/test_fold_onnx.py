@@ -189,7 +189,7 @@ def test_dynamo_zero_bias_plumbing_is_dropped_after_folding(tmp_path: Path) -> N
 def test_working_copy_without_writes_is_the_materialized_model() -> None:
     """Deferred weights come back byte for byte when the rewrite leaves them alone."""
     from bnlint.fold.working_copy import working_copy
-    from bnlint.onnx_io import materialize
+    from bnlint.onnx.model_io import materialize
 
     model = fm.zoo_onnx("resnet_small")
     graph = build_graph(model, Path("model.onnx"), SETTINGS)

@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 
+from bnlint.analysis.graph_walks import MAX_HOPS, walk_back, walk_forward
 from bnlint.api import lint
 from bnlint.config import Settings
+from bnlint.engine.structure import find_problems, structure_findings
 from bnlint.graph import GraphFacts, ModelGraph
-from bnlint.graph_checks import find_problems, structure_findings
 from bnlint.loaders import load_model
-from bnlint.patterns import MAX_HOPS, walk_back, walk_forward
 from tests.zoo import onnx_zoo
 from tests.zoo.onnx_builder import GraphBuilder
 

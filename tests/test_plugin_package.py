@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlint.registry import RegistryError, load_rules
+from bnlint.engine.registry import RegistryError, load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "plugins.md"

@@ -1,4 +1,4 @@
-"""Every report records what a reviewer needs to reproduce it (bnlint.provenance)."""
+"""Every report records what a reviewer needs to reproduce it (bnlint.evidence.provenance)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 import bnlint
 from bnlint._version import __version__
-from bnlint.digests import CHUNK_BYTES, file_digest
+from bnlint.evidence.digests import CHUNK_BYTES, file_digest
 from tests.helpers import validate_report
 from tests.zoo import onnx_zoo
 

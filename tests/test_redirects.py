@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlint.registry import REDIRECTS, RegistryError, load_rules, redirect
+from bnlint.engine.registry import REDIRECTS, RegistryError, load_rules, redirect
 from tests.test_registry import write_plugin
 from tests.zoo import onnx_zoo
 

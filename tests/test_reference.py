@@ -1,4 +1,4 @@
-"""Tests for bnlint.reference, the NumPy ground truth for BatchNormalization.
+"""Tests for bnlint.analysis.reference, the NumPy ground truth for BatchNormalization.
 
 Checked against the official ONNX backend conformance data (vendored under
 tests/data/onnx_backend), onnx's ReferenceEvaluator, and torch.nn.functional.batch_norm.
@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from bnlint.reference import (
+from bnlint.analysis.reference import (
     TrainingResult,
     batch_norm_inference,
     batch_norm_training,

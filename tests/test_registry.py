@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlint.registry import RegistryError, load_rules
+from bnlint.engine.registry import RegistryError, load_rules
 from tests.zoo import onnx_zoo
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlint.reproduce import main, reproduce
+from bnlint.evidence.reproduce import main, reproduce
 from bnlint.toml_writer import toml_text
 from tests.report_models import build_models
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bnlint.registry import load_rules
+from bnlint.engine.registry import load_rules
 from bnlint.rule import REQUIRED_SECTIONS
 from tests.helpers import check_case
 

@@ -1,4 +1,4 @@
-"""bnlint.stats: dtype ranges and rounding, BN parameter reading, int8 channel spread."""
+"""bnlint.analysis.bn_params: dtype ranges and rounding, BN parameter reading, int8 channel spread."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnlint.config import Settings
-from bnlint.loaders.onnx import build_graph
-from bnlint.stats import (
+from bnlint.analysis.bn_params import (
     FLOAT_FORMATS,
     bn_params,
     float_format,
     int8_channel_spread,
     read_float64,
 )
+from bnlint.config import Settings
+from bnlint.loaders.onnx import build_graph
 from tests.rules.param_models import conv_bn
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from bnlint.api import lint
-from bnlint.registry import load_rules
+from bnlint.engine.registry import load_rules
 from tests.torch_formats import bn_layers, save_all
 from tests.zoo import torch_models
 

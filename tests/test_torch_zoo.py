@@ -149,7 +149,7 @@ def test_findings_on_inferred_edges_say_so(zoo) -> None:
 def test_loaders_match_the_format_table(zoo) -> None:
     """What each reader says it holds is what the rules × formats table promises."""
     from bnlint.config import Settings
-    from bnlint.formats import PROFILES
+    from bnlint.engine.formats import PROFILES
     from bnlint.loaders import load_model
 
     expected_format = {"script": "torchscript", "trace": "torchscript", "checkpoint": "state_dict"}

@@ -16,7 +16,7 @@ import click
 
 
 def _fail(message: str) -> None:
-    from bnlint.cli_output import fail
+    from bnlint.cli.output import fail
     from bnlint.report.sanitize import printable
 
     fail(printable(message, 1000))
@@ -133,11 +133,11 @@ def _context(ruleset: Any, settings: Any, path: str) -> Any:
 def _report(graph: Any, result: Any, written: list[Path], ctx: Any, resolver: Any) -> dict:
     """The JSON report of the model as it was (its BN021 findings, provenance), plus the
     ``recalibration``: each layer's drift before and after, and the files written."""
-    from bnlint.cli_output import invocation_argv
+    from bnlint.cli.output import invocation_argv
     from bnlint.drift.findings import drift_findings
     from bnlint.engine import finalize_findings
+    from bnlint.evidence.provenance import Invocation, collect, model_evidence
     from bnlint.findings import ModelResult, Report
-    from bnlint.provenance import Invocation, collect, model_evidence
     from bnlint.report.json_report import report_dict
 
     settings, ruleset = resolver.resolve(graph.path)

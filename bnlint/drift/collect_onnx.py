@@ -69,10 +69,10 @@ class OnnxCollector:
         point: str = "centred",
         optimize: bool | None = None,
     ) -> None:
-        from bnlint.runtime_onnx import import_onnxruntime
+        from bnlint.onnx.runtime import import_onnxruntime
 
         import_onnxruntime()  # fail fast without the ort extra
-        from bnlint.onnx_io import has_external_in_subgraphs
+        from bnlint.onnx.model_io import has_external_in_subgraphs
 
         self.graph = graph
         self.model = graph.source.onnx_model
@@ -219,7 +219,7 @@ class OnnxCollector:
         key = tuple(site.id for site in wanted)
         session = self._sessions.get(key)
         if session is None:
-            from bnlint.runtime_onnx import OnnxRunner, graph_arrays
+            from bnlint.onnx.runtime import OnnxRunner, graph_arrays
 
             self._sessions.clear()  # one live session at a time: memory stays flat
             session = OnnxRunner(
@@ -270,7 +270,7 @@ class OnnxCollector:
 
 def _prune(model: ModelProto) -> None:
     """Keep only the nodes the graph's outputs need (nodes are in topological order)."""
-    from bnlint.onnx_io import names_read
+    from bnlint.onnx.model_io import names_read
 
     needed = {value.name for value in model.graph.output}
     kept = []

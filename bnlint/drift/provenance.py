@@ -10,8 +10,8 @@ from typing import Any
 
 
 def sample_record(path: str) -> dict[str, Any]:
-    from bnlint.digests import file_digest
     from bnlint.drift.samples import SampleDataError, SampleFile
+    from bnlint.evidence.digests import file_digest
 
     record: dict[str, Any] = {"path": path}
     digest = file_digest(path)

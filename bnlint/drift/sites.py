@@ -69,7 +69,7 @@ def _skip_reason(graph: ModelGraph, bn: Node) -> str | None:
 
 def find_sites(graph: ModelGraph) -> Sites:
     """The analysed BNs in graph order, with depths, and the skipped ones with reasons."""
-    from bnlint.stats import bn_params
+    from bnlint.analysis.bn_params import bn_params
 
     analysed, skipped = [], []
     for bn in graph.nodes_of("batch_norm"):

@@ -69,7 +69,7 @@ def write_onnx(
 
 def _changes(graph: ModelGraph, result: Recalibration) -> list[tuple[Any, int, str, np.ndarray]]:
     """(site, input index, tensor name, new values in the tensor's dtype) per statistic."""
-    from bnlint.onnx_io import round_to
+    from bnlint.onnx.model_io import round_to
 
     changes = []
     for site in result.sites:
@@ -90,7 +90,7 @@ def _changes(graph: ModelGraph, result: Recalibration) -> list[tuple[Any, int, s
 
 
 def _read_only_by(model: Any, name: str, node_index: int) -> bool:
-    from bnlint.onnx_io import names_read
+    from bnlint.onnx.model_io import names_read
 
     readers = [i for i, node in enumerate(model.graph.node) if name in names_read([node])]
     return readers == [node_index] and name not in {o.name for o in model.graph.output}
@@ -121,7 +121,7 @@ def _patched_file(graph: ModelGraph, changes: list) -> bytes | None:
 def _write_model(graph: ModelGraph, changes: list, target: Path, inputs: Sequence) -> list[Path]:
     from onnx import ModelProto
 
-    from bnlint.onnx_io import (
+    from bnlint.onnx.model_io import (
         FoldIOError,
         external_files,
         materialize,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnlint.reference import fold_scale
+from bnlint.analysis.reference import fold_scale
 
 # The layout families a weight can have; fold kinds map onto them.
 FAMILY = {

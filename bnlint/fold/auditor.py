@@ -98,7 +98,7 @@ def _runtime(
 ) -> tuple[Runtime | None, str | None]:
     """ONNX Runtime runners (a folded model it refuses while it loads the original fails
     the audit), and onnx.reference ones as the fallback."""
-    from bnlint.runtime_onnx import OnnxRunner, graph_arrays, import_onnxruntime
+    from bnlint.onnx.runtime import OnnxRunner, graph_arrays, import_onnxruntime
 
     original_model = original_graph.source.onnx_model
     arrays, folded_arrays = graph_arrays(original_graph), graph_arrays(folded_graph)

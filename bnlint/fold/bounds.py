@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlint.reference import unit_roundoff
+from bnlint.analysis.reference import unit_roundoff
 
 ROUNDINGS = 8
 NUMERIC_FACTOR = 4.0

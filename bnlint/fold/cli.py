@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from bnlint.options import check_options, settings_from_options
+from bnlint.cli.options import check_options, settings_from_options
 from bnlint.report.sanitize import printable
 
 
@@ -32,7 +32,7 @@ def _shapes(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
 
 
 def _fail(message: str) -> None:
-    from bnlint.cli_output import fail
+    from bnlint.cli.output import fail
 
     fail(message)
 
@@ -71,7 +71,7 @@ def _inputs(source: Path, graph: Any, resolver: Any) -> list[Any]:
     found: list[Any] = [source]
     model = graph.source.onnx_model
     if model is not None:
-        from bnlint.onnx_io import external_files
+        from bnlint.onnx.model_io import external_files
 
         found += sorted(external_files(model, source))
     file_config = resolver.config_for(source.absolute().parent)
@@ -236,8 +236,8 @@ def _report_fold(
         )
     section = verification_section(verification)
     if output_format == "json":
-        from bnlint.cli_output import invocation_argv
-        from bnlint.provenance import Invocation, collect, model_evidence
+        from bnlint.cli.output import invocation_argv
+        from bnlint.evidence.provenance import Invocation, collect, model_evidence
         from bnlint.report.json_report import report_dict
 
         model = ModelResult(graph.path, graph.facts.format, findings=findings)
@@ -281,7 +281,7 @@ def _write_onnx(
     folded: Any, graph: Any, source: Path, target: Path, inputs: list[Any]
 ) -> list[Path]:
     from bnlint.fold.engine import check_onnx
-    from bnlint.onnx_io import (
+    from bnlint.onnx.model_io import (
         PROTOBUF_LIMIT,
         FoldIOError,
         external_files,
@@ -416,9 +416,9 @@ def verify(
 ) -> None:
     """Verify folds: run BN012/BN018 on models, or audit FOLDED --against ORIGINAL."""
     from bnlint.api import SettingsResolver
-    from bnlint.cli_output import emit_report
+    from bnlint.cli.output import emit_report
     from bnlint.config import ConfigError
-    from bnlint.registry import RegistryError
+    from bnlint.engine.registry import RegistryError
 
     values = settings_from_options(options)
     values["verify"] = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bnlint.analysis.reference import unit_roundoff
 from bnlint.fold.affine import FAMILY, BNAffine, fold_bias, fold_weight
 from bnlint.fold.affine import forward_fold as forward_fold_math
 from bnlint.fold.layers import (
@@ -22,8 +23,7 @@ from bnlint.fold.layers import (
     weight_errors,
 )
 from bnlint.graph import ModelGraph, Node
-from bnlint.onnx_io import round_to
-from bnlint.reference import unit_roundoff
+from bnlint.onnx.model_io import round_to
 
 
 def diagnose(

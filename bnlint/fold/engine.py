@@ -20,7 +20,7 @@ from bnlint.fold.sides import read_tensor, side, written_reader
 from bnlint.fold.torch_verify import fold_torch_graph
 from bnlint.fold.verification import Runtime, failure, verify
 from bnlint.graph import ModelGraph
-from bnlint.onnx_io import FoldIOError
+from bnlint.onnx.model_io import FoldIOError
 from bnlint.runtime import RunnerUnavailable
 
 _VERIFIED: WeakKeyDictionary[ModelGraph, FoldResult] = WeakKeyDictionary()
@@ -103,7 +103,7 @@ def _fold_onnx(
 
 def _runtime(graph, model, folded_model, written, input_shapes):
     """ONNX Runtime runners when it is installed, and onnx.reference ones as the fallback."""
-    from bnlint.runtime_onnx import OnnxRunner, graph_arrays, import_onnxruntime
+    from bnlint.onnx.runtime import OnnxRunner, graph_arrays, import_onnxruntime
 
     original = graph_arrays(graph)
     folded_arrays = {}

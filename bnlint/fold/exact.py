@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from onnx import AttributeProto, NodeProto, TensorProto, helper
 
+from bnlint.analysis.reference import unit_roundoff
 from bnlint.fold import exact_ops as ops
 from bnlint.fold.exact_ops import EvalError, SizeLimit, check_size
 from bnlint.fold.exact_values import (
@@ -35,8 +36,7 @@ from bnlint.fold.exact_values import (
     handles,
     output_tensor,
 )
-from bnlint.onnx_io import round_to
-from bnlint.reference import unit_roundoff
+from bnlint.onnx.model_io import round_to
 
 __all__ = ["FLOATS", "EvalError", "Evaluator", "SizeLimit", "Tensor"]
 

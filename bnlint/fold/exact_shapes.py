@@ -23,7 +23,7 @@ from bnlint.fold.exact_values import (
     handles,
     output_tensor,
 )
-from bnlint.onnx_io import round_to
+from bnlint.onnx.model_io import round_to
 
 if TYPE_CHECKING:
     from bnlint.fold.exact import Evaluator

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from bnlint.analysis.reference import unit_roundoff
 from bnlint.graph import ModelGraph, Node
-from bnlint.reference import unit_roundoff
 
 SIGNIFICANT_BITS = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
 
 
 def stats_kind(kind: str | None) -> str:
-    """The weight layout of a fold kind, as :mod:`bnlint.stats` names it."""
+    """The weight layout of a fold kind, as :mod:`bnlint.analysis.bn_params` names it."""
     return {"matmul_transpose": "matmul"}.get(kind or "conv", kind or "conv")
 
 

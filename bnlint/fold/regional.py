@@ -32,7 +32,7 @@ from bnlint.fold.regions import (
     region_of,
     shared_borders,
 )
-from bnlint.onnx_io import round_to
+from bnlint.onnx.model_io import round_to
 
 InitializerReader = Callable[[Scope, str], "tuple[np.ndarray, str] | None"]
 TypeOf = Callable[[Scope, str], "tuple[tuple | None, str | None]"]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, helper
 
-from bnlint.bn_arrays import affine_terms
+from bnlint.analysis.bn_arrays import affine_terms
 from bnlint.fold.affine import BNAffine, Rounded, fold_bias, fold_weight_rounded
 from bnlint.fold.rewrite_graph import (
     all_names,
@@ -38,7 +38,7 @@ from bnlint.fold.rewrite_graph import (
 from bnlint.fold.verdicts import FoldRecord, FoldVerdict, plan
 from bnlint.fold.working_copy import WorkingCopy, working_copy
 from bnlint.graph import ModelGraph, Node
-from bnlint.onnx_io import to_tensor
+from bnlint.onnx.model_io import to_tensor
 
 FAMILY = {"conv": "conv", "conv_transpose": "conv_transpose", "gemm": "linear"}
 

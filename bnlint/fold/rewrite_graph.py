@@ -9,7 +9,7 @@ from onnx import GraphProto, NodeProto
 
 from bnlint.fold.affine import BNAffine
 from bnlint.graph import ModelGraph, Node
-from bnlint.onnx_io import names_read
+from bnlint.onnx.model_io import names_read
 
 
 def live(nodes: list[NodeProto], body: GraphProto) -> set[int]:

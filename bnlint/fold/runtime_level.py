@@ -130,7 +130,7 @@ def run_regions(
 
 
 def _run_chunk(checked, original: Side, folded: Side, scale: float) -> None:
-    from bnlint.runtime_onnx import OnnxRunner
+    from bnlint.onnx.runtime import OnnxRunner
 
     sides = {"o": (original, _RegionModel()), "f": (folded, _RegionModel())}
     same_opset = list(original.view.model.opset_import) == list(folded.view.model.opset_import)
@@ -301,7 +301,7 @@ def _describe(value: np.ndarray) -> str:
 def light_model(model: ModelProto, arrays, overrides: Mapping[str, np.ndarray]):
     """(a copy of ``model`` whose top-level initializers are array-backed stubs, the array
     provider with ``overrides`` in place): the null fold without copying every weight."""
-    from bnlint.runtime_onnx import IN_MEMORY
+    from bnlint.onnx.runtime import IN_MEMORY
 
     light = ModelProto()
     for field, value in model.ListFields():
@@ -449,7 +449,7 @@ UNBOUNDED_OPS = frozenset(
 
 
 def _tensor(values: np.ndarray, like: TensorProto) -> TensorProto:
-    from bnlint.onnx_io import to_tensor
+    from bnlint.onnx.model_io import to_tensor
 
     dtype = "bfloat16" if like.data_type == TensorProto.BFLOAT16 else None
     if dtype is None:

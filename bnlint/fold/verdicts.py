@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bnlint.bn_arrays import non_finite_terms
+from bnlint.analysis.bn_arrays import non_finite_terms
 from bnlint.fold.paths import (
     PRODUCER_REASONS,
     backward_path,

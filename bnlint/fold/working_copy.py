@@ -1,6 +1,6 @@
 """The copy of a model the ONNX rewrite edits, without copying weights it will replace.
 
-:func:`bnlint.onnx_io.materialize` copies the whole model (external data inlined through
+:func:`bnlint.onnx.model_io.materialize` copies the whole model (external data inlined through
 the validated resolver). Most of a CNN's bytes are the producer weights a fold rewrites
 (ResNet-50: 98 of its 102 MB), so copying them first only to overwrite them doubles the
 memory traffic of the rewrite. :func:`working_copy` copies everything except the data of
@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from onnx import ModelProto, TensorProto
 
 from bnlint.graph import ModelGraph
-from bnlint.onnx_io import FoldIOError, has_external_in_subgraphs, to_tensor
+from bnlint.onnx.model_io import FoldIOError, has_external_in_subgraphs, to_tensor
 
 
 def _repeated(field) -> bool:

@@ -46,7 +46,7 @@ from bnlint.loaders.onnx_tensors import (
     read_attributes,
     read_embedded,
 )
-from bnlint.onnx_types import dtype_name, numpy_dtype
+from bnlint.onnx.elem_types import dtype_name, numpy_dtype
 
 # Ops whose first output has the dtype of their first input (for cheap dtype propagation).
 _SAME_DTYPE = CANONICAL_OPS - {"cast", "control_flow", "other"}
@@ -123,7 +123,7 @@ def build_graph(
 def _onnx_runner(graph_ref: weakref.ref[ModelGraph]) -> Any:
     """Weakly bound: a graph holding a closure over itself would live until a full
     collection, keeping its parsed model and mapped weights in memory model after model."""
-    from bnlint.runtime_onnx import runner_for_graph
+    from bnlint.onnx.runtime import runner_for_graph
 
     return runner_for_graph(graph_ref())
 

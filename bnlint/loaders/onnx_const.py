@@ -102,7 +102,7 @@ def _expand(inputs, attrs, opset):
 
 
 def _cast(inputs, attrs, opset):
-    from bnlint.onnx_types import numpy_dtype
+    from bnlint.onnx.elem_types import numpy_dtype
 
     dtype = numpy_dtype(attrs["to"])
     if dtype is None:

@@ -22,7 +22,7 @@ from bnlint.loaders.onnx_tensors import (
     raw_floats,
     read_embedded,
 )
-from bnlint.onnx_types import numpy_dtype_by_name
+from bnlint.onnx.elem_types import numpy_dtype_by_name
 
 if TYPE_CHECKING:
     from bnlint.graph import ModelGraph

@@ -23,7 +23,7 @@ from bnlint.loaders.onnx_bounded import (
     infer_bounded,
     inference_problems,
 )
-from bnlint.onnx_types import dtype_name
+from bnlint.onnx.elem_types import dtype_name
 
 _SMALL_INITIALIZER = 4096  # bytes of integer data kept so Reshape/Expand targets infer
 _INTEGER_TYPES = (TensorProto.INT64, TensorProto.INT32)

@@ -11,7 +11,7 @@ from onnx import AttributeProto, NodeProto, TensorProto, numpy_helper
 from bnlint.graph import UnreadableParameter
 from bnlint.loaders.onnx_const import MAX_FOLD_BYTES
 from bnlint.loaders.onnx_file import MappedTensor
-from bnlint.onnx_types import dtype_name, numpy_dtype
+from bnlint.onnx.elem_types import dtype_name, numpy_dtype
 
 if TYPE_CHECKING:
     from collections.abc import Callable

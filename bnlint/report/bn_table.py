@@ -2,9 +2,9 @@
 
 Computed in the process that linted the model, while its graph is alive, and stored in
 ``ModelResult.report_data.bn_table`` as plain data (picklable, JSON-friendly). Only BN
-parameters are read (through :func:`bnlint.stats.bn_params`, shared with the rules), never
-producer weights: gamma, the running variance and the folded scale gamma / sqrt(var + eps)
-per channel, each summarised as a range.
+parameters are read (through :func:`bnlint.analysis.bn_params.bn_params`, shared with the
+rules), never producer weights: gamma, the running variance and the folded scale
+gamma / sqrt(var + eps) per channel, each summarised as a range.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def fold_verdicts(graph: ModelGraph) -> dict[int, dict[str, Any]]:
 def bn_table(graph: ModelGraph, phase: str | None = None) -> list[dict[str, Any]]:
     """One row per BatchNorm in graph order; in an inference graph with each BN's fold
     verdict (``fold``)."""
-    from bnlint.stats import bn_params
+    from bnlint.analysis.bn_params import bn_params
 
     verdicts: dict[int, dict[str, Any]] = {}
     if phase == "inference" and graph.facts.provides("producer_edges"):

@@ -29,7 +29,7 @@ class RuleDoc:
 def _known_rules(options: RenderOptions):
     if options.rules is not None:
         return options.rules
-    from bnlint.registry import load_rules
+    from bnlint.engine.registry import load_rules
 
     try:
         return load_rules().rules

@@ -4,7 +4,7 @@
 configuration files (a discovered one is data) matched against node names (chosen by the
 model). With Python's backtracking ``re``, ``(a+)+$`` against forty ``a`` and a ``!``
 takes about 2**40 steps and cannot be interrupted by any timeout; bnlint's matcher
-(:mod:`bnlint.config_regex`) is an automaton, so the same pair costs one pass over the name.
+(:mod:`bnlint.config.patterns`) is an automaton, so the same pair costs one pass over the name.
 The matcher must still mean what ``re.search`` means: a differential test compares them on
 generated patterns and names.
 """
@@ -21,9 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bnlint import config_regex
-from bnlint.config_keys import check_regexes
-from bnlint.config_regex import NamePatterns, PatternBudgetExceeded, PatternError
+from bnlint.config import patterns as config_regex
+from bnlint.config.keys import check_regexes
+from bnlint.config.patterns import NamePatterns, PatternBudgetExceeded, PatternError
 from tests.hostile.runner import assert_behaved, run_attack
 from tests.zoo.onnx_builder import GraphBuilder
 

@@ -103,7 +103,7 @@ def test_loop_trip_counts_are_bounded_before_running(
 
 def test_an_onnxruntime_run_stops_at_its_deadline(monkeypatch) -> None:
     pytest.importorskip("onnxruntime")
-    from bnlint import runtime_onnx
+    from bnlint.onnx import runtime as runtime_onnx
     from bnlint.runtime import RunnerUnavailable
 
     monkeypatch.setattr(runtime_onnx, "RUN_BASE_SECONDS", 1.0)

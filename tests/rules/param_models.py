@@ -155,7 +155,7 @@ def lint_bare(graph: ModelGraph, code: str, **settings: Any) -> list[Finding]:
     """Run one rule on a hand-built graph through the engine (phase from the graph)."""
     from bnlint.config import Settings
     from bnlint.engine import lint_graph
-    from bnlint.registry import load_rules
+    from bnlint.engine.registry import load_rules
 
     result = lint_graph(graph, Settings(select=(code,), **settings), load_rules())
     return [finding for finding in result.findings if finding.code == code]

@@ -121,8 +121,8 @@ def test_reads_no_parameter_values() -> None:
     from pathlib import Path
 
     from bnlint.config import Settings
+    from bnlint.engine.registry import load_rules
     from bnlint.loaders.onnx import build_graph
-    from bnlint.registry import load_rules
     from bnlint.rule import RuleContext
 
     graph = build_graph(bn_with_shapes({"var": (8,)})(), Path("m.onnx"), Settings())

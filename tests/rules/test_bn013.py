@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bnlint.analysis.bn_params import bn_params, folded_bias, folded_weight_absmax
 from bnlint.config import Settings
 from bnlint.fold import plan
 from bnlint.loaders.onnx import build_graph
-from bnlint.stats import bn_params, folded_bias, folded_weight_absmax
 from tests.helpers import Case, check_case, rule_findings
 from tests.rules.param_models import conv_bn, exported, initializer, set_initializer
 from tests.zoo.onnx_builder import GraphBuilder

@@ -166,7 +166,7 @@ REGEX_OPTIONS = frozenset({"ignore"})
 
 def check_regexes(key: str, patterns: Any) -> None:
     """Patterns matched against model names: checked for bnlint's linear-time matcher."""
-    from bnlint.config_regex import NamePatterns, PatternError
+    from bnlint.config.patterns import NamePatterns, PatternError
 
     if not all(isinstance(pattern, str) for pattern in patterns):
         raise ValueError(f"{key} must be a list of regular expressions")

@@ -183,7 +183,7 @@ def rules_index(rules: Sequence[Rule]) -> str:
     diagnostics = [rule for rule in rules if rule.origin == "diagnostic"]
     return "\n".join(
         [
-            *front_matter("bnlint/docgen_pages.py"),
+            *front_matter("bnlint/docgen/pages.py"),
             "# Rules",
             "",
             _generated("the rule modules"),
@@ -210,10 +210,10 @@ def redirect_page(old: str, new: str) -> str:
     """The page left at a renamed code's URL: old links keep working."""
     return "\n".join(
         [
-            *front_matter("bnlint/registry.py"),
+            *front_matter("bnlint/engine/registry.py"),
             f"# {old} (renamed to {new})",
             "",
-            _generated("bnlint.registry.REDIRECTS"),
+            _generated("bnlint.engine.registry.REDIRECTS"),
             "",
             f'<meta http-equiv="refresh" content="0; url=../{new}/">',
             "",

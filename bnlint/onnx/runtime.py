@@ -170,8 +170,8 @@ def _split_weights(ort: Any, model: ModelProto, arrays: ArrayProvider | None):
     """(model without its large initializers' data, their names, their OrtValues)."""
     from onnx import ModelProto, TensorProto
 
-    from bnlint.onnx_io import names_read
-    from bnlint.onnx_types import numpy_dtype
+    from bnlint.onnx.elem_types import numpy_dtype
+    from bnlint.onnx.model_io import names_read
 
     light = ModelProto()
     _copy_fields(light, model, "graph")
@@ -212,7 +212,7 @@ def _split_weights(ort: Any, model: ModelProto, arrays: ArrayProvider | None):
 
 def _still_read(light: ModelProto, names: list[str], values: list[Any]) -> tuple[list, list]:
     """Drop the held-apart weights an edit left unread (ONNX Runtime refuses them)."""
-    from bnlint.onnx_io import names_read
+    from bnlint.onnx.model_io import names_read
 
     used = names_read(light.graph.node) | {value.name for value in light.graph.output}
     kept = [(n, v) for n, v in zip(names, values, strict=True) if n in used]
@@ -263,7 +263,7 @@ def runner_for_graph(graph: ModelGraph) -> OnnxRunner:
     if model is None:
         raise RunnerUnavailable("the ONNX model is not available to run")
     import_onnxruntime()  # fail fast, before reading any weights
-    from bnlint.onnx_io import has_external_in_subgraphs
+    from bnlint.onnx.model_io import has_external_in_subgraphs
 
     if has_external_in_subgraphs(model.graph):
         raise RunnerUnavailable("external data inside If/Loop/Scan bodies is not supported")

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bnlint.config_file import ConfigReadError, read_text, read_toml
-from bnlint.config_keys import (
+from bnlint.config.files import ConfigReadError, read_text, read_toml
+from bnlint.config.keys import (
     FAIL_ON,
     FORMATS,
     KEYS,
@@ -34,7 +34,7 @@ from bnlint.config_keys import (
     parse_shape,
     same_kind,
 )
-from bnlint.config_regex import NamePatterns, PatternError
+from bnlint.config.patterns import NamePatterns, PatternError
 from bnlint.findings import Severity
 from bnlint.rule import DEFAULT_DOCS_URL
 

@@ -1,14 +1,14 @@
 """Rerun the check a JSON report records, with the settings it records, and compare.
 
-    python -m bnlint.reproduce report.json              rerun every model, compare findings
-    python -m bnlint.reproduce report.json --root DIR   model paths are relative to DIR
-    python -m bnlint.reproduce report.json --print-config   the recorded configuration as TOML
+    python -m bnlint.evidence.reproduce report.json            rerun every model, compare
+    python -m bnlint.evidence.reproduce report.json --root D   model paths are relative to D
+    python -m bnlint.evidence.reproduce report.json --print-config   the recorded configuration
 
 A report is data (docs/security.md). For each model of the report: the file is looked up
 inside ``--root`` (default: the current folder; a recorded path that leads elsewhere is
 not opened), its sha256 is checked against the recorded one and a file that differs is not
 linted unless ``--run-changed`` is given; the recorded configuration, minus every setting
-that imports code, widens reads or loosens a limit (:mod:`bnlint.reproduce_trust`, each
+that imports code, widens reads or loosens a limit (:mod:`bnlint.evidence.reproduce_trust`, each
 one named in a note with the option that sets it on purpose), is written to a temporary
 ``bnlint.toml`` and passed as ``--config`` (so no configuration file on this machine takes
 part), the recorded ``--verify`` switch is applied, and the findings are compared with the
@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from bnlint.config import ConfigError
+from bnlint.engine.registry import RegistryError
+from bnlint.evidence.reproduce_trust import OwnTrust, untrusted_settings
 from bnlint.json_data import JsonDataError, load_json
-from bnlint.registry import RegistryError
 from bnlint.report.sanitize import guard_terminal, printable
-from bnlint.reproduce_trust import OwnTrust, untrusted_settings
 from bnlint.toml_writer import TomlError, toml_text
 
 RERUN_COMMENT = "the configuration recorded in a bnlint report's provenance"
@@ -177,7 +177,7 @@ def _resolve(recorded: str, root: Path, working_directory: str) -> Path:
 
 
 def _known_rule(plugins: bool = True):
-    from bnlint.registry import load_rules
+    from bnlint.engine.registry import load_rules
 
     ruleset = load_rules((), plugins=plugins)
     return lambda selector: (
@@ -199,7 +199,7 @@ def reproduce(
     ``own`` is what the caller allows on purpose; ``notes`` collects what was ignored.
     """
     from bnlint.api import lint
-    from bnlint.digests import file_digest
+    from bnlint.evidence.digests import file_digest
 
     own = own or OwnTrust()
     notes = notes if notes is not None else []
@@ -247,7 +247,7 @@ def reproduce(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bnlint.reproduce",
+        prog="python -m bnlint.evidence.reproduce",
         description="Rerun the check a bnlint JSON report records and compare the findings. "
         "The report is data: settings that import code, widen reads or loosen limits are "
         "ignored (and named) unless given here.",

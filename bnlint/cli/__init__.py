@@ -18,7 +18,8 @@ from typing import Any
 import click
 
 from bnlint._version import __version__
-from bnlint.cli_output import (
+from bnlint.cli.options import check_options, settings_from_options
+from bnlint.cli.output import (
     INVOCATION,
     STARTED,
     check_outputs,
@@ -27,7 +28,6 @@ from bnlint.cli_output import (
     fail,
     silence_stdout,
 )
-from bnlint.options import check_options, settings_from_options
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
@@ -40,7 +40,9 @@ class DefaultGroup(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # The arguments as invoked (not sys.argv, which is another program's under
         # CliRunner or when main() is called from Python), for the report's provenance.
-        from bnlint.provenance import utc_now  # standard library only: --version stays fast
+        from bnlint.evidence.provenance import (
+            utc_now,  # standard library only: --version stays fast
+        )
 
         ctx.meta.setdefault(INVOCATION, ["bnlint", *args])
         ctx.meta.setdefault(STARTED, utc_now())
@@ -105,8 +107,8 @@ def check(paths: Sequence[str], **options: Any) -> None:
     """Lint model files, folders of models, or `module:factory` entry points."""
     from bnlint.api import SettingsResolver, iter_targets, lint_many
     from bnlint.config import ConfigError
+    from bnlint.engine.registry import RegistryError
     from bnlint.findings import Report
-    from bnlint.registry import RegistryError
     from bnlint.report import extras_for
     from bnlint.report.progress import Progress
     from bnlint.report.sanitize import unguarded
@@ -192,7 +194,7 @@ def _debug_printer(enabled: bool):
 def _show_settings(resolver: Any, targets: list[str], origins: bool) -> None:
     """The resolved configuration as a ``bnlint.toml`` that configures the same run: only
     keys a configuration file accepts; ``origins`` adds where each value came from."""
-    from bnlint.provenance_settings import FLAG_FIELDS, settings_origins, settings_table
+    from bnlint.evidence.settings_record import FLAG_FIELDS, settings_origins, settings_table
     from bnlint.report.sanitize import printable
     from bnlint.toml_writer import toml_text
 
@@ -226,8 +228,8 @@ def _show_settings(resolver: Any, targets: list[str], origins: bool) -> None:
 @click.pass_context
 def hook(ctx: click.Context, argv: tuple[str, ...]) -> None:
     """Entry point of the pre-commit hooks: `bnlint check`, but every argument that names an
-    existing file is a file to lint, never an option (see bnlint.precommit)."""
-    from bnlint.precommit import split_argv
+    existing file is a file to lint, never an option (see bnlint.cli.precommit)."""
+    from bnlint.cli.precommit import split_argv
 
     options, files = split_argv(argv, check)
     with check.make_context("check", [*options, "--", *files], parent=ctx) as checking:
@@ -239,7 +241,7 @@ def hook(ctx: click.Context, argv: tuple[str, ...]) -> None:
 @click.option("--rules-dir", "rules_dirs", multiple=True, type=click.Path(file_okay=False))
 def list_rules(output_format: str, rules_dirs: tuple[str, ...]) -> None:
     """List every rule, plug-ins included: code, name, default severity, summary."""
-    from bnlint.registry import RegistryError, load_rules
+    from bnlint.engine.registry import RegistryError, load_rules
 
     try:
         ruleset = load_rules(tuple(rules_dirs))
@@ -248,7 +250,7 @@ def list_rules(output_format: str, rules_dirs: tuple[str, ...]) -> None:
     if output_format == "json":
         import json
 
-        from bnlint.formats import rule_formats
+        from bnlint.engine.formats import rule_formats
 
         rows = [
             {
@@ -277,7 +279,7 @@ def list_rules(output_format: str, rules_dirs: tuple[str, ...]) -> None:
 @click.option("--rules-dir", "rules_dirs", multiple=True, type=click.Path(file_okay=False))
 def explain(code: str, rules_dirs: tuple[str, ...]) -> None:
     """Print a rule's documentation (by code or name), plug-in rules included."""
-    from bnlint.registry import RegistryError, load_rules, redirect
+    from bnlint.engine.registry import RegistryError, load_rules, redirect
 
     try:
         rule = load_rules(tuple(rules_dirs)).get(code)

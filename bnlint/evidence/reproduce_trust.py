@@ -4,9 +4,9 @@ A report is data written by someone else. Its recorded configuration is applied 
 after removing every key that is not a setting bnlint records (``extend`` would name a
 configuration file, and the rerun's own ``--config`` trusts what it extends), every
 setting that imports or runs code or widens what bnlint reads
-(:data:`bnlint.config_keys.TRUST_KEYS`, the recorded ``--trust-model-code`` switch) and
-every limit looser than bnlint's defaults (:data:`bnlint.config_keys.LIMIT_KEYS`). Each
-removal becomes a note naming the recorded value and the ``python -m bnlint.reproduce``
+(:data:`bnlint.config.keys.TRUST_KEYS`, the recorded ``--trust-model-code`` switch) and
+every limit looser than bnlint's defaults (:data:`bnlint.config.keys.LIMIT_KEYS`). Each
+removal becomes a note naming the recorded value and the ``python -m bnlint.evidence.reproduce``
 option that sets it on purpose. Rules the report names that only a removed ``rules-dir``
 could provide are dropped from selectors, severities and rule tables (noted too), so the
 rerun still starts.
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bnlint.config_keys import KEYS, LIMIT_KEYS, TRUST_KEYS
+from bnlint.config.keys import KEYS, LIMIT_KEYS, TRUST_KEYS
 
 _SELECTOR_KEYS = ("select", "extend-select", "ignore")
 _CODE_TABLES = ("severity",)
@@ -28,7 +28,7 @@ _PATTERN_TABLES = ("per-model-ignores", "per-node-ignores")
 
 @dataclass
 class OwnTrust:
-    """What the user of ``bnlint.reproduce`` allowed on its own command line."""
+    """What the user of ``bnlint.evidence.reproduce`` allowed on its own command line."""
 
     trust_model_code: bool = False
     rules_dirs: tuple[str, ...] = ()
@@ -78,7 +78,7 @@ def untrusted_settings(
         if value:
             notes.append(
                 f"ignored the recorded {key} = {_shown(value)}: a report cannot import code or "
-                f"widen reads (pass {option} to python -m bnlint.reproduce)"
+                f"widen reads (pass {option} to python -m bnlint.evidence.reproduce)"
             )
     defaults = _defaults()
     for key in sorted(LIMIT_KEYS):
@@ -87,12 +87,12 @@ def untrusted_settings(
             settings.pop(key)
             notes.append(
                 f"ignored the recorded {key} = {value}: looser than the default "
-                f"{defaults[key]} (pass --{key} N to python -m bnlint.reproduce)"
+                f"{defaults[key]} (pass --{key} N to python -m bnlint.evidence.reproduce)"
             )
     if flags.get("trust-model-code") and not own.trust_model_code:
         notes.append(
             "ignored the recorded --trust-model-code: a report cannot make bnlint run code "
-            "from model files (pass --trust-model-code to python -m bnlint.reproduce)"
+            "from model files (pass --trust-model-code to python -m bnlint.evidence.reproduce)"
         )
     settings.update(own.settings())
     if not own.rules_dirs:
@@ -130,5 +130,5 @@ def _drop_unknown_rules(settings: dict[str, Any], known_rule: Any) -> list[str]:
         return []
     return [
         f"left out rules only a rules-dir provides: {_shown(sorted(dropped))} "
-        "(pass --rules-dir DIR to python -m bnlint.reproduce)"
+        "(pass --rules-dir DIR to python -m bnlint.evidence.reproduce)"
     ]

@@ -12,12 +12,12 @@ from typing import Any
 
 from bnlint._perf import gc_paused
 from bnlint.config import Settings
-from bnlint.config_regex import NamePatterns, PatternError
+from bnlint.config.patterns import NamePatterns, PatternError
 from bnlint.diagnostics import diagnostic
+from bnlint.engine.registry import NAMED, RuleSet
+from bnlint.engine.structure import structure_findings
 from bnlint.findings import Finding, ModelResult, Severity
 from bnlint.graph import ModelGraph, UnreadableParameter
-from bnlint.graph_checks import structure_findings
-from bnlint.registry import NAMED, RuleSet
 from bnlint.rule import Rule, RuleContext, RuleInputError
 
 

@@ -1,7 +1,7 @@
 """Every BatchNorm's parameters as flat float64 arrays, read in one pass and cached.
 
-The per-BN path (:func:`bnlint.stats.bn_params`) costs a few dozen NumPy calls per layer:
-nothing for a ResNet, seconds for a graph with 12,000 BatchNorms. :func:`bn_arrays` reads
+The per-BN path (:func:`bnlint.analysis.bn_params.bn_params`) costs a few dozen NumPy calls
+per layer: nothing for a ResNet, seconds for a graph with 12,000 BatchNorms. :func:`bn_arrays` reads
 the scale, bias, running mean and running variance of all BatchNorms at once (raw float
 initializers are concatenated straight from their bytes) into one float64 array per
 role, with each BN's slice given by ``starts``/``stops``, so a rule can evaluate a
@@ -25,7 +25,8 @@ import numpy as np
 from bnlint.graph import ModelGraph, Node
 
 BN_ROLES = ("scale", "bias", "mean", "var")
-MAX_PARAM_ELEMENTS = 1 << 24  # as bnlint.stats: larger vectors are not per-channel parameters
+# As in bnlint.analysis.bn_params: larger vectors are not per-channel parameters.
+MAX_PARAM_ELEMENTS = 1 << 24
 
 
 @dataclass

@@ -14,8 +14,8 @@ artifacts, an HTML "how to reproduce" block, a Markdown details block):
 
 The model evidence is computed where the model is linted (:func:`model_evidence`, called by
 :func:`bnlint.api.lint_target`), so each file is hashed once, in the worker, reading
-fixed-size chunks: hashing never holds more than :data:`bnlint.digests.CHUNK_BYTES` of a model in
-memory.
+fixed-size chunks: hashing never holds more than :data:`bnlint.evidence.digests.CHUNK_BYTES`
+of a model in memory.
 Library versions come from the imported module or from package metadata: nothing is
 imported just to learn its version.
 """
@@ -35,9 +35,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from bnlint._version import __version__
-from bnlint.digests import file_digest
+from bnlint.evidence.digests import file_digest
+from bnlint.evidence.settings_record import configuration_record
 from bnlint.findings import json_safe
-from bnlint.provenance_settings import configuration_record
 
 if TYPE_CHECKING:
     from bnlint.config import Settings

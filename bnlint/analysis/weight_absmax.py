@@ -4,7 +4,7 @@ BN013 bounds a fold's weights by max|W_c| x |s_c|. The weight is read in blocks 
 (``ParamStore.row_blocks``), so a multi-GB external weight never sits in memory whole,
 and max |w| is computed as max(max w, -min w), without a temporary |W|. Results are
 cached on the graph by weight and layout (many small Conv weights are pre-filled at once
-by :func:`bnlint.bn_screens.prefetch_conv_absmax`).
+by :func:`bnlint.analysis.bn_screens.prefetch_conv_absmax`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Vectorised screens: which BatchNorms may be reported by the parameter rules.
 
-A screen evaluates, over every channel of every BN at once (:mod:`bnlint.bn_arrays`), a
+A screen evaluates, over every channel of every BN at once (:mod:`bnlint.analysis.bn_arrays`), a
 condition implied by each of the rule's reporting conditions, with thresholds chosen so
 that no BN the rule would report is left out (the loosest over all dtypes). The rule then
 runs its exact per-BN code on the selected BNs only, in graph order, so its findings are
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlint.bn_arrays import BN_ROLES, BNArrays, bn_arrays
+from bnlint.analysis.bn_arrays import BN_ROLES, BNArrays, bn_arrays
 from bnlint.graph import ModelGraph, Node
 
 # The narrowest float formats bound every check: float16's range is the smallest, its
@@ -107,7 +107,7 @@ def _weight_screen(
     candidates: set[int],
 ) -> None:
     """Add BNs whose folded weight (max |W_c| x |s_c|) or producer bias may be out of range."""
-    from bnlint.weight_stats import weight_channel_absmax
+    from bnlint.analysis.weight_absmax import weight_channel_absmax
 
     foldable = [
         (row, verdict)
@@ -157,8 +157,8 @@ SMALL_WEIGHT_BYTES = 1 << 16  # weights up to this size are reduced together
 
 def prefetch_conv_absmax(graph: ModelGraph, producers: Iterable[Node]) -> None:
     """Per-channel max |W| of many small Conv weights at once (grouped by shape and dtype),
-    into the cache :func:`bnlint.stats.weight_channel_absmax` reads."""
-    from bnlint.weight_stats import absmax_cache_key
+    into the cache :func:`bnlint.analysis.bn_params.weight_channel_absmax` reads."""
+    from bnlint.analysis.weight_absmax import absmax_cache_key
 
     cache = graph.cache.weight_absmax
     groups: dict[tuple, list[tuple[Any, bytes]]] = {}

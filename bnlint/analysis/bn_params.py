@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from bnlint.graph import ModelGraph, Node
-from bnlint.weight_stats import (  # noqa: F401  (re-exported: rules import them from here)
+from bnlint.analysis.weight_absmax import (  # noqa: F401  (re-exported: rules import them from here)
     absmax_cache_key,
     load_param,
     weight_channel_absmax,
 )
+from bnlint.graph import ModelGraph, Node
 
 BN_ROLES = ("scale", "bias", "mean", "var")
 # A BatchNorm parameter with more elements than this is not a per-channel vector; it is
@@ -139,7 +139,7 @@ def bn_dtype(graph: ModelGraph, bn: Node) -> str | None:
 def bn_params(graph: ModelGraph, bn: Node) -> BNParams:
     """The parameters of ``bn`` (cached on the graph, so several rules share one read).
 
-    When :func:`bnlint.bn_arrays.bn_arrays` has read every BN at once, the arrays are
+    When :func:`bnlint.analysis.bn_arrays.bn_arrays` has read every BN at once, the arrays are
     read-only views of its tables; otherwise each parameter is read here.
     """
     cache = graph.cache.bn_params

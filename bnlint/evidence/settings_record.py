@@ -1,4 +1,4 @@
-"""The resolved configuration as provenance records it (see :mod:`bnlint.provenance`).
+"""The resolved configuration as provenance records it (see :mod:`bnlint.evidence.provenance`).
 
 Settings are written in the configuration file's own spelling (``input-shape``,
 ``rules-dir``, rule tables by rule name), so the record saved as ``bnlint.toml`` configures
@@ -16,7 +16,7 @@ from bnlint.findings import json_safe
 
 if TYPE_CHECKING:
     from bnlint.config import Settings
-    from bnlint.registry import RuleSet
+    from bnlint.engine.registry import RuleSet
     from bnlint.rule import Rule
 
 FLAG_FIELDS = {"verify": "verify", "trust_model_code": "trust-model-code"}
@@ -24,7 +24,7 @@ FLAG_FIELDS = {"verify": "verify", "trust_model_code": "trust-model-code"}
 
 def _field_keys() -> dict[str, str]:
     """Settings field -> configuration key (``input_shapes`` -> ``input-shape``)."""
-    from bnlint.config_keys import KEYS as _KEYS
+    from bnlint.config.keys import KEYS as _KEYS
 
     return {field_name: key for key, (field_name, _) in _KEYS.items()}
 
@@ -42,7 +42,7 @@ def _plain(value: Any) -> Any:
 def settings_table(settings: Settings) -> dict[str, Any]:
     """The resolved settings in configuration-file spelling, rule tables included.
 
-    Saved as ``bnlint.toml`` (see :mod:`bnlint.reproduce`) they configure the same run.
+    Saved as ``bnlint.toml`` (see :mod:`bnlint.evidence.reproduce`) they configure the same run.
     """
     keys = _field_keys()
     table: dict[str, Any] = {}
@@ -89,7 +89,7 @@ def rule_options(rule: Rule, settings: Settings) -> dict[str, Any]:
 def _verification_tolerances(settings: Settings, ruleset: RuleSet) -> dict[str, Any]:
     """The tolerances the rules that run the model (``needs`` runtime: BN012, BN018)
     apply with these settings, per floating dtype."""
-    from bnlint.batch_coupling import tolerance_for
+    from bnlint.analysis.batch_coupling import tolerance_for
     from bnlint.fold import bounds
 
     dtypes = ("float32", "float16", "bfloat16")
@@ -118,7 +118,7 @@ def _verification_tolerances(settings: Settings, ruleset: RuleSet) -> dict[str, 
 
 def configuration_record(settings: Settings, ruleset: RuleSet) -> dict[str, Any]:
     """One resolved configuration: file, settings, origins, enabled rules with options."""
-    from bnlint.digests import file_digest
+    from bnlint.evidence.digests import file_digest
 
     digest = file_digest(settings.config_path) if settings.config_path else None
     record: dict[str, Any] = {

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from bnlint.analysis.reference import unit_roundoff
 from bnlint.graph import ModelGraph, Node
-from bnlint.reference import unit_roundoff
 from bnlint.runtime import make_feeds
 
 FLOAT32_TOLERANCE = 1e-4  # batched kernels may block differently; coupling is far larger

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from bnlint.options import color_enabled
+from bnlint.cli.options import color_enabled
 
 EXIT_USAGE = 2
 INVOCATION = "bnlint.argv"  # click Context.meta keys (shared by nested contexts)
@@ -33,7 +33,7 @@ def emit_report(report: Any, options: dict[str, Any], resolver: Any) -> None:
     from dataclasses import replace
 
     from bnlint.api import finish_report
-    from bnlint.provenance import Invocation
+    from bnlint.evidence.provenance import Invocation
     from bnlint.report import RenderOptions, render
     from bnlint.report.baseline import BaselineError, render_baseline
     from bnlint.report.sanitize import printable
