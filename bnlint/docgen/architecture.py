@@ -49,6 +49,7 @@ LAYERS: tuple[Layer, ...] = (
         (
             "bnlint.graph",
             "bnlint.graph_nx",
+            "bnlint.graph_facts",
             "bnlint.params",
             "bnlint.findings",
             "bnlint.rule",
