@@ -141,9 +141,9 @@ def lint_loaded(
 
     result = lint_graph(graph, settings, ruleset, debug=debug)
     if extras:
-        from bnlint.report.extras import build_extras
+        from bnlint.report.report_data import build_report_data
 
-        build_extras(graph, result, extras)
+        build_report_data(graph, result, extras)
     return result
 
 

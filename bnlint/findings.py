@@ -115,7 +115,7 @@ def json_safe(value: Any, nonfinite: Callable[[float], Any] = nonfinite_json) ->
 @dataclass
 class ReportData:
     """Per-model data some reports draw from the live graph (the HTML report's BN table,
-    finding neighbourhoods and drift chart), computed by :mod:`bnlint.report.extras` in the
+    finding neighbourhoods and drift chart), computed by :mod:`bnlint.report.report_data` in the
     process that linted the model, as plain picklable data. None: not asked for, or it
     failed (``errors`` says why; the report renders without that part)."""
 

@@ -22,7 +22,7 @@ REPORTERS = {
 }
 
 # Per-model data a format needs from the live graph, computed in the (worker) process that
-# linted the model and stored in ModelResult.report_data (see bnlint.report.extras).
+# linted the model and stored in ModelResult.report_data (see bnlint.report.report_data).
 EXTRAS_BY_FORMAT: dict[str, tuple[str, ...]] = {"html": ("bn_table", "neighborhood", "drift")}
 
 

@@ -1,6 +1,6 @@
 """Build the per-model data some reports need from the live graph (``ModelResult.report_data``).
 
-The engine calls :func:`build_extras` only when a requested output format needs it (see
+The API calls :func:`build_report_data` only when a requested output format needs it (see
 ``EXTRAS_BY_FORMAT`` in :mod:`bnlint.report`), inside the process that linted the model, so
 results stay small and picklable for ``-j N``. A failure here never fails the lint: it is
 recorded in ``report_data.errors`` and the report renders without that part.
@@ -40,7 +40,7 @@ BUILDERS: dict[str, Callable[[ModelGraph, ModelResult], Any]] = {
 }
 
 
-def build_extras(graph: ModelGraph, result: ModelResult, names: Iterable[str]) -> None:
+def build_report_data(graph: ModelGraph, result: ModelResult, names: Iterable[str]) -> None:
     for name in names:
         builder = BUILDERS.get(name)
         if builder is None:
