@@ -140,6 +140,9 @@ def lint_loaded(
     from bnlint.engine import lint_graph
 
     result = lint_graph(graph, settings, ruleset, debug=debug)
+    from bnlint.loaders import locate_constructor_causes
+
+    result.findings = locate_constructor_causes(graph, result.findings)
     if extras:
         from bnlint.report.report_data import build_report_data
 

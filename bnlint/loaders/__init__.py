@@ -27,6 +27,7 @@ __all__ = [
     "is_entry_point",
     "leaves_folder",
     "load_model",
+    "locate_constructor_causes",
     "preload",
     "read_head",
     "read_onnx_tensor",
@@ -163,6 +164,16 @@ def graph_from_object(model: Any, example_inputs: Any, settings: Settings) -> Mo
 
         return build_graph(model, Path("<ModelProto>"), settings)
     return _torch_loader().graph_from_module(model, example_inputs, settings)
+
+
+def locate_constructor_causes(graph: ModelGraph, findings: list[Any]) -> list[Any]:
+    """For a live module (entry point), findings a constructor causes point at the line
+    that constructs their layer instead of the ``forward`` call (loaders.torch_definitions)."""
+    if graph.source.torch_module is None or not findings:
+        return findings
+    from bnlint.loaders.torch_definitions import locate_constructor_causes as locate
+
+    return locate(graph.source.torch_module, findings)
 
 
 def read_onnx_tensor(tensor: Any) -> np.ndarray:
