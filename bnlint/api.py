@@ -351,8 +351,15 @@ def finish_report(
     baseline: str | Path | None = None,
 ) -> Report:
     """What every run adds once its models are linted, for the CLI and ``lint()`` alike:
-    the provenance record, then the baseline's verdict on each finding."""
+    the rules that ran (for the reporters' documentation), the provenance record, then the
+    baseline's verdict on each finding."""
     from bnlint.evidence.provenance import collect
+
+    if report.rules is None:
+        rules: dict[str, Any] = {}
+        for path in [model.path for model in report.models] or [Path.cwd()]:
+            rules.update(resolver.resolve(path)[1].rules)
+        report.rules = rules
 
     if report.provenance is None:
         report.provenance = collect(report, resolver, invocation)

@@ -172,6 +172,9 @@ class ModelResult:
 @dataclass
 class Report:
     models: list[ModelResult] = field(default_factory=list)
+    # The run's rules by code (bnlint.rule.Rule, plug-ins included), set by the API
+    # (bnlint.api.finish_report) so reporters document findings without loading them again.
+    rules: dict[str, Any] | None = None
     # Set by --baseline (bnlint.report.baseline): the baseline file, counts of new and
     # unchanged findings, and the baseline entries no longer found ("fixed").
     baseline: dict[str, Any] | None = None

@@ -216,3 +216,24 @@ def test_a_rule_that_needs_a_runtime_is_scheduled_only_with_verify(
     assert verified["provenance"]["verification"]["rules_run"] == ["ACME001"]
     (builtin,) = [r for r in load_rules() if r.code == "BN012"]
     assert "runtime" in builtin.spec.needs
+
+
+def test_reports_document_findings_with_the_runs_rules_without_reloading_them(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bnlint
+    from bnlint.engine import registry
+    from bnlint.report import RenderOptions, render
+
+    plugins = write_plugin(tmp_path / "plugins")
+    report = bnlint.lint(str(model), rules_dirs=[str(plugins)], select=["ACME001", "BN003"])
+    assert {"ACME001", "BN003"} <= set(report.rules)
+
+    loads: list[object] = []
+    monkeypatch.setattr(registry, "load_rules", lambda *a, **k: loads.append(a))
+    page = render(report, "html", RenderOptions())
+    assert "odd channel count" in page and "Some accelerators pad channels" in page  # its docs
+    assert loads == []
+    report.rules = None  # a report built by hand: the installed rules are loaded
+    render(report, "html", RenderOptions())
+    assert loads

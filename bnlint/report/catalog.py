@@ -26,9 +26,11 @@ class RuleDoc:
     doc: str = ""
 
 
-def _known_rules(options: RenderOptions):
+def _known_rules(report: Report, options: RenderOptions):
     if options.rules is not None:
         return options.rules
+    if report.rules is not None:  # the run's rules, recorded by the API
+        return report.rules
     from bnlint.engine.registry import load_rules
 
     try:
@@ -50,7 +52,7 @@ def _url(finding: Finding, options: RenderOptions) -> str | None:
 
 def rule_docs(report: Report, options: RenderOptions) -> dict[str, RuleDoc]:
     """Every code in ``report`` (first-appearance order) with its documentation."""
-    rules = _known_rules(options)
+    rules = _known_rules(report, options)
     docs: dict[str, RuleDoc] = {}
     for finding in report.findings:
         if finding.code in docs:
