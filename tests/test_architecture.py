@@ -15,7 +15,15 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from bnlint.docgen.architecture import FORBIDDEN, LAYERS, allowed, layer_of, markdown, through_door
+from bnlint.docgen.architecture import (
+    FORBIDDEN,
+    LAYERS,
+    ORDER,
+    allowed,
+    layer_of,
+    markdown,
+    through_door,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where each import name's source lives in a checkout (rules/ ships as bnlint.rules).
@@ -151,7 +159,7 @@ def test_no_private_name_is_imported_across_modules(edges: list[Import]) -> None
 
 def test_the_layers_form_a_hierarchy() -> None:
     order = [layer.name for layer in LAYERS]
-    assert len(set(order)) == len(order)
+    assert len(set(order)) == len(order) and tuple(order) == ORDER
     for index, layer in enumerate(LAYERS):
         assert layer.may_import <= set(order[:index]), f"{layer.name} may only import below it"
     for source, target in FORBIDDEN:

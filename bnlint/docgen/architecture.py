@@ -25,6 +25,30 @@ def _layer(name: str, holds: str, modules: tuple[str, ...], *may_import: str) ->
     return Layer(name, holds, modules, frozenset(may_import))
 
 
+ORDER = (
+    "foundation",
+    "contract",
+    "config",
+    "statistics",
+    "onnx",
+    "loaders",
+    "fold",
+    "drift",
+    "rules",
+    "engine",
+    "evidence",
+    "report",
+    "api",
+    "cli",
+    "docs",
+)
+
+
+def _below(name: str, *but: str) -> tuple[str, ...]:
+    """Every layer below ``name`` except ``but``."""
+    return tuple(layer for layer in ORDER[: ORDER.index(name)] if layer not in but)
+
+
 # Lowest first: a layer imports only layers listed before it (and itself).
 LAYERS: tuple[Layer, ...] = (
     _layer(
@@ -162,17 +186,7 @@ LAYERS: tuple[Layer, ...] = (
         "api",
         "the Python API (bnlint.lint) and reruns of recorded reports",
         ("bnlint", "bnlint.api", "bnlint.evidence.reproduce"),
-        "foundation",
-        "contract",
-        "config",
-        "statistics",
-        "onnx",
-        "loaders",
-        "fold",
-        "drift",
-        "engine",
-        "evidence",
-        "report",
+        *_below("api", "rules"),  # rules are loaded by the registry, never imported
     ),
     _layer(
         "cli",
@@ -184,18 +198,7 @@ LAYERS: tuple[Layer, ...] = (
             "bnlint.fold.cli",
             "bnlint.drift.cli",
         ),
-        "foundation",
-        "contract",
-        "config",
-        "statistics",
-        "onnx",
-        "loaders",
-        "fold",
-        "drift",
-        "engine",
-        "evidence",
-        "report",
-        "api",
+        *_below("cli", "rules"),
     ),
     _layer(
         "docs",
