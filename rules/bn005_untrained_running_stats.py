@@ -37,7 +37,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from bnlint.analysis import bn_screens as screens
-from bnlint.analysis.bn_params import BNParams, bn_params, float_format
+from bnlint.analysis.bn_params import BNParams, bn_params
+from bnlint.analysis.float_formats import float_format
 from bnlint.graph import ModelGraph, Node
 from bnlint.rule import INFERENCE, Finding, RuleContext, RuleSpec, Severity
 

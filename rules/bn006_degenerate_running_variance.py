@@ -44,15 +44,9 @@ from typing import Any
 import numpy as np
 
 from bnlint.analysis import bn_screens as screens
-from bnlint.analysis.bn_params import (
-    BN_ROLES,
-    BNParams,
-    bn_params,
-    channel_list,
-    channel_summary,
-    describe,
-    float_format,
-)
+from bnlint.analysis.bn_params import BN_ROLES, BNParams, bn_params
+from bnlint.analysis.channel_evidence import channel_list, channel_summary, describe
+from bnlint.analysis.float_formats import float_format
 from bnlint.graph import ModelGraph
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
 

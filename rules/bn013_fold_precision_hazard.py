@@ -64,19 +64,15 @@ from typing import Any
 import numpy as np
 
 from bnlint.analysis import bn_screens as screens
-from bnlint.analysis.bn_params import (
-    BN_ROLES,
+from bnlint.analysis.bn_params import BN_ROLES, bn_params
+from bnlint.analysis.channel_evidence import channel_list, channel_summary, describe
+from bnlint.analysis.float_formats import (
     INT8_LEVELS,
     FloatFormat,
-    bn_params,
-    channel_list,
-    channel_summary,
-    describe,
     float_format,
-    folded_bias,
-    folded_weight_absmax,
     int8_channel_spread,
 )
+from bnlint.analysis.folded_terms import folded_bias, folded_weight_absmax
 from bnlint.fold import hazards, plan
 from bnlint.fold.hazards import stats_kind
 from bnlint.graph import ModelGraph

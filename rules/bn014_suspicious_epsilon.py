@@ -42,7 +42,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from bnlint.analysis.bn_params import bn_dtype, float_format
+from bnlint.analysis.bn_params import bn_dtype
+from bnlint.analysis.float_formats import float_format
 from bnlint.graph import ModelGraph, Node
 from bnlint.rule import ALL_PHASES, Finding, RuleContext, RuleSpec, Severity
 

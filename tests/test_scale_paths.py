@@ -70,7 +70,7 @@ def test_weights_are_read_in_place_from_the_mapped_file(tmp_path: Path) -> None:
 
 
 def test_external_weights_are_reduced_block_by_block(tmp_path: Path) -> None:
-    from bnlint.analysis.bn_params import weight_channel_absmax
+    from bnlint.analysis.weight_absmax import weight_channel_absmax
 
     g = GraphBuilder(opset=15, seed=2)
     x = g.input("x", [2, 300])

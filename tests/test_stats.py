@@ -7,13 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnlint.analysis.bn_params import (
-    FLOAT_FORMATS,
-    bn_params,
-    float_format,
-    int8_channel_spread,
-    read_float64,
-)
+from bnlint.analysis.bn_params import bn_params, read_float64
+from bnlint.analysis.float_formats import FLOAT_FORMATS, float_format, int8_channel_spread
 from bnlint.config import Settings
 from bnlint.loaders.onnx import build_graph
 from tests.rules.param_models import conv_bn

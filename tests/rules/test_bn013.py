@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnlint.analysis.bn_params import bn_params, folded_bias, folded_weight_absmax
+from bnlint.analysis.bn_params import bn_params
+from bnlint.analysis.folded_terms import folded_bias, folded_weight_absmax
 from bnlint.config import Settings
 from bnlint.fold import plan
 from bnlint.loaders.onnx import build_graph
