@@ -253,3 +253,16 @@ def test_peer_arithmetic_on_a_weight_larger_than_loader_plumbing_is_evaluated(
     assert row["verdict"] == "folded-correctly"
     assert model["findings"] == [], [f["message"] for f in model["findings"]]
     assert model["verification"]["levels"]["numeric"] is True
+
+
+def test_the_audit_summary_says_what_it_checked(tmp_path: Path, run_cli) -> None:
+    """Not "1 model, no BatchNorm, 0 rules": the folded model has no BN left, but the audit
+    judged the original's BatchNorms against BN012."""
+    source = save(fm.conv_bn(), tmp_path, "original.onnx")
+    run_cli(["fold", source, "-o", tmp_path / "folded.onnx"])
+    result = run_cli(["verify", tmp_path / "folded.onnx", "--against", source], 0)
+    assert "All checks passed: 1 model, 1 BatchNorm, 1 rule." in result.stdout + result.stderr
+    summary = run_cli(
+        ["verify", tmp_path / "folded.onnx", "--against", source, "--format", "json"], 0
+    ).json["summary"]
+    assert (summary["batchnorms"], summary["rules_run"]) == (1, ["BN012"])

@@ -452,7 +452,8 @@ def _verify_models(paths: Sequence[str], resolver: Any, options: dict) -> Any:
 def _audit(
     folded_path: str, original_path: str, resolver: Any, tolerance_scale: float | None
 ) -> Any:
-    from bnlint.engine import finalize_findings
+    from bnlint.engine import effective_phase, finalize_findings
+    from bnlint.evidence.provenance import model_evidence
     from bnlint.findings import ModelResult, Report
     from bnlint.fold.auditor import audit
     from bnlint.fold.report import record_findings, verification_section
@@ -490,4 +491,9 @@ def _audit(
     findings = finalize_findings(findings, settings, ruleset, folded_path)
     model = ModelResult(folded_path, graphs[1].facts.format, findings=findings)
     model.verification = verification_section(verification)
+    # what the audit checked: the original's BatchNorms against BN012 (the folded model has
+    # none left, and no lint rule ran on it)
+    model.batchnorms = len(verification.records)
+    model.provenance = model_evidence(folded_path, settings, graphs[1], ["BN012"])
+    model.phase = effective_phase(graphs[1], settings)
     return Report([model])
