@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from bnlint._perf import gc_paused
 from bnlint.config import Settings
@@ -69,7 +68,7 @@ def run_rules(
 ) -> list[Finding]:
     """All findings for ``graph`` after selection, severity overrides and ignores, sorted."""
     with gc_paused():
-        return _run_rules(graph, settings, ruleset, debug)
+        return _run_rules(graph, settings, ruleset, debug, effective_phase(graph, settings))
 
 
 def _run_rules(
@@ -77,8 +76,8 @@ def _run_rules(
     settings: Settings,
     ruleset: RuleSet,
     debug: Callable[[str], None] | None,
+    phase: str | None,
 ) -> list[Finding]:
-    phase = effective_phase(graph, settings)
     rules, blocked = applicable_rules(graph, settings, ruleset, phase)
     # Cycles and dangling inputs are reported up front; every rule walk is bounded anyway.
     findings: list[Finding] = structure_findings(graph, settings.docs_url)
@@ -348,12 +347,15 @@ def lint_graph(
     graph: ModelGraph,
     settings: Settings,
     ruleset: RuleSet,
-    **options: Any,
+    *,
+    debug: Callable[[str], None] | None = None,
 ) -> ModelResult:
     """Lint ``graph`` into a result (report data for the reporters is the API's job)."""
-    findings = run_rules(graph, settings, ruleset, **options)
+    phase = effective_phase(graph, settings)  # decided once; the result carries it on
+    with gc_paused():
+        findings = _run_rules(graph, settings, ruleset, debug, phase)
     result = ModelResult(path=graph.path, format=graph.facts.format, findings=findings)
-    result.phase = phase = effective_phase(graph, settings)
+    result.phase = phase
     result.batchnorms = len(graph.nodes_of("batch_norm"))
     result.foldable = foldable_count(graph, phase)
     if getattr(settings, "verify", False):
