@@ -65,12 +65,12 @@ import numpy as np
 
 from bnlint.analysis import bn_screens as screens
 from bnlint.analysis.bn_params import BN_ROLES, bn_params
-from bnlint.analysis.channel_evidence import channel_list, channel_summary, describe
+from bnlint.analysis.channel_evidence import channel_list, describe
 from bnlint.analysis.float_formats import (
     INT8_LEVELS,
-    FloatFormat,
-    float_format,
     int8_channel_spread,
+    range_findings,
+    target_format,
 )
 from bnlint.analysis.folded_terms import folded_bias, folded_weight_absmax
 from bnlint.fold import hazards, plan
@@ -92,39 +92,6 @@ RULE = RuleSpec(
 _PARAM_KEYS = {"scale": "gamma", "bias": "beta", "mean": "running_mean", "var": "running_var"}
 
 
-def _range_checks(
-    key: str,
-    values: np.ndarray,
-    fmt: FloatFormat,
-    out: dict,
-    msgs: list,
-    subnormal: bool,
-    ignore: np.ndarray | None = None,
-) -> None:
-    """Record channels of ``values`` beyond ``fmt``'s range (and below its normal range,
-    leaving out the ``ignore`` channels, whose flushing changes nothing)."""
-    label = key.replace("_", " ")
-    finite = np.isfinite(values)
-    magnitude = np.abs(np.where(finite, values, 0.0))
-    over = finite & (magnitude > fmt.max)
-    if over.any():
-        found = out[f"{key}_overflow"] = channel_summary(over, magnitude)
-        msgs.append(
-            f"{label} reaches {describe(float(magnitude[over].max()))} in {found['count']} "
-            f"channel(s) {channel_list(found)} (> {fmt.name} max {describe(fmt.max)})"
-        )
-    tiny = finite & (magnitude > 0) & (magnitude < fmt.min_normal)
-    if ignore is not None and ignore.shape == tiny.shape:
-        tiny &= ~ignore
-    if subnormal and tiny.any():
-        flushed = int((tiny & (magnitude <= fmt.min_subnormal / 2)).sum())
-        found = out[f"{key}_subnormal"] = {**channel_summary(tiny, magnitude), "flushed": flushed}
-        msgs.append(
-            f"{label} is below {fmt.name}'s normal range ({describe(fmt.min_normal)}) in "
-            f"{found['count']} channel(s) {channel_list(found)}, {flushed} of them flushed to 0"
-        )
-
-
 def _int8_spread(per_channel: np.ndarray, ctx: RuleContext, out: dict, msgs: list) -> None:
     spread = float(ctx.options["int8-spread"])
     found = int8_channel_spread(per_channel, spread)
@@ -136,14 +103,6 @@ def _int8_spread(per_channel: np.ndarray, ctx: RuleContext, out: dict, msgs: lis
         f"channels {channel_list(found['affected'])} with < {INT8_LEVELS / spread:.0f} of "
         f"{INT8_LEVELS} levels (channel range spread {describe(found['spread_ratio'])}x)"
     )
-
-
-def _target(ctx: RuleContext, model_dtype: str | None) -> tuple[FloatFormat, str]:
-    fmt = float_format(ctx.target_dtype)
-    if fmt is not None:
-        return fmt, "--target-dtype"
-    own = float_format(model_dtype)
-    return (own, "model dtype") if own is not None else (float_format("float32"), "default")
 
 
 def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
@@ -159,7 +118,7 @@ def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
         scale = params.folded_scale()
         if scale is None or scale.size == 0:
             continue
-        fmt, source = _target(ctx, params.dtype)
+        fmt, source = target_format(ctx.target_dtype, params.dtype)
         evidence: dict[str, Any] = {"target_dtype": fmt.name, "dtype_source": source}
         if ctx.target_dtype == "int8":
             evidence["quantization"] = "int8"
@@ -183,20 +142,20 @@ def check(graph: ModelGraph, ctx: RuleContext) -> Iterator[Finding]:
             for role in BN_ROLES:
                 values = params.get(role)
                 if values is not None:
-                    _range_checks(_PARAM_KEYS[role], values, fmt, evidence, msgs, False)
+                    range_findings(_PARAM_KEYS[role], values, fmt, evidence, msgs, False)
             folded_scale = np.where(valid, scale, 0.0)
-            _range_checks("folded_scale", folded_scale, fmt, evidence, msgs, True, negligible)
+            range_findings("folded_scale", folded_scale, fmt, evidence, msgs, True, negligible)
         if weights is not None:
             finite = weights[np.isfinite(weights)]
             evidence["max_abs_folded_weight"] = float(finite.max()) if finite.size else None
             if fmt.name != "float64":
-                _range_checks("folded_weight", weights, fmt, evidence, msgs, True, negligible)
+                range_findings("folded_weight", weights, fmt, evidence, msgs, True, negligible)
             if ctx.target_dtype == "int8":
                 _int8_spread(weights, ctx, evidence, msgs)
         if bias is not None and np.isfinite(bias).any():
             evidence["max_abs_folded_bias"] = float(np.abs(bias[np.isfinite(bias)]).max())
             if fmt.name != "float64":
-                _range_checks("folded_bias", bias, fmt, evidence, msgs, False)
+                range_findings("folded_bias", bias, fmt, evidence, msgs, False)
         spread = hazards.mean_spread(params, bits, fmt.name)
         if spread is not None:
             evidence["mean_spread"] = spread

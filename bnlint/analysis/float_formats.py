@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlint.analysis.channel_evidence import channel_summary
+from bnlint.analysis.channel_evidence import channel_list, channel_summary, describe
 
 INT8_LEVELS = 127  # positive levels of symmetric int8 quantization
 
@@ -73,3 +73,47 @@ def int8_channel_spread(per_channel: np.ndarray, spread: float) -> dict[str, Any
         "affected_fraction": float(affected.sum() / live.sum()),
         "median_levels_affected": float(np.median(levels)) if levels.size else None,
     }
+
+
+def target_format(target_dtype: str | None, model_dtype: str | None) -> tuple[FloatFormat, str]:
+    """The format a model's folded values must fit and where that choice came from:
+    ``--target-dtype``, else the model's own dtype, else float32."""
+    fmt = float_format(target_dtype)
+    if fmt is not None:
+        return fmt, "--target-dtype"
+    own = float_format(model_dtype)
+    return (own, "model dtype") if own is not None else (float_format("float32"), "default")
+
+
+def range_findings(
+    key: str,
+    values: np.ndarray,
+    fmt: FloatFormat,
+    out: dict,
+    msgs: list,
+    subnormal: bool,
+    ignore: np.ndarray | None = None,
+) -> None:
+    """Record in ``out`` (evidence) and ``msgs`` (message parts) the channels of ``values``
+    beyond ``fmt``'s range (and below its normal range,
+    leaving out the ``ignore`` channels, whose flushing changes nothing)."""
+    label = key.replace("_", " ")
+    finite = np.isfinite(values)
+    magnitude = np.abs(np.where(finite, values, 0.0))
+    over = finite & (magnitude > fmt.max)
+    if over.any():
+        found = out[f"{key}_overflow"] = channel_summary(over, magnitude)
+        msgs.append(
+            f"{label} reaches {describe(float(magnitude[over].max()))} in {found['count']} "
+            f"channel(s) {channel_list(found)} (> {fmt.name} max {describe(fmt.max)})"
+        )
+    tiny = finite & (magnitude > 0) & (magnitude < fmt.min_normal)
+    if ignore is not None and ignore.shape == tiny.shape:
+        tiny &= ~ignore
+    if subnormal and tiny.any():
+        flushed = int((tiny & (magnitude <= fmt.min_subnormal / 2)).sum())
+        found = out[f"{key}_subnormal"] = {**channel_summary(tiny, magnitude), "flushed": flushed}
+        msgs.append(
+            f"{label} is below {fmt.name}'s normal range ({describe(fmt.min_normal)}) in "
+            f"{found['count']} channel(s) {channel_list(found)}, {flushed} of them flushed to 0"
+        )
