@@ -12,9 +12,30 @@
   var searchBox = document.getElementById("filter-search");
   var newOnly = document.getElementById("filter-new");
   var shown = document.getElementById("shown");
+  var more = document.getElementById("more-models");
+  var sections = Array.prototype.map.call(document.querySelectorAll("details.model-body"), function (body) {
+    return {
+      body: body,
+      section: body.parentElement,
+      opened: body.open,
+      collapsed: more !== null && more.contains(body)
+    };
+  });
   var total = 0;
+  var PARTS = ["td.rule", "td.node", "p.message", "p.fix", "details.members ol"];
   rows.forEach(function (row) {
     total += Number(row.getAttribute("data-count") || 1);
+    // What a search matches: rule, severity, layers, op, message, fix, model and state
+    // (not the evidence), read from the row so the page does not carry it twice.
+    var text = PARTS.map(function (selector) {
+      var part = row.querySelector(selector);
+      return part === null ? "" : part.textContent;
+    });
+    text.push(row.getAttribute("data-severity"), row.getAttribute("data-model"),
+      row.getAttribute("data-state"));
+    row.searchText = text.join(" ").replace(/\s+/g, " ").toLowerCase();
+    var message = row.querySelector("p.message");
+    row.setAttribute("data-message", message === null ? "" : message.textContent);
   });
 
   function apply() {
@@ -27,7 +48,7 @@
     var onlyNew = newOnly !== null && newOnly.checked;
     var count = 0;
     rows.forEach(function (row) {
-      var text = row.getAttribute("data-search") || "";
+      var text = row.searchText;
       var visible = severities[row.getAttribute("data-severity")] === true &&
         (code === "" || row.getAttribute("data-code") === code) &&
         (!onlyNew || row.getAttribute("data-state") !== "known") &&
@@ -43,6 +64,21 @@
         empty.hidden = body.querySelector("tr.finding:not([hidden])") !== null;
       }
     });
+    var active = terms.length > 0 || code !== "" || onlyNew || severityBoxes.some(function (box) {
+      return !box.checked;
+    });
+    var collapsedMatch = false;
+    sections.forEach(function (entry) {
+      // A filter opens the sections that match and hides the collapsed ones that do not;
+      // cleared, every section is back as the report opened (issue 15: 200 models).
+      var match = entry.body.querySelector("tr.finding:not([hidden])") !== null;
+      entry.body.open = active ? match || (entry.opened && !entry.collapsed) : entry.opened;
+      entry.section.hidden = active && entry.collapsed && !match;
+      collapsedMatch = collapsedMatch || (entry.collapsed && match);
+    });
+    if (more !== null) {
+      more.open = active && collapsedMatch;
+    }
     shown.textContent = "Showing " + count + " of " + total + " finding" +
       (total === 1 ? "" : "s");
   }
@@ -87,5 +123,22 @@
       sortBy(button.parentElement);
     });
   });
+  function openTarget() {
+    // A link to a collapsed model (the overview table) opens the sections around it.
+    var target = location.hash ? document.getElementById(location.hash.slice(1)) : null;
+    for (var node = target; node !== null; node = node.parentElement) {
+      if (node.tagName === "DETAILS") {
+        node.open = true;
+      }
+    }
+    var body = target !== null ? target.querySelector("details.model-body") : null;
+    if (body !== null) {
+      body.open = true;
+      target.hidden = false;
+      target.scrollIntoView();
+    }
+  }
+  window.addEventListener("hashchange", openTarget);
   apply();
+  openTarget();
 })();

@@ -337,3 +337,62 @@ def test_new_only_filter_and_a_report_of_thousands_of_findings(
         # Three groups either way: the page does not grow with the model (issue 15: a
         # 300-layer model made 48,000 px); digits of layer names may wrap a line more.
         assert heights["big"] <= heights["small"] * 1.05, (width, heights)
+
+
+def test_a_report_of_200_models_is_as_tall_as_one_of_40(
+    browser: Chromium, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Issue 15: 200 models with 6 findings each made a page 154,000 px tall. Past the
+    first sections the models are collapsed, so 200 models are no taller than 40 at both
+    widths and nothing scrolls sideways; a search naming a collapsed model opens its
+    section and shows its findings, and clearing it closes the section again. With
+    JavaScript off the collapsed sections are still in the page (find-in-page opens them)."""
+    from click.testing import CliRunner
+
+    from bnlint.cli import main
+    from tests.report_models import many_models
+
+    work = tmp_path_factory.mktemp("many-models")
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        for count in (40, 200):
+            many_models(work / f"m{count}", count)
+            args = [f"m{count}", "--report-html", f"m{count}.html", "-q"]
+            assert runner.invoke(main, args).exit_code == 1
+    shown = "document.getElementById({anchor!r}).querySelector('table').checkVisibility()"
+    for width in (1400, 360):
+        heights = {}
+        for count in (40, 200):
+            page = sized_page(browser, width)
+            page.navigate((work / f"m{count}.html").as_uri())
+            heights[count] = page.evaluate("document.documentElement.scrollHeight")
+            assert page.evaluate(SIDEWAYS) <= 0, (width, count)
+            assert not page.events("Runtime.exceptionThrown")
+        assert heights[200] <= heights[40] * 1.05, (width, heights)
+
+        # The last collapsed model that still has rows: a search for its file opens it.
+        anchor, model = page.evaluate(
+            "(() => { const rows = document.querySelectorAll('#more-models tr.finding');"
+            " const row = rows[rows.length - 1];"
+            " return [row.closest('section').id, row.dataset.model]; })()"
+        )
+        assert page.evaluate(shown.format(anchor=anchor)) is False
+        page.type("#filter-search", Path(model).name)
+        assert page.evaluate(VISIBLE_FINDINGS) == 6, width
+        assert page.evaluate(shown.format(anchor=anchor)) is True
+        assert page.evaluate(SIDEWAYS) <= 0, width
+        page.evaluate(
+            "(() => { const s = document.getElementById('filter-search'); s.value = '';"
+            " s.dispatchEvent(new Event('input')); })()"
+        )
+        assert page.evaluate(shown.format(anchor=anchor)) is False
+        assert page.evaluate("document.documentElement.scrollHeight") == heights[200]
+
+    for width in (1400, 780, 360):  # JavaScript off: the same page, collapsed the same way
+        page = sized_page(browser, width)
+        page.call("Emulation.setScriptExecutionDisabled", value=True)
+        page.navigate((work / "m200.html").as_uri())
+        assert page.evaluate("document.querySelectorAll('tr.finding').length") >= 200
+        assert page.evaluate("document.documentElement.scrollHeight") <= heights[200] * 1.05
+        assert page.evaluate(SIDEWAYS) <= 0, width

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -184,5 +185,47 @@ def test_an_html_report_of_thousands_of_findings_stays_under_1_mb(tmp_path: Path
     html = render(report, "html", RenderOptions())
     assert len(html.encode()) < MB, len(html.encode())
     assert html.count('<tr class="finding') == 3, "one row per group"
-    assert "800 more layers whose statistics stand out are not listed here" in html
-    assert html.count("and 500 more (the JSON and SARIF reports list every layer)") == 2
+    assert "900 more layers whose statistics stand out are not listed here" in html
+    assert html.count(" more (the JSON and SARIF reports list every layer)") == 2
+
+
+def test_a_report_of_200_models_stays_small_and_reaches_every_finding(tmp_path: Path) -> None:
+    """Issue 15: a folder of 200 models with 6 findings each made 3.5 MB of HTML and 1,801
+    terminal lines. The report-wide budget keeps the HTML under 1 MB with every finding
+    still named in its model's section (or counted, with the pointer to the JSON); the
+    terminal groups the same finding across models; JSON keeps one result per finding."""
+    from tests.report_models import many_models
+
+    folder = many_models(tmp_path / "models", 200)
+    report = bnlint.lint(str(folder), extras=extras_for(["html"]))
+    assert len(report.models) == 200 and len(report.findings) == 1200
+    html = render(report, "html", RenderOptions())
+    assert len(html.encode()) < MB, len(html.encode())
+    plain = html.replace("<wbr>", "")
+    sections = plain.split('<section class="model" id="model-')[1:]
+    assert len(sections) == 200
+    named = counted = 0
+    for model, section in zip(report.models, sections, strict=True):
+        assert Path(model.path).name in section
+        if 'class="counted"' in section:  # past the budget: counted by rule, JSON named
+            counted += 1
+            codes = Counter(finding.code for finding in model.findings)
+            assert all(f"{code} ×{count}" in section for code, count in codes.items())
+            assert "--format json" in section and 'href="#budget"' in section
+            continue
+        named += 1
+        for finding in model.findings:
+            assert finding.code in section and (finding.scope or finding.node) in section
+    assert named >= 10 and counted, (named, counted)
+    assert 'id="budget"' in html, "the budget says what it leaves out"
+    assert "evidence-elsewhere" in html, "details past the budget point at the JSON"
+    assert html.count('class="nb"') < 100, "neighbourhood graphs are budgeted report-wide"
+
+    text = render(report, "text", RenderOptions())
+    lines = text.splitlines()
+    assert len(lines) < 40, len(lines)
+    assert "(400 in all, 200 models)" in text, "the same finding on 200 models is one group"
+    data = json.loads(render(report, "json", RenderOptions()))
+    assert sum(len(model["findings"]) for model in data["models"]) == 1200
+    quiet = render(report, "text", RenderOptions(quiet=True))
+    assert len(quiet.splitlines()) == 1200, "-q keeps one line per finding"

@@ -46,9 +46,18 @@ BN_COLUMNS = (("gamma", "γ (scale)", False), ("var", "running variance", True))
 BN_COLUMNS += (("scale", "folded scale γ/√(var+ε)", False),)
 FOLD_LEVELS = ("algebraic", "numeric")
 GOOD_VERDICTS = frozenset({"folded", "folded-correctly", "verified", "ok", "pass", "passed"})
-MAX_PLAIN_ROWS = 200  # BatchNorm table rows listed of those that do not stand out
-MAX_HOT_ROWS = 200  # … and of those that do (each row is about 1 KB of HTML)
-MAX_GROUP_MEMBERS = 500  # layers a group's row lists by name (JSON and SARIF list every one)
+# Report-wide budgets (not per model: a folder of 200 models is one report). What a budget
+# leaves out is counted where it would have been, with the pointer to the JSON report.
+MAX_PLAIN_ROWS = 50  # BatchNorm table rows listed of those that do not stand out
+MAX_HOT_ROWS = 100  # … and of those that do (each row is about 1 KB of HTML)
+MAX_GROUP_MEMBERS = 500  # layers one group's row names (JSON and SARIF list every one)
+MAX_MEMBER_NAMES = 1000  # … and all groups together
+MAX_DETAILED_GROUPS = 40  # groups with evidence + neighbourhood graph (~4 KB each)
+MAX_FULL_GROUPS = 100  # groups with fix and layer list (~1.5 KB); then code, names, message
+MAX_LISTED_GROUPS = 300  # groups with a row (compact ~0.8 KB); later models: counts only
+MAX_PROVENANCE_ROWS = 10  # inputs listed under "How to reproduce" (the JSON has every one)
+MAX_PROVENANCE_JSON = 64_000  # characters of the provenance record shown in full
+OPEN_ROWS = 40  # page rows shown open: a model section costs 1 + its groups; the rest collapse
 BAD_VERDICTS = frozenset({"folded-wrongly", "unmatched", "mismatch", "error", "outputs-differ"})
 
 
@@ -85,7 +94,7 @@ def _cell_text(summary: dict[str, Any] | None) -> str:
     return f"{text}; {bad} of {count} NaN/Inf" if bad else text
 
 
-def _bn_rows(model: ModelView) -> dict[str, Any]:
+def _bn_rows(model: ModelView, budget: dict[bool, int]) -> dict[str, Any]:
     """The per-BatchNorm table. A layer *stands out* for its statistics only (non-finite
     values, variance <= 0, a median two decades from the other layers): a finding on the
     layer is listed in its own column, not counted as an anomaly."""
@@ -127,7 +136,7 @@ def _bn_rows(model: ModelView) -> dict[str, Any]:
                 "fold": row.get("fold"),
             }
         )
-    shown = _listed_rows(views)
+    shown = _listed_rows(views, budget)
     hidden_hot = sum(row["hot"] for row in views) - sum(row["hot"] for row in shown)
     return {
         "rows": shown,
@@ -141,17 +150,79 @@ def _bn_rows(model: ModelView) -> dict[str, Any]:
     }
 
 
-def _listed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The first :data:`MAX_HOT_ROWS` layers that stand out and the first
-    :data:`MAX_PLAIN_ROWS` of the others, in graph order: a thousand rows would make the
-    report megabytes long (issue 15: 2 MB for 300 layers) and tell nobody more; every
-    layer's findings are in the findings table either way."""
-    listed, hot, plain = [], 0, 0
+def _listed_rows(rows: list[dict[str, Any]], budget: dict[bool, int]) -> list[dict[str, Any]]:
+    """The rows ``budget`` still allows, in graph order: ``budget[True]`` layers that stand
+    out and ``budget[False]`` others, left for the report (first :data:`MAX_HOT_ROWS` and
+    :data:`MAX_PLAIN_ROWS` across all models). A thousand rows would make the report
+    megabytes long (issue 15: 2 MB for 300 layers, 3.5 MB for 200 models) and tell nobody
+    more; every layer's findings are in the findings table either way."""
+    listed = []
     for row in rows:
-        if (hot if row["hot"] else plain) < (MAX_HOT_ROWS if row["hot"] else MAX_PLAIN_ROWS):
+        if budget[row["hot"]] > 0:
             listed.append(row)
-            hot, plain = hot + row["hot"], plain + (not row["hot"])
+            budget[row["hot"]] -= 1
     return listed
+
+
+def _budget_rows(context: dict[str, Any]) -> None:
+    """Which groups get a full row (fix, layer list), a compact one (code, layers,
+    message) or, for whole models past :data:`MAX_LISTED_GROUPS`, only their counts by rule
+    (``counted``), in report order with new findings first; and how many layer names each
+    group lists (:data:`MAX_MEMBER_NAMES` across the report)."""
+    full = {group.index for group in context["groups"][:MAX_FULL_GROUPS]}
+    listed, counted = 0, set()
+    for model in context["models"]:
+        listed += len(model.groups)
+        if listed > MAX_LISTED_GROUPS and model.index > 0:
+            counted.add(model.index)
+    names_left, names = MAX_MEMBER_NAMES, {}
+    for group in context["groups"]:
+        names[group.index] = 0
+        if group.model.index not in counted:
+            names[group.index] = min(group.count, MAX_GROUP_MEMBERS, max(names_left, 1))
+            names_left -= names[group.index]
+    context["full_groups"], context["counted_models"], context["names"] = full, counted, names
+
+
+def _rule_counts(model: ModelView) -> str:
+    """``BN003 ×2, BN006 ×2`` for a model whose findings are counted, not listed."""
+    counts: dict[str, int] = {}
+    for item in model.findings:
+        counts[item.finding.code] = counts.get(item.finding.code, 0) + 1
+    return ", ".join(f"{code} ×{count}" for code, count in counts.items())
+
+
+_INPUT_HASH = re.compile(r"^# [0-9a-f]{64}  ")
+
+
+def _shorter_provenance(view: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The reproduction script names the first :data:`MAX_PROVENANCE_ROWS` inputs' sha256
+    (a folder of 200 models made it 200 lines); the JSON report's provenance has all."""
+    if view is None:
+        return None
+    lines = view["reproduce"].split("\n")
+    hashes = [i for i, line in enumerate(lines) if _INPUT_HASH.match(line)]
+    if len(hashes) > MAX_PROVENANCE_ROWS:
+        more = len(hashes) - MAX_PROVENANCE_ROWS
+        cut = set(hashes[MAX_PROVENANCE_ROWS:])
+        note = f"# … and {more} more inputs: the JSON report's provenance has each sha256"
+        lines = [line for i, line in enumerate(lines) if i not in cut]
+        lines.insert(hashes[MAX_PROVENANCE_ROWS - 1] + 1, note)
+        view = {**view, "reproduce": "\n".join(lines)}
+    return view
+
+
+def _open_models(models: list[ModelView]) -> int:
+    """How many model sections, from the first, are shown open: while the page rows they
+    cost (a heading and one row per group) stay within :data:`OPEN_ROWS`, and at least
+    one. The others are collapsed so the page is as tall for 200 models as for 20; the
+    filters and find-in-page open the ones that match."""
+    rows = 0
+    for position, model in enumerate(models):
+        rows += 1 + len(model.groups)
+        if rows > OPEN_ROWS and position > 0:
+            return position
+    return len(models)
 
 
 def _verdict_class(verdict: str) -> str:
@@ -184,53 +255,47 @@ def _fold_rows(model: ModelView) -> list[dict[str, Any]] | None:
     return rows
 
 
-def _search_text(item: Any) -> str:
-    finding = item.finding
-    parts = (
-        finding.code,
-        finding.name,
-        finding.severity.label,
-        finding.node,
-        finding.scope,
-        finding.op,
-        finding.message,
-        finding.fix,
-        short_path(item.model.path),
-    )
-    return " ".join(str(part or "") for part in parts).lower()
-
-
 def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
     context = base_context(report, options)
     context["rules"] = rule_docs(report, options)
-    details = {}
-    group_search = {}
-    for group in context["groups"]:  # the details of a group are its first finding's
+    _budget_rows(context)
+    details: dict[int, dict[str, Any] | None] = {}
+    for position, group in enumerate(context["groups"]):  # a group's details: its first's
         item = group.first
-        neighborhoods = item.model.result.report_data.neighborhood or {}
-        graph = neighborhoods.get(item.finding.order) if item.finding.order >= 0 else None
-        details[item.index] = {
-            "evidence": _evidence(item.finding.evidence),
-            "graph": neighborhood_svg(graph),
-        }
-        names = " ".join(member.where for member in group.items[1:]).lower()
-        group_search[group.index] = f"{_search_text(item)} {names}".strip()
-        if group.state:
-            group_search[group.index] += f" {group.state}"
+        details[item.index] = None  # past the budget: "in the JSON report"
+        if position < MAX_DETAILED_GROUPS:
+            neighborhoods = item.model.result.report_data.neighborhood or {}
+            graph = neighborhoods.get(item.finding.order) if item.finding.order >= 0 else None
+            details[item.index] = {
+                "evidence": _evidence(item.finding.evidence),
+                "graph": neighborhood_svg(graph),
+            }
     context["details"] = details
-    context["group_search"] = group_search
+    context["max_full"] = MAX_FULL_GROUPS
+    context["max_provenance_rows"] = MAX_PROVENANCE_ROWS
+    context["max_provenance_json"] = MAX_PROVENANCE_JSON
     context["max_members"] = MAX_GROUP_MEMBERS
+    context["max_detailed"] = MAX_DETAILED_GROUPS
+    context["max_listed"] = MAX_LISTED_GROUPS
+    context["rule_counts"] = {model.index: _rule_counts(model) for model in context["models"]}
+    context["max_hot_rows"], context["max_plain_rows"] = MAX_HOT_ROWS, MAX_PLAIN_ROWS
+    context["open_rows"] = OPEN_ROWS
+    context["open_models"] = _open_models(context["models"])
+    context["collapsed_findings"] = sum(
+        len(model.findings) for model in context["models"][context["open_models"] :]
+    )
     context["rule_docs_html"] = {
         code: {heading: markdown_html(text) for heading, text in doc.sections.items()}
         for code, doc in context["rules"].items()
     }
-    context["bn"] = {model.index: _bn_rows(model) for model in context["models"]}
+    rows_left = {True: MAX_HOT_ROWS, False: MAX_PLAIN_ROWS}
+    context["bn"] = {model.index: _bn_rows(model, rows_left) for model in context["models"]}
     context["fold"] = {model.index: _fold_rows(model) for model in context["models"]}
     context["drift"] = {
         model.index: drift_view(model.result.report_data.drift) for model in context["models"]
     }
     context["codes"] = sorted(context["rules"])
-    context["provenance"] = provenance_view(report)
+    context["provenance"] = _shorter_provenance(provenance_view(report))
     context["title"] = options.extra.get("title", "bnlint report")
     seen = checked(report)
     context["checked"] = seen
@@ -264,6 +329,7 @@ def visible(value: Any) -> Any:
 def render(report: Report, options: RenderOptions) -> str:
     env = environment(autoescape=True)
     env.finalize = visible  # set before any template is compiled
+    env.trim_blocks = env.lstrip_blocks = True  # no indentation from {% %} lines: 1.6 KB a model
     env.filters["short_path"] = short_path
     env.filters["num"] = number
     env.filters["wbr"] = break_opportunities

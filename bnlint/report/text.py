@@ -1,10 +1,17 @@
-"""Terminal output, ruff-like: ``path:node [op] CODE message``."""
+"""Terminal output, ruff-like: ``path:node [op] CODE message``.
+
+Findings are grouped as in :mod:`bnlint.report.groups`, and across models too: the same
+rule with the same message template in 200 models of a folder is one group whose first
+finding is printed in full and whose other places are named on one line (``+N more``),
+not 200 repetitions of one problem and one fix; findings whose Python source lines differ
+stay apart. ``-q`` keeps one line per finding, and the other formats keep their own.
+"""
 
 from __future__ import annotations
 
 from bnlint.findings import Finding, Report, Severity
 from bnlint.report import RenderOptions
-from bnlint.report.groups import FindingGroup, group_findings, shown_findings
+from bnlint.report.groups import SHOWN_NAMES, group_findings, shown_findings, template
 from bnlint.report.sanitize import printable
 from bnlint.report.summary import severity_counts, summary_lines
 
@@ -45,6 +52,7 @@ def render(report: Report, options: RenderOptions) -> str:
         return render_statistics(report, options)
     lines: list[str] = []
     listed: list[Finding] = []
+    groups: dict[tuple[str, int, str | None, str, str | None], list[tuple[str, Finding]]] = {}
     for model in report.models:
         shown = shown_findings(model.findings, options.show_known)
         listed += shown
@@ -52,7 +60,13 @@ def render(report: Report, options: RenderOptions) -> str:
             lines.extend(finding_line(model.path, finding, options.color) for finding in shown)
             continue
         for group in group_findings(shown):
-            lines.extend(_group_lines(model.path, group, options))
+            first = group.first
+            key = (first.code, int(first.severity), first.baseline_state, template(first))
+            key += (source_location(first),)  # another source line is another place to fix
+            groups.setdefault(key, []).extend((model.path, finding) for finding in group.findings)
+    for members in groups.values():
+        lines.extend(_group_lines(members, options))
+    for model in report.models if not options.quiet else ():
         if model.verification:
             from bnlint.report.verification import table_lines
 
@@ -67,12 +81,28 @@ def render(report: Report, options: RenderOptions) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _group_lines(path: str, group: FindingGroup, options: RenderOptions) -> list[str]:
-    """The first finding in full; the other layers of its group named on one line."""
-    finding = group.first
+def _places_text(members: list[tuple[str, Finding]]) -> str:
+    """``b1.bn, other.onnx:b0.bn, +397 more``: the members after the first, a path named
+    where it is not the first member's."""
+    first_path = members[0][0]
+    places = []
+    for path, finding in members[1:]:
+        where = printable(finding.scope or finding.node or "model")
+        places.append(where if path == first_path else f"{printable(path, None)}:{where}")
+    text = ", ".join(places[:SHOWN_NAMES])
+    if len(places) > SHOWN_NAMES:
+        text += f", +{len(places) - SHOWN_NAMES} more"
+    return text
+
+
+def _group_lines(members: list[tuple[str, Finding]], options: RenderOptions) -> list[str]:
+    """The first finding in full; the other places of its group named on one line."""
+    path, finding = members[0]
     lines = [finding_line(path, finding, options.color)]
-    if group.count > 1:
-        also = f"  = also at {group.places_text(show=printable)} ({group.count} in all)"
+    if len(members) > 1:
+        also = f"  = also at {_places_text(members)} ({len(members)} in all"
+        models = len({member_path for member_path, _ in members})
+        also += f", {models} models)" if models > 1 else ")"
         lines.append(_paint(also, _DIM, options.color))
     source = source_location(finding)
     if source:
