@@ -91,9 +91,15 @@ def _severities(value: Any, key: str) -> dict[str, Severity]:
     return {code.upper(): Severity.parse(level) for code, level in value.items()}
 
 
+MAX_IGNORE_PATTERNS = 1000  # each is matched per model (or per name): 40,000 globs in a 1 MB
+# discovered file cost 5 s of CPU per model
+
+
 def _ignore_table(value: Any, key: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if not isinstance(value, dict):
         raise ValueError(f"{key} must be a table of pattern = [codes]")
+    if len(value) > MAX_IGNORE_PATTERNS:
+        raise ValueError(f"{key} has {len(value)} patterns; at most {MAX_IGNORE_PATTERNS}")
     return tuple(
         (pattern, _str_list(codes, f"{key}.{pattern}")) for pattern, codes in value.items()
     )

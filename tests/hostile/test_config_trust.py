@@ -103,3 +103,14 @@ def test_a_discovered_configuration_is_read_as_bounded_data(
         config.write_text(content)
     attack = run_attack([models], tmp_path, expected_seconds=3)
     assert_behaved(attack, exit_code=2, error=problem)
+
+
+def test_a_discovered_configuration_cannot_list_unbounded_ignore_patterns(tmp_path: Path) -> None:
+    """Before: 40,000 ``per-model-ignores`` globs (a 1 MB file) were matched against every
+    model, twice, past fnmatch's compile cache: 5 s of CPU per model, for every model."""
+    models = tmp_path / "pr" / "models"
+    onnx_zoo.opset14_training_mode(models)
+    globs = "\n".join(f'"x{i:05d}*y*z*" = ["BN003"]' for i in range(40_000))
+    (models / ".bnlint.toml").write_text(f"[per-model-ignores]\n{globs}\n")
+    attack = run_attack([models], tmp_path, expected_seconds=10)
+    assert_behaved(attack, exit_code=2, error="per-model-ignores has 40000 patterns; at most 1000")
