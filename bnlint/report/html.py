@@ -280,7 +280,9 @@ def html_context(report: Report, options: RenderOptions) -> dict[str, Any]:
     context["rule_counts"] = {model.index: _rule_counts(model) for model in context["models"]}
     context["max_hot_rows"], context["max_plain_rows"] = MAX_HOT_ROWS, MAX_PLAIN_ROWS
     context["open_rows"] = OPEN_ROWS
-    context["open_models"] = _open_models(context["models"])
+    context["open_models"] = min(
+        [_open_models(context["models"]), *context["counted_models"]]
+    )  # counted models are a suffix, always collapsed
     context["collapsed_findings"] = sum(
         len(model.findings) for model in context["models"][context["open_models"] :]
     )
