@@ -278,7 +278,7 @@ def test_how_to_reproduce_names_the_command_inputs_and_versions(
     assert steps[-4:-2] == [f"cd {tmp_path}", command], "the exact command, from its folder"
     assert f"# {hashlib.sha256(model.read_bytes()).hexdigest()}  a<b>c/{model.name}" in steps
     assert any(step.startswith("pip install bnlint==") and "onnx==" in step for step in steps)
-    assert steps[-1] == "python -m bnlint.evidence.reproduce report.json"
+    assert steps[-1] == "python -m bnlint.reproduce report.json"
     (record,) = re.findall(r'<pre class="mono" id="provenance-json">(.*?)</pre>', section, re.S)
     embedded = json.loads(html_module.unescape(record))
     assert embedded["models"] == result.json["provenance"]["models"]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
+import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +15,7 @@ import pytest
 
 from bnlint.evidence.reproduce import main, reproduce
 from bnlint.toml_writer import toml_text
-from tests.report_models import build_models
+from tests.report_models import build_models, degenerate_layer
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -156,3 +160,33 @@ def test_toml_writer_round_trips_what_settings_hold() -> None:
     }
     parsed = tomllib.loads(toml_text(settings, "comment"))
     assert parsed == {key: value for key, value in settings.items() if value is not None}
+
+
+def test_python_m_bnlint_reproduce_is_the_stable_entry_point() -> None:
+    """Reports, issues and users' scripts name ``python -m bnlint.reproduce``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bnlint.reproduce", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m bnlint.reproduce [-h]")
+    assert "--print-config" in done.stdout
+
+
+def test_the_reproduce_command_a_report_prints_runs(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = degenerate_layer(tmp_path / "models")
+    monkeypatch.chdir(tmp_path)
+    args = [model.relative_to(tmp_path), "--phase", "inference", "--format", "json"]
+    run_cli([*args, "-o", "report.json", "--report-html", "report.html"], exit_code=1)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    (steps,) = re.findall(r'<pre class="mono" id="reproduce">(.*?)</pre>', page, re.S)
+    command = html.unescape(steps).splitlines()[-1]
+    assert command == "python -m bnlint.reproduce report.json"
+    argv = [sys.executable, *shlex.split(command)[1:]]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("same: models/degenerate.onnx: same file")

@@ -185,7 +185,7 @@ LAYERS: tuple[Layer, ...] = (
     _layer(
         "api",
         "the Python API (bnlint.lint) and reruns of recorded reports",
-        ("bnlint", "bnlint.api", "bnlint.evidence.reproduce"),
+        ("bnlint", "bnlint.api", "bnlint.reproduce", "bnlint.evidence.reproduce"),
         *_below("api", "rules"),  # rules are loaded by the registry, never imported
     ),
     _layer(

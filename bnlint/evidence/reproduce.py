@@ -1,8 +1,8 @@
 """Rerun the check a JSON report records, with the settings it records, and compare.
 
-    python -m bnlint.evidence.reproduce report.json            rerun every model, compare
-    python -m bnlint.evidence.reproduce report.json --root D   model paths are relative to D
-    python -m bnlint.evidence.reproduce report.json --print-config   the recorded configuration
+    python -m bnlint.reproduce report.json            rerun every model, compare
+    python -m bnlint.reproduce report.json --root D   model paths are relative to D
+    python -m bnlint.reproduce report.json --print-config   the recorded configuration
 
 A report is data (docs/security.md). For each model of the report: the file is looked up
 inside ``--root`` (default: the current folder; a recorded path that leads elsewhere is
@@ -247,7 +247,7 @@ def reproduce(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bnlint.evidence.reproduce",
+        prog="python -m bnlint.reproduce",
         description="Rerun the check a bnlint JSON report records and compare the findings. "
         "The report is data: settings that import code, widen reads or loosen limits are "
         "ignored (and named) unless given here.",

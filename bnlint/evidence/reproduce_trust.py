@@ -6,7 +6,7 @@ configuration file, and the rerun's own ``--config`` trusts what it extends), ev
 setting that imports or runs code or widens what bnlint reads
 (:data:`bnlint.config.keys.TRUST_KEYS`, the recorded ``--trust-model-code`` switch) and
 every limit looser than bnlint's defaults (:data:`bnlint.config.keys.LIMIT_KEYS`). Each
-removal becomes a note naming the recorded value and the ``python -m bnlint.evidence.reproduce``
+removal becomes a note naming the recorded value and the ``python -m bnlint.reproduce``
 option that sets it on purpose. Rules the report names that only a removed ``rules-dir``
 could provide are dropped from selectors, severities and rule tables (noted too), so the
 rerun still starts.
@@ -78,7 +78,7 @@ def untrusted_settings(
         if value:
             notes.append(
                 f"ignored the recorded {key} = {_shown(value)}: a report cannot import code or "
-                f"widen reads (pass {option} to python -m bnlint.evidence.reproduce)"
+                f"widen reads (pass {option} to python -m bnlint.reproduce)"
             )
     defaults = _defaults()
     for key in sorted(LIMIT_KEYS):
@@ -87,12 +87,12 @@ def untrusted_settings(
             settings.pop(key)
             notes.append(
                 f"ignored the recorded {key} = {value}: looser than the default "
-                f"{defaults[key]} (pass --{key} N to python -m bnlint.evidence.reproduce)"
+                f"{defaults[key]} (pass --{key} N to python -m bnlint.reproduce)"
             )
     if flags.get("trust-model-code") and not own.trust_model_code:
         notes.append(
             "ignored the recorded --trust-model-code: a report cannot make bnlint run code "
-            "from model files (pass --trust-model-code to python -m bnlint.evidence.reproduce)"
+            "from model files (pass --trust-model-code to python -m bnlint.reproduce)"
         )
     settings.update(own.settings())
     if not own.rules_dirs:
@@ -130,5 +130,5 @@ def _drop_unknown_rules(settings: dict[str, Any], known_rule: Any) -> list[str]:
         return []
     return [
         f"left out rules only a rules-dir provides: {_shown(sorted(dropped))} "
-        "(pass --rules-dir DIR to python -m bnlint.evidence.reproduce)"
+        "(pass --rules-dir DIR to python -m bnlint.reproduce)"
     ]

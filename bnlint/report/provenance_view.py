@@ -148,7 +148,7 @@ def _reproduce(data: dict[str, Any], models: list[dict[str, Any]]) -> list[str]:
     else:
         lines.append("# run through the Python API (bnlint.lint) with the settings below")
     lines.append("# or, from a JSON report of this run: rerun with the recorded settings, compare")
-    lines.append("python -m bnlint.evidence.reproduce report.json")
+    lines.append("python -m bnlint.reproduce report.json")
     return lines
 
 

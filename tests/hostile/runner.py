@@ -1,7 +1,7 @@
 """Run the real ``bnlint`` executable on an attack, the way a user's shell or CI would.
 
 :func:`run_attack` starts one process (the venv's ``bnlint`` console script, or another
-command such as ``python -m bnlint.evidence.reproduce``) with:
+command such as ``python -m bnlint.reproduce``) with:
 
 - its own ``HOME`` and ``TMPDIR`` inside the test's folder (both must stay empty);
 - an address-space limit (``setrlimit(RLIMIT_AS)`` in ``preexec_fn``) and a timeout of
@@ -35,7 +35,7 @@ TORCH_ADDRESS_SPACE = 6 * 1024**3
 HASHED_BYTES = 64 * 1024**2  # larger (sparse) files are compared by size and mtime only
 SKIPPED_DIRS = {"__pycache__", ".git", ".pytest_cache", ".ruff_cache", ".hypothesis"}
 BNLINT = [str(Path(sys.executable).with_name("bnlint"))]  # the installed console script
-REPRODUCE = [sys.executable, "-m", "bnlint.evidence.reproduce"]
+REPRODUCE = [sys.executable, "-m", "bnlint.reproduce"]
 
 
 def fingerprint(roots: Sequence[Path], skipped: set[str] = SKIPPED_DIRS) -> dict[str, tuple]:

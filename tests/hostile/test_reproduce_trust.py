@@ -1,4 +1,4 @@
-"""``python -m bnlint.evidence.reproduce`` on a crafted report: a report is data (issue 12, item 1).
+"""``python -m bnlint.reproduce`` on a crafted report: a report is data (issue 12, item 1).
 
 The report records a rules folder, an ``arch`` module in the working directory, an
 allowed data root of ``/``, a node limit of 10**12 and ``--trust-model-code`` over a pickle

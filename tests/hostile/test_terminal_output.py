@@ -4,7 +4,7 @@ The model's node names carry every character of Unicode categories Cc, Cf, Zl an
 whole list from ``unicodedata``, 15 to a name), OSC 52 (clipboard), OSC 8 (hyperlink),
 a screen clear, a right-to-left override, an ``@mention``, an issue reference and bare
 links. Every terminal writer (findings, baseline "fixed:" lines, the fold table, error
-lines, ``--show-settings``, ``bnlint.evidence.reproduce`` and its ``--print-config``) and every
+lines, ``--show-settings``, ``bnlint.reproduce`` and its ``--print-config``) and every
 report file (HTML, Markdown) is read back: no character of those categories other than
 newline and tab may appear raw, and in Markdown no mention or link may be live.
 """
