@@ -304,7 +304,8 @@ def explain(code: str, rules_dirs: tuple[str, ...]) -> None:
 
 
 def _register_fold_commands() -> None:
-    from bnlint.fold.cli import fold, verify
+    from bnlint.fold.cli import fold
+    from bnlint.fold.verify_cli import verify
 
     main.add_command(fold)
     main.add_command(verify)

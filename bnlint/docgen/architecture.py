@@ -196,6 +196,7 @@ LAYERS: tuple[Layer, ...] = (
             "bnlint.cli",
             "bnlint.cli.*",
             "bnlint.fold.cli",
+            "bnlint.fold.verify_cli",
             "bnlint.drift.cli",
         ),
         *_below("cli", "rules"),
@@ -233,8 +234,8 @@ DOORS: dict[str, str] = {
 
 _BY_NAME = {layer.name: layer for layer in LAYERS}
 
-# fold.cli and drift.cli belong to the command line although they live in their packages:
-# the most specific glob wins.
+# fold.cli, fold.verify_cli and drift.cli belong to the command line although they live in
+# their packages: the most specific glob wins.
 _SPECIFIC_FIRST = sorted(
     ((glob, layer.name) for layer in LAYERS for glob in layer.modules),
     key=lambda item: (item[0].count("*"), -item[0].count(".")),

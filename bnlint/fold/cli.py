@@ -1,10 +1,9 @@
-"""``bnlint fold IN -o OUT`` and ``bnlint verify PATH [--against ORIGINAL]``.
+"""``bnlint fold IN -o OUT``: fold, verify, then write the folded model.
 
 ``fold`` writes nothing unless every fold passes verification (exit 1 otherwise), never
-overwrites its input, and writes atomically (external data stays external). ``verify``
-without ``--against`` is ``check --verify`` restricted to the dynamic rules (BN012,
-BN018); with ``--against`` it audits a fold made by any tool and reports one BN012
-verdict per BN of the original model, in every output format ``check`` has.
+overwrites its input, and writes atomically (external data stays external). The
+``verify`` command is in :mod:`bnlint.fold.verify_cli`; it judges folds with the same
+BN012 context (:func:`bn012_context`, :func:`tolerance_scale_for`).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from typing import Any
 
 import click
 
-from bnlint.cli.options import check_options, settings_from_options
 from bnlint.report.sanitize import printable
 
 
@@ -37,7 +35,8 @@ def _fail(message: str) -> None:
     fail(message)
 
 
-def _context(ruleset: Any, settings: Any, path: str):
+def bn012_context(ruleset: Any, settings: Any, path: str) -> Any:
+    """The fold-mismatch rule's context for judging a fold of ``path`` (phase inference)."""
     from bnlint.rule import RuleContext
 
     rule = ruleset.get("BN012")
@@ -52,7 +51,8 @@ def _context(ruleset: Any, settings: Any, path: str):
     )
 
 
-def _tolerance_scale(given: float | None, ctx: Any) -> float:
+def tolerance_scale_for(given: float | None, ctx: Any) -> float:
+    """``--tolerance-scale`` when given, else the fold-mismatch rule's option (1.0)."""
     return float(given if given is not None else ctx.options.get("tolerance-scale", 1.0))
 
 
@@ -171,12 +171,12 @@ def fold(
         resolver = SettingsResolver(values, config)
         settings, ruleset = resolver.resolve(model)
         graph = load_model(model, settings)
-        ctx = _context(ruleset, settings, model)
+        ctx = bn012_context(ruleset, settings, model)
         result = fold_graph(
             graph,
             keep=keep,
             input_shapes=settings.input_shapes,
-            tolerance_scale=_tolerance_scale(tolerance_scale, ctx),
+            tolerance_scale=tolerance_scale_for(tolerance_scale, ctx),
             numeric=not algebraic_only,
         )
     except re.error as error:
@@ -392,108 +392,3 @@ def _write_torch(folded: Any, graph: Any, target: Path) -> Path:
     finally:
         Path(temporary).unlink(missing_ok=True)
     return target
-
-
-@click.command("verify")
-@click.argument("paths", nargs=-1, type=click.Path())
-@click.option(
-    "--against",
-    type=click.Path(),
-    default=None,
-    metavar="ORIGINAL",
-    help="Audit PATH as a fold of ORIGINAL made by any tool.",
-)
-@click.option(
-    "--tolerance-scale",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="With --against: multiply the numeric tolerance [default: the fold-mismatch "
-    "rule's tolerance-scale, 1.0].",
-)
-@check_options
-def verify(
-    paths: Sequence[str], against: str | None, tolerance_scale: float | None, **options: Any
-) -> None:
-    """Verify folds: run BN012/BN018 on models, or audit FOLDED --against ORIGINAL."""
-    from bnlint.api import SettingsResolver
-    from bnlint.cli.output import emit_report
-    from bnlint.config import ConfigError
-    from bnlint.engine.registry import RegistryError
-
-    values = settings_from_options(options)
-    values["verify"] = True
-    if against is None and not values.get("select"):
-        values["select"] = ("BN012", "BN018")
-    try:
-        resolver = SettingsResolver(values, options["config"])
-        if against is None:
-            report = _verify_models(paths, resolver, options)
-        else:
-            if len(paths) != 1:
-                raise click.BadParameter("verify --against takes exactly one folded model")
-            report = _audit(paths[0], against, resolver, tolerance_scale)
-    except (ConfigError, RegistryError, click.BadParameter) as error:
-        _fail(str(error))
-    except Exception as error:
-        if options["debug"]:
-            traceback.print_exc()
-        _fail(f"internal error: {type(error).__name__}: {error} (rerun with --debug)")
-    emit_report(report, options, resolver)
-
-
-def _verify_models(paths: Sequence[str], resolver: Any, options: dict) -> Any:
-    from bnlint.api import iter_targets, lint_target
-    from bnlint.findings import Report
-
-    targets = list(iter_targets(paths or ["."], resolver))
-    return Report(models=[lint_target(target, resolver) for target in targets])
-
-
-def _audit(
-    folded_path: str, original_path: str, resolver: Any, tolerance_scale: float | None
-) -> Any:
-    from bnlint.engine import effective_phase, finalize_findings
-    from bnlint.evidence.provenance import model_evidence
-    from bnlint.findings import ModelResult, Report
-    from bnlint.fold.auditor import audit
-    from bnlint.fold.report import record_findings, verification_section
-    from bnlint.fold.results import FoldError
-    from bnlint.loaders import LoadError, load_model
-
-    settings, ruleset = resolver.resolve(folded_path)
-    graphs = []
-    for path in (original_path, folded_path):
-        try:
-            graphs.append(load_model(path, resolver.resolve(path)[0]))
-        except LoadError as error:
-            return Report([ModelResult(path, status="error", error=error.problem)])
-    ctx = _context(ruleset, settings, folded_path)
-    try:
-        result = audit(
-            graphs[0],
-            graphs[1],
-            input_shapes=settings.input_shapes,
-            tolerance_scale=_tolerance_scale(tolerance_scale, ctx),
-        )
-    except FoldError as error:
-        return Report([ModelResult(folded_path, status="error", error=str(error))])
-    verification = result.verification
-    findings = list(record_findings(verification, ctx))
-    if verification.numeric_skipped:
-        findings.append(
-            ctx.diagnostic(
-                "BN905",
-                None,
-                f"numeric comparison skipped ({verification.numeric_skipped}); "
-                "algebraic level only",
-            )
-        )
-    findings = finalize_findings(findings, settings, ruleset, folded_path)
-    model = ModelResult(folded_path, graphs[1].facts.format, findings=findings)
-    model.verification = verification_section(verification)
-    # what the audit checked: the original's BatchNorms against BN012 (the folded model has
-    # none left, and no lint rule ran on it)
-    model.batchnorms = len(verification.records)
-    model.provenance = model_evidence(folded_path, settings, graphs[1], ["BN012"])
-    model.phase = effective_phase(graphs[1], settings)
-    return Report([model])
