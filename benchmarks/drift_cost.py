@@ -136,10 +136,11 @@ def run_drift(samples: Path) -> dict:
 
 
 def _rounds(script: Path, reps: int, samples: str, kinds: list[str]) -> dict[str, list[dict]]:
-    """``reps`` rounds, each running every kind once in turn (interleaved)."""
+    """``reps`` rounds, each running every kind once in turn; every other round in reverse
+    order (ABBA), so that a load that rises or falls during the runs does not favour one."""
     runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
-    for _ in range(reps):
-        for kind in kinds:
+    for round_ in range(reps):
+        for kind in kinds if round_ % 2 == 0 else reversed(kinds):
             runs[kind].append(child(script, kind, samples))
     return runs
 
@@ -189,8 +190,10 @@ def main() -> None:
         "### Cost of the drift check (ResNet-50, 224×224)",
         "",
         stamp(),
-        f"`python benchmarks/drift_cost.py --reps {args.reps}` (each run in a fresh "
-        "interpreter; plain and drift runs alternate; medians, every run listed). Plain ONNX "
+        f"`python benchmarks/drift_cost.py --reps {args.reps} --large-reps {args.large_reps}` "
+        "(each run in a fresh "
+        "interpreter; plain and drift runs alternate, every other round in reverse order; "
+        f"medians, every run listed; {args.large_reps} round(s) above 64 samples). Plain ONNX "
         "Runtime: default session options, the same samples in the same batches "
         f"({batch_for(Path('x'))} samples), session creation included on both sides. Load "
         f"average (1 min) during the runs: {min(loads):.1f}–{max(loads):.1f} on 2 cores.",
