@@ -26,7 +26,8 @@ from bnlint.fold.exact import SizeLimit
 from bnlint.fold.matching import kept_producer_names, renamed, structural_names
 from bnlint.fold.regional import RegionResult, Side
 from bnlint.fold.results import FoldError, Verification
-from bnlint.fold.runtime_level import ReferenceRunner, light_model, null_fold
+from bnlint.fold.runners import ReferenceRunner, light_model
+from bnlint.fold.runtime_level import null_fold
 from bnlint.fold.sides import side
 from bnlint.fold.verdicts import FoldRecord, plan
 from bnlint.fold.verification import Runtime, failure, verify
@@ -67,7 +68,7 @@ def full_check(model: ModelProto) -> str | None:
     every type and shape but no data, so it never opens (or stats) an external file."""
     import onnx
 
-    from bnlint.fold.runtime_level import light_model
+    from bnlint.fold.runners import light_model
 
     light, _ = light_model(model, lambda name: None, {})
     declared = {value.name for value in light.graph.input}

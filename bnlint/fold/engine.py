@@ -15,7 +15,8 @@ from weakref import WeakKeyDictionary
 from bnlint.fold.exact import SizeLimit
 from bnlint.fold.results import FoldError, FoldResult
 from bnlint.fold.rewrite import fold_model
-from bnlint.fold.runtime_level import ReferenceRunner, light_model, null_fold
+from bnlint.fold.runners import ReferenceRunner, light_model
+from bnlint.fold.runtime_level import null_fold
 from bnlint.fold.sides import read_tensor, side, written_reader
 from bnlint.fold.torch_verify import fold_torch_graph
 from bnlint.fold.verification import Runtime, failure, verify
