@@ -17,9 +17,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from google.protobuf.json_format import ParseError as JsonParseError
-from google.protobuf.message import DecodeError
-from google.protobuf.text_format import ParseError as TextParseError
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from bnlint._perf import gc_paused
@@ -28,13 +25,7 @@ from bnlint.loaders.external import ExternalDataResolver, lazy_reader
 from bnlint.loaders.files import LoadError
 from bnlint.loaders.onnx_bounded import expanded_node_count
 from bnlint.loaders.onnx_const import EVALUATORS
-from bnlint.loaders.onnx_file import (
-    MappedModel,
-    MappedTensor,
-    is_protobuf_path,
-    read_mapped,
-    text_parse_problem,
-)
+from bnlint.loaders.onnx_file import MappedTensor, read_model
 from bnlint.loaders.onnx_ops import STANDARD_DOMAINS, canonical_op, normalize
 from bnlint.loaders.onnx_plumbing import ConstantPlumbing
 from bnlint.loaders.onnx_scope import Scope, exporter_metadata, legacy_module_path
@@ -54,34 +45,11 @@ _SAME_DTYPE = CANONICAL_OPS - {"cast", "control_flow", "other"}
 
 def parse(path: Path) -> ModelProto:
     """Parse an ONNX file (binary protobuf, or ONNX text for ``.onnxtxt``)."""
-    return _read(path).model
-
-
-def _read(path: Path) -> MappedModel:
-    try:
-        if path.suffix == ".onnxtxt":
-            text = path.read_text(encoding="utf-8")
-            found = MappedModel(onnx.parser.parse_model(text), None, {})
-        elif is_protobuf_path(path):
-            found = read_mapped(path)
-        else:  # a text or JSON serialization, chosen by onnx from the suffix
-            model = onnx.load_model(str(path), load_external_data=False)
-            found = MappedModel(model, None, {})
-    except DecodeError:
-        problem = "not a valid ONNX model: protobuf parse error (truncated or corrupt)"
-        raise LoadError(path, problem) from None
-    except (UnicodeDecodeError, onnx.parser.ParseError, TextParseError, JsonParseError) as error:
-        raise LoadError(path, text_parse_problem("text", error)) from None
-    except (OSError, RuntimeError, ValueError) as error:
-        raise LoadError(path, f"cannot read ONNX model: {error}") from None
-    model = found.model
-    if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
-        raise LoadError(path, "not an ONNX model (no graph, no IR version)")
-    return found
+    return read_model(path).model
 
 
 def load(path: Path, settings: Any) -> ModelGraph:
-    found = _read(path)
+    found = read_model(path)
     graph = build_graph(
         found.model, path, settings, raw_ranges=found.raw_ranges, buffer=found.buffer
     )

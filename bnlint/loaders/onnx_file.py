@@ -17,8 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
+from google.protobuf.json_format import ParseError as JsonParseError
+from google.protobuf.message import DecodeError
+from google.protobuf.text_format import ParseError as TextParseError
 from onnx import ModelProto
 
+from bnlint.loaders.files import LoadError
 from bnlint.params import MappedTensor
 
 __all__ = [
@@ -27,6 +32,7 @@ __all__ = [
     "is_protobuf_path",
     "raw_data_ranges",
     "read_mapped",
+    "read_model",
     "text_parse_problem",
 ]
 
@@ -153,3 +159,28 @@ def raw_data_ranges(buffer: memoryview) -> dict[str, tuple[int, int]]:
     except (ValueError, IndexError, UnicodeDecodeError):
         return {}
     return ranges
+
+
+def read_model(path: Path) -> MappedModel:
+    """An ONNX file parsed: binary protobuf memory-mapped, ``.onnxtxt`` ONNX text, other
+    suffixes the text or JSON serialization onnx picks; any failure is a LoadError."""
+    try:
+        if path.suffix == ".onnxtxt":
+            text = path.read_text(encoding="utf-8")
+            found = MappedModel(onnx.parser.parse_model(text), None, {})
+        elif is_protobuf_path(path):
+            found = read_mapped(path)
+        else:  # a text or JSON serialization, chosen by onnx from the suffix
+            model = onnx.load_model(str(path), load_external_data=False)
+            found = MappedModel(model, None, {})
+    except DecodeError:
+        problem = "not a valid ONNX model: protobuf parse error (truncated or corrupt)"
+        raise LoadError(path, problem) from None
+    except (UnicodeDecodeError, onnx.parser.ParseError, TextParseError, JsonParseError) as error:
+        raise LoadError(path, text_parse_problem("text", error)) from None
+    except (OSError, RuntimeError, ValueError) as error:
+        raise LoadError(path, f"cannot read ONNX model: {error}") from None
+    model = found.model
+    if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
+        raise LoadError(path, "not an ONNX model (no graph, no IR version)")
+    return found
