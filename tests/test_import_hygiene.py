@@ -51,3 +51,30 @@ def test_version_imports_neither_onnx_nor_networkx_nor_numpy() -> None:
 def test_importing_bnlint_is_light() -> None:
     modules = imported_after("import bnlint")
     assert not modules & {"onnx", "networkx", "numpy", "torch", "click", "jinja2"}
+
+
+def test_linting_loads_no_other_command(tmp_path: Path) -> None:
+    """`bnlint model.onnx` loads neither the fold/verify nor the recalibrate command line;
+    `bnlint fold --help` loads the fold one."""
+    model = onnx_zoo.resnet_opset15(tmp_path)
+    script = (
+        "import sys\nfrom bnlint.cli import main\n"
+        "try:\n    main(sys.argv[1:], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('bnlint.'))))"
+    )
+
+    def loaded(*args: str) -> set[str]:
+        result = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return set(result.stdout.splitlines()[-1].split())
+
+    commands = {"bnlint.fold.cli", "bnlint.fold.verify_cli", "bnlint.drift.cli"}
+    lint = loaded(str(model), "-q", "--exit-zero")
+    assert "bnlint.engine" in lint, "sanity: the lint really ran"
+    assert not lint & commands
+    assert "bnlint.fold.cli" in loaded("fold", "--help")

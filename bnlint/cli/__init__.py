@@ -13,7 +13,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -36,6 +36,24 @@ class DefaultGroup(click.Group):
     """A group whose default command is ``check``: ``bnlint m.onnx`` is ``bnlint check m.onnx``."""
 
     default_command = "check"
+    # Commands whose modules load only when named (or listed by --help): `bnlint model.onnx`
+    # pays for neither the fold nor the drift command line.
+    lazy_commands: ClassVar[dict[str, tuple[str, str]]] = {
+        "fold": ("bnlint.fold.cli", "fold"),
+        "verify": ("bnlint.fold.verify_cli", "verify"),
+        "recalibrate": ("bnlint.drift.cli", "recalibrate"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands and name not in self.commands:
+            import importlib
+
+            module, attribute = self.lazy_commands[name]
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # The arguments as invoked (not sys.argv, which is another program's under
@@ -48,7 +66,11 @@ class DefaultGroup(click.Group):
         ctx.meta.setdefault(STARTED, utc_now())
         if not args:
             args = [self.default_command]
-        elif args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        elif args[0] not in self.list_commands(ctx) and args[0] not in (
+            "--help",
+            "-h",
+            "--version",
+        ):
             self._refuse_misspelled_command(args[0])
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
@@ -301,23 +323,3 @@ def explain(code: str, rules_dirs: tuple[str, ...]) -> None:
     if url:
         header += f"\nDocumentation: {url}"
     click.echo(f"{header}\n\n{inspect.cleandoc(rule.doc)}")
-
-
-def _register_fold_commands() -> None:
-    from bnlint.fold.cli import fold
-    from bnlint.fold.verify_cli import verify
-
-    main.add_command(fold)
-    main.add_command(verify)
-
-
-_register_fold_commands()
-
-
-def _register_drift_commands() -> None:
-    from bnlint.drift.cli import recalibrate
-
-    main.add_command(recalibrate)
-
-
-_register_drift_commands()
