@@ -82,10 +82,11 @@ class Scope:
         return frozenset(read - defined)
 
 
-def _loader_key(
+def body_key(
     parent: str, node: NodeProto, index: int, attribute: str, number: int, many: bool
 ) -> str:
-    """The loader's name for a body (``bnlint.loaders.onnx.body_path``)."""
+    """The loader's name for a body (``bnlint.loaders.onnx.body_path``); the rewrite
+    indexes bodies by it too."""
     name = node.name or f"<{node.op_type}#{index}>"
     return f"{parent}/{name}.{attribute}{f'[{number}]' if many else ''}".lstrip("/")
 
@@ -128,7 +129,7 @@ class ModelView:
                 child = self._build(
                     body,
                     (*path, (label, attribute, number)),
-                    _loader_key(key, node, index, attribute, number, many),
+                    body_key(key, node, index, attribute, number, many),
                     scope,
                     overridable,
                 )

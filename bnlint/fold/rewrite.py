@@ -108,19 +108,15 @@ class _Rewriter:
         self.live: dict[str, set[int]] = {}
         self.overflow: float | None = None
         self.init_index: dict[str, dict[str, int]] = {}
-        self.producer_index: dict[
-            str, dict[str, NodeProto]
-        ] = {}  # ids of nodes whose outputs were read before
+        self.producer_index: dict[str, dict[str, NodeProto]] = {}  # see _producers
 
     def _index_bodies(self, graph: GraphProto, key: str) -> None:
-        from bnlint.fold.regions import bodies
+        from bnlint.fold.regions import bodies, body_key
 
         for index, node in enumerate(graph.node):
             many = any(a.type == AttributeProto.GRAPHS for a in node.attribute)
             for attribute, number, body in bodies(node):
-                name = node.name or f"<{node.op_type}#{index}>"
-                suffix = f"[{number}]" if many else ""
-                child = f"{key}/{name}.{attribute}{suffix}".lstrip("/")
+                child = body_key(key, node, index, attribute, number, many)
                 self.bodies[child] = body
                 self._index_bodies(body, child)
 
