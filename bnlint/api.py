@@ -199,13 +199,17 @@ def lint_target(
 
 def _repository_sources(target: str, findings: list[Any]) -> list[Any]:
     """Python source paths relative to the repository of the model
-    (:mod:`bnlint.evidence.source_paths`)."""
+    (:mod:`bnlint.evidence.source_paths`); for a model file, constructor-caused findings
+    then point at the statement that built their layer (:mod:`bnlint.loaders.torch_definitions`;
+    an entry point's live module was located in :func:`lint_loaded`)."""
     from bnlint.evidence.source_paths import relative_sources
-    from bnlint.loaders import is_entry_point
+    from bnlint.loaders import is_entry_point, locate_in_repository
     from bnlint.report.baseline import project_root
 
-    start = Path.cwd() if is_entry_point(target) else Path(target).absolute().parent
-    return relative_sources(findings, project_root(start))
+    if is_entry_point(target):
+        return relative_sources(findings, project_root(Path.cwd()))
+    root = project_root(Path(target).absolute().parent)
+    return locate_in_repository(relative_sources(findings, root), root)
 
 
 class WorkerError(Exception):

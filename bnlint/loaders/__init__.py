@@ -28,6 +28,7 @@ __all__ = [
     "leaves_folder",
     "load_model",
     "locate_constructor_causes",
+    "locate_in_repository",
     "preload",
     "read_head",
     "read_onnx_tensor",
@@ -174,6 +175,15 @@ def locate_constructor_causes(graph: ModelGraph, findings: list[Any]) -> list[An
     from bnlint.loaders.torch_definitions import locate_constructor_causes as locate
 
     return locate(graph.source.torch_module, findings)
+
+
+def locate_in_repository(findings: list[Any], root: Path) -> list[Any]:
+    """For a model file, findings a constructor causes point at the line that constructs
+    their layer, read from the recorded Python file inside ``root``, parsed with ``ast``
+    and never run (loaders.torch_definitions)."""
+    from bnlint.loaders.torch_definitions import locate_in_repository as locate
+
+    return locate(findings, root)
 
 
 def read_onnx_tensor(tensor: Any) -> np.ndarray:

@@ -5,11 +5,12 @@ code scanning"; the GH rules of microsoft/sarif-sdk's validator): every result h
 physical location with ``region.startLine`` (GitHub places no alert without one): the
 Python source line when the finding has one inside the repository (the PyTorch module's
 constructor or call), else line 1 of the model file, which is binary; the model file is
-then a related location. Paths are relative to the repository root (``%SRCROOT%``). The
-node or module path is a logical location. Each rule has ``shortDescription``,
-``fullDescription``, ``help.text`` (plain text) and ``help.markdown`` (its documentation)
-and an absolute ``helpUri``. With ``--baseline`` every result has a ``baselineState`` and
-the fixed findings follow as ``absent`` results.
+then a related location, and so is the ``forward`` call when the source line is the
+constructor of the layer (``location.call_line``). Paths are relative to the repository
+root (``%SRCROOT%``). The node or module path is a logical location. Each rule has
+``shortDescription``, ``fullDescription``, ``help.text`` (plain text) and
+``help.markdown`` (its documentation) and an absolute ``helpUri``. With ``--baseline``
+every result has a ``baselineState`` and the fixed findings follow as ``absent`` results.
 
 Provenance: each model file is a ``run.artifacts`` entry with its ``sha-256`` hash and
 ``length`` (results point at it by ``index``); the invocation has the exact command line,
@@ -156,6 +157,13 @@ def _result(
         result["relatedLocations"] = [
             {"id": 1, "message": {"text": "the model file"}, **model},
         ]
+        call = finding.location.get("call_line")
+        if isinstance(call, int) and call >= 1:  # the finding points at the constructor
+            artifact = source["physicalLocation"]["artifactLocation"]
+            physical = {"artifactLocation": artifact, "region": {"startLine": call}}
+            result["relatedLocations"].append(
+                {"id": 2, "message": {"text": "the forward call"}, "physicalLocation": physical}
+            )
     if finding.baseline_state is not None:
         result["baselineState"] = finding.baseline_state
     return result
