@@ -220,20 +220,11 @@ def _report_fold(
     result: Any, ctx: Any, graph: Any, output_format: str, resolver: Any, err: bool = False
 ) -> None:
     from bnlint.findings import ModelResult, Report
-    from bnlint.fold.report import record_findings, verification_section
+    from bnlint.fold.report import verification_findings, verification_section
     from bnlint.report.verification import table_lines
 
     verification = result.verification
-    findings = list(record_findings(verification, ctx))
-    if verification.numeric_skipped:
-        findings.append(
-            ctx.diagnostic(
-                "BN905",
-                None,
-                f"numeric verification skipped ({verification.numeric_skipped}); "
-                "algebraic level only",
-            )
-        )
+    findings = verification_findings(verification, ctx)
     section = verification_section(verification)
     if output_format == "json":
         from bnlint.cli.output import invocation_argv

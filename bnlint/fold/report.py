@@ -135,3 +135,18 @@ def record_findings(verification: Verification, ctx: RuleContext) -> Iterator[Fi
             evidence=json_safe({"verdict": "outputs-differ", **check.evidence()}),
             fix=FIX,
         )
+
+
+def verification_findings(verification: Verification, ctx: RuleContext) -> list[Finding]:
+    """:func:`record_findings`, plus a BN905 note when the numeric level could not run."""
+    findings = list(record_findings(verification, ctx))
+    if verification.numeric_skipped:
+        findings.append(
+            ctx.diagnostic(
+                "BN905",
+                None,
+                f"numeric verification skipped ({verification.numeric_skipped}); "
+                "algebraic level only",
+            )
+        )
+    return findings

@@ -80,7 +80,7 @@ def _audit(
     from bnlint.evidence.provenance import model_evidence
     from bnlint.findings import ModelResult, Report
     from bnlint.fold.auditor import audit
-    from bnlint.fold.report import record_findings, verification_section
+    from bnlint.fold.report import verification_findings, verification_section
     from bnlint.fold.results import FoldError
     from bnlint.loaders import LoadError, load_model
 
@@ -102,16 +102,7 @@ def _audit(
     except FoldError as error:
         return Report([ModelResult(folded_path, status="error", error=str(error))])
     verification = result.verification
-    findings = list(record_findings(verification, ctx))
-    if verification.numeric_skipped:
-        findings.append(
-            ctx.diagnostic(
-                "BN905",
-                None,
-                f"numeric comparison skipped ({verification.numeric_skipped}); "
-                "algebraic level only",
-            )
-        )
+    findings = verification_findings(verification, ctx)
     findings = finalize_findings(findings, settings, ruleset, folded_path)
     model = ModelResult(folded_path, graphs[1].facts.format, findings=findings)
     model.verification = verification_section(verification)
