@@ -63,6 +63,7 @@ def export_bn_preserved(
     model = factory()
     example = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
     tm.fill_bn_statistics(model, example, steps=steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_suffix(".tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
