@@ -54,7 +54,8 @@ def fold_accuracy(models: dict[str, Path], out: Path) -> dict[str, float | None]
     """max |folded - original| / max |original| over the outputs, ONNX Runtime, seeded input."""
     import onnx
 
-    from bnlint.onnx.runtime import OnnxRunner, make_feeds
+    from bnlint.onnx.runtime import OnnxRunner
+    from bnlint.runtime import make_feeds
 
     found: dict[str, float | None] = {}
     for name in ACCURACY_MODELS:
